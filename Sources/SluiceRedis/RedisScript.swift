@@ -1,0 +1,49 @@
+import Crypto
+import Logging
+import NIOCore
+
+/// A Lua script run with `EVALSHA`. Its SHA-1 is computed here, so the first call needs
+/// no round trip to learn it.
+public struct RedisScript: Sendable {
+    public let name: String
+    public let source: String
+    public let sha1: String
+
+    public init(name: String, source: String) {
+        self.name = name
+        self.source = source
+        self.sha1 = Insecure.SHA1.hash(data: Array(source.utf8))
+            .map { byte in
+                let hex = String(byte, radix: 16)
+                return byte < 16 ? "0" + hex : hex
+            }
+            .joined()
+    }
+}
+
+extension RedisClient {
+    /// Loads scripts with `SCRIPT LOAD` (at start-up) and checks Redis agrees on each hash.
+    public func load(_ scripts: [RedisScript]) async throws(RedisClientError) {
+        for script in scripts {
+            let reply = try await send(RedisCommand("SCRIPT", "LOAD", script.source))
+            guard reply.string == script.sha1 else {
+                throw .protocolError("SCRIPT LOAD of \(script.name) returned \(reply.string ?? "nothing"), expected \(script.sha1)")
+            }
+        }
+    }
+
+    /// Runs a script by hash. When Redis has forgotten it (`NOSCRIPT`: `SCRIPT FLUSH`, a restart,
+    /// a failover) it is loaded again and run once more, so the caller never sees that.
+    public func evalScript(
+        _ script: RedisScript, keys: [any RESPArgument], arguments: [any RESPArgument]
+    ) async throws(RedisClientError) -> RESPValue {
+        let command = RedisCommand("EVALSHA", [script.sha1 as any RESPArgument, keys.count] + keys + arguments)
+        do {
+            return try await send(command)
+        } catch let error where error.serverErrorCode == "NOSCRIPT" {
+            logger.info("redis forgot a script, loading it again", metadata: ["script": "\(script.name)"])
+            try await load([script])
+            return try await send(command)
+        }
+    }
+}
