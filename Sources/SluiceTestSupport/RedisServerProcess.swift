@@ -13,15 +13,37 @@ public final class RedisServerProcess: @unchecked Sendable {
     private let lock = NSLock()
     private var process: Process?
     private let directory: URL
+    private let tls: Bool
 
     /// Starts redis-server on a free loopback port with `arguments` added to its command line.
-    public init(arguments: [String] = [], tlsPort: Bool = false) async throws {
+    /// With `tls` the port speaks only TLS, with a fresh self-signed certificate for 127.0.0.1
+    /// at `certificatePath`.
+    public init(arguments: [String] = [], tls: Bool = false) async throws {
         self.port = try await Self.freePort()
         self.extraArguments = arguments
+        self.tls = tls
         self.directory = FileManager.default.temporaryDirectory
             .appendingPathComponent("sluice-redis-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        if tls { try makeCertificate() }
         try await start()
+    }
+
+    public var certificatePath: String { directory.appendingPathComponent("cert.pem").path }
+    private var keyPath: String { directory.appendingPathComponent("key.pem").path }
+
+    private func makeCertificate() throws {
+        let openssl = Process()
+        openssl.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
+        openssl.arguments = [
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+            "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", keyPath, "-out", certificatePath,
+        ]
+        openssl.standardOutput = FileHandle.nullDevice
+        openssl.standardError = FileHandle.nullDevice
+        try openssl.run()
+        openssl.waitUntilExit()
+        guard openssl.terminationStatus == 0 else { throw RedisServerProcessError.certificate }
     }
 
     deinit {
@@ -35,8 +57,12 @@ public final class RedisServerProcess: @unchecked Sendable {
     public func start() async throws {
         let process = Process()
         process.executableURL = try Self.redisServerBinary()
-        process.arguments = [
-            "--bind", "127.0.0.1", "--port", String(port), "--save", "", "--appendonly", "no",
+        let listen = tls
+            ? ["--port", "0", "--tls-port", String(port), "--tls-cert-file", certificatePath,
+               "--tls-key-file", keyPath, "--tls-auth-clients", "no"]
+            : ["--port", String(port)]
+        process.arguments = ["--bind", "127.0.0.1"] + listen + [
+            "--save", "", "--appendonly", "no",
             "--dir", directory.path, "--daemonize", "no", "--loglevel", "warning",
         ] + extraArguments
         process.standardOutput = FileHandle.nullDevice
@@ -116,4 +142,5 @@ public final class RedisServerProcess: @unchecked Sendable {
 public enum RedisServerProcessError: Error {
     case notInstalled
     case didNotStart(port: Int)
+    case certificate
 }

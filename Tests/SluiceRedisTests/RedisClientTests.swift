@@ -1,4 +1,5 @@
 import NIOCore
+import NIOSSL
 import SluiceTestSupport
 import Testing
 
@@ -103,6 +104,22 @@ struct RedisClientTests {
             #expect(error.serverErrorCode == "NOAUTH")
         }
         for client in [legacy, acl, wrong, anonymous] { client.shutdown() }
+    }
+
+    @Test func tlsWithAPrivateCertificateAuthority() async throws {
+        let server = try await RedisServerProcess(arguments: ["--requirepass", "pw"], tls: true)
+        defer { server.stop() }
+        var configuration = try RedisConfiguration(url: "rediss://:pw@127.0.0.1:\(server.port)/1")
+        configuration.tls?.trustRoots = .file(server.certificatePath)
+        let client = try RedisClient(configuration: configuration)
+        _ = try await client.send("SET", "tls", ByteBuffer(bytes: [0, 1, 2]))
+        #expect(try await client.send("GET", "tls") == .bulkString(ByteBuffer(bytes: [0, 1, 2])))
+        client.shutdown()
+
+        // The system trust store does not know this certificate: the handshake must fail.
+        let untrusting = try RedisClient(configuration: RedisConfiguration(url: "rediss://:pw@127.0.0.1:\(server.port)"))
+        await #expect(throws: RedisClientError.self) { _ = try await untrusting.send("PING") }
+        untrusting.shutdown()
     }
 
     @Test func connectionRefusedIsATypedErrorAndBacksOff() async throws {

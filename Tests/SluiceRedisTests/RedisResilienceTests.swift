@@ -1,0 +1,138 @@
+import NIOCore
+import ServiceLifecycle
+import SluiceTestSupport
+import Synchronization
+import Testing
+
+@testable import SluiceRedis
+
+/// Each test runs its own redis-server, which it kills, pauses or restarts.
+@Suite("Redis client when Redis misbehaves")
+struct RedisResilienceTests {
+    private func client(for server: RedisServerProcess, timeout: TimeAmount = .milliseconds(300)) throws -> RedisClient {
+        var configuration = try RedisConfiguration(url: server.url)
+        configuration.commandTimeout = timeout
+        configuration.connectTimeout = timeout
+        configuration.reconnectBackoff = (.milliseconds(5), .milliseconds(100))
+        return try RedisClient(configuration: configuration)
+    }
+
+    /// Retries until a call succeeds; the bound turns a client that never recovers into a failure.
+    private func eventuallySucceeds(_ client: RedisClient, within attempts: Int = 500) async throws {
+        for _ in 0..<attempts {
+            if (try? await client.send("PING")) == .simpleString("PONG") { return }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        Issue.record("client did not reconnect")
+    }
+
+    @Test func restartUnderLoadGivesTypedErrorsThenRecovers() async throws {
+        let server = try await RedisServerProcess()
+        defer { server.stop() }
+        let client = try client(for: server)
+        let progress = LoadProgress()
+
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for worker in 0..<16 {
+                group.addTask {
+                    // Keep going until the restart is done and this worker has succeeded again.
+                    var succeededAfterRestart = false
+                    var iterations = 0
+                    while !succeededAfterRestart && iterations < 100_000 {
+                        iterations += 1
+                        do {
+                            let reply = try await client.send("INCR", "load:\(worker)")
+                            #expect(reply.int != nil)
+                            progress.successes.add(1, ordering: .relaxed)
+                            if progress.restarted.load(ordering: .acquiring) { succeededAfterRestart = true }
+                        } catch let error as RedisClientError {
+                            // Only the typed transport errors are acceptable here.
+                            switch error {
+                            case .connectionClosed, .connectFailed, .timeout: break
+                            default: Issue.record("unexpected error \(error)")
+                            }
+                            progress.failures.add(1, ordering: .relaxed)
+                            try await Task.sleep(for: .milliseconds(2))
+                        }
+                    }
+                    #expect(succeededAfterRestart)
+                }
+            }
+            group.addTask {
+                while progress.successes.load(ordering: .relaxed) < 500 { await Task.yield() }
+                try await server.restart()
+                progress.restarted.store(true, ordering: .releasing)
+            }
+            try await group.waitForAll()
+        }
+        #expect(progress.failures.load(ordering: .relaxed) > 0, "the restart should have broken some calls")
+        client.shutdown()
+    }
+
+    @Test func pausedRedisMakesCallsTimeOutInsteadOfHanging() async throws {
+        let server = try await RedisServerProcess()
+        defer { server.stop() }
+        let client = try client(for: server, timeout: .milliseconds(200))
+        try await eventuallySucceeds(client)
+        server.pause()
+        let clock = ContinuousClock()
+        let started = clock.now
+        await withTaskGroup(of: RedisClientError?.self) { group in
+            for index in 0..<8 {
+                group.addTask {
+                    do {
+                        _ = try await client.send("GET", "k\(index)")
+                        return nil
+                    } catch let error as RedisClientError {
+                        return error
+                    } catch {
+                        return .protocolError("untyped \(error)")
+                    }
+                }
+            }
+            for await error in group {
+                #expect(error == .timeout)
+            }
+        }
+        // A hang guard, not a timing target: 200 ms timeouts must not take seconds.
+        #expect(clock.now - started < .seconds(5))
+        server.resume()
+        try await eventuallySucceeds(client)
+        client.shutdown()
+    }
+
+    @Test func subscriberReceivesMessagesAfterARedisRestart() async throws {
+        let server = try await RedisServerProcess()
+        defer { server.stop() }
+        let client = try client(for: server)
+        let subscriber = RedisSubscriber(client: client, channels: ["sluice:test"], healthCheckInterval: .milliseconds(200))
+        let running = Task { try await subscriber.run() }
+        defer { running.cancel() }
+        var events = subscriber.events.makeAsyncIterator()
+
+        #expect(await events.next() == .subscribed(channel: "sluice:test"))
+        try await eventuallySucceeds(client)
+        _ = try await client.send("PUBLISH", "sluice:test", "before")
+        #expect(await events.next() == .message(channel: "sluice:test", payload: ByteBuffer(string: "before")))
+
+        try await server.restart()
+        // The subscriber notices, reconnects and resubscribes by itself.
+        #expect(await events.next() == .disconnected)
+        var event = await events.next()
+        while event == .disconnected { event = await events.next() }
+        #expect(event == .subscribed(channel: "sluice:test"))
+
+        try await eventuallySucceeds(client)
+        _ = try await client.send("PUBLISH", "sluice:test", "after")
+        #expect(await events.next() == .message(channel: "sluice:test", payload: ByteBuffer(string: "after")))
+        running.cancel()
+        _ = try? await running.value
+        client.shutdown()
+    }
+}
+
+private final class LoadProgress: Sendable {
+    let successes = Atomic<Int>(0)
+    let failures = Atomic<Int>(0)
+    let restarted = Atomic<Bool>(false)
+}
