@@ -13,6 +13,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .library(name: "SluiceRedis", targets: ["SluiceRedis"]),
+        .library(name: "SluiceLimiter", targets: ["SluiceLimiter"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.3"),
@@ -38,6 +39,24 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict
+        ),
+        // Distributed limits: admit/settle over the Lua scripts in lua/ (embedded at build time),
+        // deny cache, circuit breaker and the fail-closed/open/local policies.
+        .target(
+            name: "SluiceLimiter",
+            dependencies: [
+                "SluiceRedis",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "SluiceLimiterTests",
+            dependencies: [
+                "SluiceLimiter", "SluiceRedis", "SluiceTestSupport",
+                .product(name: "NIOCore", package: "swift-nio"),
             ],
             swiftSettings: strict
         ),

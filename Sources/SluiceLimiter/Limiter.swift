@@ -1,0 +1,146 @@
+import Logging
+import SluiceRedis
+import Synchronization
+
+/// What admit does when Redis cannot be reached.
+public enum RedisFailurePolicy: String, Sendable, CaseIterable {
+    /// Refuse fast: 503 `limiter_unavailable`.
+    case closed
+    /// Admit without limits.
+    case open
+    /// Enforce `limit ÷ expected replicas` in this replica's memory.
+    case local
+}
+
+public struct LimiterConfiguration: Sendable {
+    public var failurePolicy: RedisFailurePolicy = .closed
+    /// For the `local` policy: how many replicas share the limits.
+    public var expectedReplicas = 1
+    /// Consecutive Redis failures that trip the breaker, and how long it stays open.
+    public var breakerFailureThreshold = 3
+    public var breakerOpenInterval: Duration = .seconds(1)
+    public var denyCacheCapacity = 10_000
+    public var timings = LimiterTimings()
+
+    public init(failurePolicy: RedisFailurePolicy = .closed) {
+        self.failurePolicy = failurePolicy
+    }
+}
+
+/// The distributed limiter: one `EVALSHA` to admit, one to settle.
+///
+/// Before Redis: a request that can never fit is refused with no I/O, and a limit known to be
+/// exhausted (deny cache) is refused until its retry-after. When Redis fails, the circuit
+/// breaker makes a dead Redis cost at most one timeout per interval, and the failure policy
+/// answers meanwhile.
+public final class Limiter: Sendable {
+    private let store: RedisLimiterStore
+    private let configuration: LimiterConfiguration
+    private let denyCache: DenyCache
+    private let localLimiter: LocalLimiter
+    private let breaker: Mutex<CircuitBreakerStateMachine>
+    private let logger: Logger
+
+    public init(client: RedisClient, configuration: LimiterConfiguration = .init(),
+                logger: Logger = Logger(label: "sluice.limiter")) {
+        self.store = RedisLimiterStore(client: client, timings: configuration.timings)
+        self.configuration = configuration
+        self.denyCache = DenyCache(capacity: configuration.denyCacheCapacity)
+        self.localLimiter = LocalLimiter(expectedReplicas: configuration.expectedReplicas,
+                                         capacity: configuration.denyCacheCapacity)
+        self.breaker = Mutex(CircuitBreakerStateMachine(failureThreshold: configuration.breakerFailureThreshold,
+                                                        openInterval: configuration.breakerOpenInterval))
+        self.logger = logger
+    }
+
+    /// True while the breaker is open: the fleet runs on its failure policy.
+    public var isDegraded: Bool { breaker.withLock { $0.isOpen } }
+
+    public func admit(_ request: AdmitRequest) async -> AdmitDecision {
+        let keys = LimiterKeys(tenantID: request.tenantID)
+        let plan = LimitPlan(for: request, keys: keys)
+        if let limit = plan.neverFits(reserving: request.tokensToReserve) {
+            return .neverFits(limit: limit.name, tokens: request.tokensToReserve, burst: limit.burst)
+        }
+        let now = ContinuousClock.now
+        let cacheKeys = plan.rates.filter { $0.kind == .requests }.map(\.key) + [keys.spend]
+        if let cached = denyCache.lookup(cacheKeys, now: now) {
+            let denial = cached.denial
+            return .denied(Denial(reason: denial.reason, limit: denial.limit, retryAfter: cached.until - now,
+                                  headers: denial.headers, fromCache: true))
+        }
+        guard breaker.withLock({ $0.allowsCall(now: now) }) else {
+            return degradedAdmit(request, plan: plan, now: now)
+        }
+        do {
+            let decision = try await store.admit(request, plan: plan, keys: keys)
+            recordSuccess()
+            if case .denied(let denial) = decision { remember(denial, plan: plan, keys: keys, now: .now) }
+            return decision
+        } catch {
+            recordFailure(error)
+            return degradedAdmit(request, plan: plan, now: .now)
+        }
+    }
+
+    /// Books the real usage. Idempotent, so transport failures are retried (three attempts).
+    public func settle(_ admission: Admission, usage: Usage) async throws(RedisClientError) -> SettleOutcome {
+        if admission.degraded {
+            localLimiter.release(admission)
+            return .skipped
+        }
+        var attempt = 0
+        while true {
+            do {
+                let outcome = try await store.settle(admission, usage: usage)
+                recordSuccess()
+                return outcome
+            } catch {
+                attempt += 1
+                recordFailure(error)
+                if attempt >= 3 || error.serverErrorCode != nil { throw error }
+                try? await Task.sleep(for: .milliseconds(20 * attempt))
+            }
+        }
+    }
+
+    private func degradedAdmit(_ request: AdmitRequest, plan: LimitPlan, now: ContinuousClock.Instant) -> AdmitDecision {
+        switch configuration.failurePolicy {
+        case .closed:
+            return .unavailable
+        case .open:
+            return .admitted(Admission(
+                requestID: request.requestID, tenantID: request.tenantID, keyID: request.keyID, model: request.model,
+                reservedTokens: request.tokensToReserve, headers: .none, duplicate: false, degraded: true,
+                tokenLimits: [], concurrencyKeys: []))
+        case .local:
+            return localLimiter.admit(request, plan: plan, now: now)
+        }
+    }
+
+    /// Request-count and budget denials are cached; token and concurrency ones are not (a
+    /// smaller request may fit, a slot may free any moment). Budget denials for at most 5 s,
+    /// so a raised budget takes effect quickly.
+    private func remember(_ denial: Denial, plan: LimitPlan, keys: LimiterKeys, now: ContinuousClock.Instant) {
+        switch denial.reason {
+        case .budgetExhausted:
+            denyCache.insert(keys.spend, .init(until: now + min(denial.retryAfter, .seconds(5)), denial: denial), now: now)
+        case .rateLimited:
+            guard let rate = plan.rates.first(where: { $0.name == denial.limit }), rate.kind == .requests else { return }
+            denyCache.insert(rate.key, .init(until: now + denial.retryAfter, denial: denial), now: now)
+        }
+    }
+
+    private func recordSuccess() {
+        if breaker.withLock({ $0.recordSuccess() }) {
+            logger.notice("limiter recovered: redis answers again")
+        }
+    }
+
+    private func recordFailure(_ error: RedisClientError) {
+        if breaker.withLock({ $0.recordFailure(now: .now) }) {
+            logger.error("limiter degraded: redis unreachable, applying failure policy",
+                         metadata: ["policy": "\(configuration.failurePolicy.rawValue)", "error": "\(error)"])
+        }
+    }
+}

@@ -1,0 +1,26 @@
+/// Redis key names. Every key of one tenant carries the hash tag `{t:<tenant>}` so a tenant's
+/// keys share one Redis Cluster slot and one script can touch them all.
+public struct LimiterKeys: Sendable {
+    public let tenantID: String
+    let tag: String
+
+    public init(tenantID: String) {
+        self.tenantID = tenantID
+        self.tag = "sl:{t:\(tenantID)}"
+    }
+
+    func tenantRate(_ kind: RateLimitSpec.Kind) -> String { "\(tag):\(kind == .requests ? "rpm" : "tpm")" }
+    func keyRate(_ keyID: String, _ kind: RateLimitSpec.Kind) -> String {
+        "\(tag):k:\(keyID):\(kind == .requests ? "rpm" : "tpm")"
+    }
+    func modelRate(_ model: String, _ kind: RateLimitSpec.Kind) -> String {
+        "\(tag):m:\(model):\(kind == .requests ? "rpm" : "tpm")"
+    }
+    var tenantInFlight: String { "\(tag):inflight" }
+    func keyInFlight(_ keyID: String) -> String { "\(tag):k:\(keyID):inflight" }
+    var spend: String { "\(tag):spend" }
+    /// The tenant's usage events, read by the metering workers.
+    public var usageStream: String { "\(tag):usage" }
+    func reservation(_ requestID: String) -> String { "\(tag):res:\(requestID)" }
+    func settled(_ requestID: String) -> String { "\(tag):done:\(requestID)" }
+}

@@ -1,0 +1,111 @@
+/// What admit needs to know about one request.
+public struct AdmitRequest: Sendable {
+    public var requestID: String
+    public var tenantID: String
+    public var keyID: String
+    public var model: String
+    /// Prompt estimate + maximum output tokens (capped by the model's maximum).
+    public var tokensToReserve: Int
+    public var tenantLimits: Limits
+    public var keyLimits: Limits
+    /// The tenant's limits for this model, if it has any.
+    public var modelLimits: Limits
+
+    public init(requestID: String, tenantID: String, keyID: String, model: String, tokensToReserve: Int,
+                tenantLimits: Limits = .none, keyLimits: Limits = .none, modelLimits: Limits = .none) {
+        self.requestID = requestID
+        self.tenantID = tenantID
+        self.keyID = keyID
+        self.model = model
+        self.tokensToReserve = tokensToReserve
+        self.tenantLimits = tenantLimits
+        self.keyLimits = keyLimits
+        self.modelLimits = modelLimits
+    }
+}
+
+/// Values for OpenAI's `x-ratelimit-*` headers: the tightest request and token limits.
+/// nil when no limit of that kind applies.
+public struct RateLimitHeaders: Sendable, Equatable {
+    public struct Window: Sendable, Equatable {
+        public let limit: Int
+        public let remaining: Int
+        /// Until the bucket is full again.
+        public let reset: Duration
+    }
+
+    public var requests: Window?
+    public var tokens: Window?
+
+    public static let none = RateLimitHeaders(requests: nil, tokens: nil)
+}
+
+/// An admitted request: everything settle needs to give back what was not used.
+public struct Admission: Sendable, Equatable {
+    public let requestID: String
+    public let tenantID: String
+    public let keyID: String
+    public let model: String
+    public let reservedTokens: Int
+    public let headers: RateLimitHeaders
+    /// True when this request id had been admitted before: nothing new was reserved.
+    public let duplicate: Bool
+    /// Admitted without Redis (fail-open or local policy): settle books nothing in Redis.
+    public let degraded: Bool
+    let tokenLimits: [RateLimitSpec]
+    let concurrencyKeys: [String]
+}
+
+public enum AdmitDecision: Sendable, Equatable {
+    case admitted(Admission)
+    case denied(Denial)
+    /// The request can never fit: its reservation is larger than a token burst. Not retryable.
+    case neverFits(limit: String, tokens: Int, burst: Int)
+    /// Redis is unreachable and the policy is fail-closed.
+    case unavailable
+}
+
+public struct Denial: Sendable, Equatable {
+    public enum Reason: Sendable, Equatable {
+        /// A request, token or concurrency limit: `rate_limit_exceeded`.
+        case rateLimited
+        /// The monthly budget is spent: `insufficient_quota`.
+        case budgetExhausted
+    }
+
+    public let reason: Reason
+    /// Which limit, e.g. `key_requests_per_minute` or `tenant_max_concurrent_requests`.
+    public let limit: String
+    /// When the request would pass (everything else unchanged).
+    public let retryAfter: Duration
+    public let headers: RateLimitHeaders
+    /// Answered from the replica's deny cache, without Redis.
+    public let fromCache: Bool
+}
+
+/// The real usage of a finished (or cancelled) request.
+public struct Usage: Sendable, Equatable {
+    public var promptTokens: Int
+    public var completionTokens: Int
+    public var costMicroUSD: Int64
+    /// Extra fields for the usage event (status, backend, ...).
+    public var attributes: [String: String]
+
+    public init(promptTokens: Int, completionTokens: Int, costMicroUSD: Int64 = 0, attributes: [String: String] = [:]) {
+        self.promptTokens = promptTokens
+        self.completionTokens = completionTokens
+        self.costMicroUSD = costMicroUSD
+        self.attributes = attributes
+    }
+
+    public var totalTokens: Int { promptTokens + completionTokens }
+}
+
+public enum SettleOutcome: Sendable, Equatable {
+    /// Booked now. `refunded` is tokens given back (negative: debt); `reservationExpired` means
+    /// the reservation was gone and only the usage was recorded.
+    case settled(refunded: Int, reservationExpired: Bool)
+    case alreadySettled
+    /// A degraded admission: nothing to book in Redis.
+    case skipped
+}

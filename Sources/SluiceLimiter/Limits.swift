@@ -1,0 +1,53 @@
+/// The limits of one level (tenant, key, or a tenant's model). Absent means no limit there.
+/// Field names follow the admin API (`requests_per_minute`, ...).
+public struct Limits: Sendable, Equatable, Hashable, Codable {
+    public var requestsPerMinute: Int?
+    public var tokensPerMinute: Int?
+    public var maxConcurrentRequests: Int?
+    public var monthlyBudgetUSD: Double?
+    /// Requests admitted at once from a fresh state; defaults to `requestsPerMinute`.
+    public var burstRequests: Int?
+    /// Tokens reservable at once from a fresh state; defaults to `tokensPerMinute`.
+    public var burstTokens: Int?
+
+    public init(requestsPerMinute: Int? = nil, tokensPerMinute: Int? = nil, maxConcurrentRequests: Int? = nil,
+                monthlyBudgetUSD: Double? = nil, burstRequests: Int? = nil, burstTokens: Int? = nil) {
+        self.requestsPerMinute = requestsPerMinute
+        self.tokensPerMinute = tokensPerMinute
+        self.maxConcurrentRequests = maxConcurrentRequests
+        self.monthlyBudgetUSD = monthlyBudgetUSD
+        self.burstRequests = burstRequests
+        self.burstTokens = burstTokens
+    }
+
+    public static let none = Limits()
+
+    enum CodingKeys: String, CodingKey {
+        case requestsPerMinute = "requests_per_minute"
+        case tokensPerMinute = "tokens_per_minute"
+        case maxConcurrentRequests = "max_concurrent_requests"
+        case monthlyBudgetUSD = "monthly_budget_usd"
+        case burstRequests = "burst_requests"
+        case burstTokens = "burst_tokens"
+    }
+}
+
+/// One rate limit as the admit script sees it.
+struct RateLimitSpec: Sendable, Equatable {
+    enum Kind: String, Sendable { case requests = "r", tokens = "t" }
+    let kind: Kind
+    let perMinute: Int
+    let burst: Int
+    /// Named in denials and logs, e.g. `key_requests_per_minute`.
+    let name: String
+    let key: String
+
+    /// Microseconds per unit: GCRA's emission interval.
+    var interval: Double { 60_000_000 / Double(perMinute) }
+}
+
+struct ConcurrencyLimitSpec: Sendable, Equatable {
+    let max: Int
+    let name: String
+    let key: String
+}

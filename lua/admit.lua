@@ -1,0 +1,122 @@
+-- admit: checks every limit that applies to one request and writes only if all pass.
+--
+-- KEYS[1]  reservation   sl:{t:<tenant>}:res:<request id>  (the admitted decision, for idempotency and settle)
+-- KEYS[2]  settled mark  sl:{t:<tenant>}:done:<request id>
+-- KEYS[3]  spend         sl:{t:<tenant>}:spend              (hash: m = YYYYMM, u = micro-USD spent in m)
+-- KEYS[4 .. 3+nr]        GCRA keys, one per rate limit      (string: theoretical arrival time, µs)
+-- KEYS[4+nr .. ]         in-flight sets, one per concurrency limit (zset: request id -> lease expiry, µs)
+--
+-- ARGV[1] request id   ARGV[2] tokens to reserve   ARGV[3] lease (µs)   ARGV[4] reservation TTL (ms)
+-- ARGV[5] monthly budget (micro-USD, -1 = none)   ARGV[6] nr   ARGV[7] nc
+-- then per rate limit: kind ('r' requests | 't' tokens), emission interval (µs per unit),
+--   burst (units), limit per minute (for headers), name
+-- then per concurrency limit: max, name
+--
+-- Returns {decision, limit name, retry after µs,
+--          request limit, remaining, reset µs, token limit, remaining, reset µs, duplicate}
+-- decision: 1 admitted, 0 denied by a rate or concurrency limit, 2 denied by the budget,
+--           -1 can never fit (cost above the burst). Limits absent from the request give -1 headers.
+-- Time is Redis's own clock (TIME), never a replica's. calendar.lua is prepended when embedded.
+
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+
+local existing = redis.call('GET', KEYS[1])
+if existing then
+  local r = cjson.decode(existing)
+  return {1, '', 0, r.h[1], r.h[2], r.h[3], r.h[4], r.h[5], r.h[6], 1}
+end
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  return {1, '', 0, -1, -1, -1, -1, -1, -1, 1}
+end
+
+local reserve = tonumber(ARGV[2])
+local lease = tonumber(ARGV[3])
+local budget = tonumber(ARGV[5])
+local nr = tonumber(ARGV[6])
+local nc = tonumber(ARGV[7])
+
+local decision, denied_by, retry = 1, '', 0
+local function deny(kind, name, wait)
+  if decision == 1 or wait > retry then decision, denied_by, retry = kind, name, wait end
+end
+
+-- Rate limits (GCRA). A request of cost c is allowed when now >= max(tat, now) + c*T - burst*T.
+local new_tats = {}
+local hdr = {r = {-1, -1, -1}, t = {-1, -1, -1}}
+local a = 8
+for i = 1, nr do
+  local kind, interval, burst = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  local per_minute, name = tonumber(ARGV[a + 3]), ARGV[a + 4]
+  a = a + 5
+  local cost = kind == 't' and reserve or 1
+  if cost > burst then
+    return {-1, name, 0, -1, -1, -1, -1, -1, -1, 0}
+  end
+  local tat = tonumber(redis.call('GET', KEYS[3 + i]) or now)
+  if tat < now then tat = now end
+  local new_tat = tat + cost * interval
+  local allow_at = new_tat - burst * interval
+  local after = new_tat
+  if allow_at > now then
+    deny(0, name, allow_at - now)
+    after = tat
+  end
+  new_tats[i] = new_tat
+  -- Headers describe the tightest limit of each kind.
+  local remaining = math.floor((burst * interval - (after - now)) / interval)
+  if remaining < 0 then remaining = 0 end
+  local h = hdr[kind]
+  if h[2] == -1 or remaining < h[2] then
+    hdr[kind] = {per_minute, remaining, after - now}
+  end
+end
+
+-- Concurrency: live leases only (expired ones are ignored now, swept on the next admit).
+local conc_max = {}
+for i = 1, nc do
+  local key = KEYS[3 + nr + i]
+  local max, name = tonumber(ARGV[a]), ARGV[a + 1]
+  a = a + 2
+  conc_max[i] = max
+  local live = redis.call('ZCOUNT', key, '(' .. string.format('%.0f', now), '+inf')
+  if live >= max then
+    -- A slot frees when any request ends; the earliest lease expiry is the latest that can be.
+    local first = redis.call('ZRANGEBYSCORE', key, '(' .. string.format('%.0f', now), '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+    local wait = math.min(tonumber(first[2]) - now, 1000000)
+    deny(0, name, wait)
+  end
+end
+
+-- Monthly budget.
+local year, month = year_month(math.floor(now / 1000000))
+local this_month = year * 100 + month
+if budget >= 0 and decision == 1 then
+  local spend = redis.call('HMGET', KEYS[3], 'm', 'u')
+  if tonumber(spend[1]) == this_month and tonumber(spend[2] or 0) >= budget then
+    local ny, nm = year, month + 1
+    if nm == 13 then ny, nm = year + 1, 1 end
+    decision, denied_by, retry = 2, 'monthly_budget_usd', days_from_civil(ny, nm, 1) * 86400000000 - now
+  end
+end
+
+local headers = {hdr.r[1], hdr.r[2], hdr.r[3], hdr.t[1], hdr.t[2], hdr.t[3]}
+if decision ~= 1 then
+  return {decision, denied_by, retry, headers[1], headers[2], headers[3], headers[4], headers[5], headers[6], 0}
+end
+
+-- Every limit passed: write.
+for i = 1, nr do
+  local ttl_ms = math.ceil((new_tats[i] - now) / 1000) + 1
+  redis.call('SET', KEYS[3 + i], string.format('%.17g', new_tats[i]), 'PX', ttl_ms)
+end
+local expiry = now + lease
+for i = 1, nc do
+  local key = KEYS[3 + nr + i]
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', string.format('%.0f', now))
+  redis.call('ZADD', key, string.format('%.0f', expiry), ARGV[1])
+  local lease_ms = math.ceil(lease / 1000) + 1000
+  if redis.call('PTTL', key) < lease_ms then redis.call('PEXPIRE', key, lease_ms) end
+end
+redis.call('SET', KEYS[1], cjson.encode({tokens = reserve, h = headers}), 'PX', tonumber(ARGV[4]))
+return {1, '', 0, headers[1], headers[2], headers[3], headers[4], headers[5], headers[6], 0}
