@@ -1,0 +1,81 @@
+import Foundation
+import NIOCore
+import SluiceRedis
+import SluiceTestSupport
+import Testing
+
+@testable import SluiceLimiter
+
+/// A denial writes nothing: over randomised multi-limit cases, every key of the tenant is
+/// byte-for-byte the same (`DUMP`) after a denied admit as before it.
+@Suite("Admit is all-or-nothing")
+struct AllOrNothingTests {
+    struct SplitMix64: RandomNumberGenerator {
+        var state: UInt64
+        mutating func next() -> UInt64 {
+            state &+= 0x9E37_79B9_7F4A_7C15
+            var z = state
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            return z ^ (z >> 31)
+        }
+    }
+
+    private static func randomLimits(_ rng: inout SplitMix64) -> Limits {
+        var limits = Limits()
+        if Bool.random(using: &rng) { limits.requestsPerMinute = Int.random(in: 1...4, using: &rng) }
+        if Bool.random(using: &rng) { limits.tokensPerMinute = Int.random(in: 50...400, using: &rng) }
+        if Bool.random(using: &rng) { limits.maxConcurrentRequests = Int.random(in: 1...3, using: &rng) }
+        return limits
+    }
+
+    @Test func deniedAdmitsChangeNoKey() async throws {
+        let seed = UInt64(ProcessInfo.processInfo.environment["SLUICE_TEST_SEED"] ?? "") ?? 20261126
+        var rng = SplitMix64(state: seed)
+        let client = try RedisClient(configuration: RedisConfiguration(url: TestEnvironment.redisURL))
+        let store = RedisLimiterStore(client: client, timings: LimiterTimings())
+        var denials = 0
+
+        for _ in 0..<1_000 {
+            let tenant = "aon" + UUID().uuidString.prefix(12).lowercased()
+            let keys = LimiterKeys(tenantID: tenant)
+            var tenantLimits = Self.randomLimits(&rng)
+            if Int.random(in: 0..<4, using: &rng) == 0 { tenantLimits.monthlyBudgetUSD = 0.000001 }
+            let keyLimits = Self.randomLimits(&rng)
+            let modelLimits = Self.randomLimits(&rng)
+            func request() -> AdmitRequest {
+                AdmitRequest(requestID: UUID().uuidString, tenantID: tenant, keyID: "k", model: "m",
+                             tokensToReserve: Int.random(in: 1...60, using: &rng), tenantLimits: tenantLimits,
+                             keyLimits: keyLimits, modelLimits: modelLimits)
+            }
+            // Some history: admits, some settled (with usage above or below the reservation).
+            for _ in 0..<Int.random(in: 0...5, using: &rng) {
+                let prior = request()
+                if case .admitted(let admission) = try await store.admit(prior, plan: LimitPlan(for: prior, keys: keys), keys: keys),
+                   Bool.random(using: &rng) {
+                    let used = Int.random(in: 0...80, using: &rng)
+                    _ = try await store.settle(admission, usage: Usage(promptTokens: used, completionTokens: 0, costMicroUSD: 2))
+                }
+            }
+            let probe = request()
+            let plan = LimitPlan(for: probe, keys: keys)
+            if plan.neverFits(reserving: probe.tokensToReserve) != nil { continue }
+            let touched = Set(plan.rates.map(\.key) + plan.concurrency.map(\.key) + [
+                keys.spend, keys.usageStream, keys.reservation(probe.requestID), keys.settled(probe.requestID),
+            ])
+            let before = try await dump(touched, client)
+            guard case .denied = try await store.admit(probe, plan: plan, keys: keys) else { continue }
+            denials += 1
+            let after = try await dump(touched, client)
+            #expect(before == after, "a denied admit changed a key (tenant \(tenant), seed \(seed))")
+        }
+        #expect(denials > 100, "too few denials (\(denials)) to say anything")
+        client.shutdown()
+    }
+
+    private func dump(_ keys: Set<String>, _ client: RedisClient) async throws -> [String: RESPValue] {
+        var values: [String: RESPValue] = [:]
+        for key in keys { values[key] = try await client.send("DUMP", key) }
+        return values
+    }
+}

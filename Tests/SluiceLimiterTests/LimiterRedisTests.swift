@@ -1,0 +1,221 @@
+import Foundation
+import NIOCore
+import SluiceRedis
+import SluiceTestSupport
+import Testing
+
+@testable import SluiceLimiter
+
+/// The scripts against the stack's real redis-server.
+@Suite("Limiter scripts against a real redis-server")
+struct LimiterRedisTests {
+    @Test func aBurstOfTenTimesTheLimitFromFourReplicasAdmitsExactlyTheLimit() async throws {
+        let limit = 50  // one request per 1.2 s refills: the burst finishes long before
+        let replicas = try (0..<4).map { _ in try LimiterFixture(poolSize: 1) }
+        let tenant = replicas[0].tenant
+        let admitted = try await withThrowingTaskGroup(of: Bool.self) { group in
+            for index in 0..<(10 * limit) {
+                let replica = replicas[index % replicas.count]
+                group.addTask {
+                    var request = replica.request(keyID: "burst", keyLimits: Limits(requestsPerMinute: limit))
+                    request.tenantID = tenant
+                    return await replica.limiter.admit(request).admission != nil
+                }
+            }
+            return try await group.reduce(0) { $0 + ($1 ? 1 : 0) }
+        }
+        #expect(admitted == limit)
+    }
+
+    @Test func pacedTrafficAtTwiceTheRateAdmitsTheRate() async throws {
+        // The long form (3 minutes) runs with SLUICE_LONG_TESTS=1; CI runs 20 seconds.
+        let long = ProcessInfo.processInfo.environment["SLUICE_LONG_TESTS"] == "1"
+        let duration: Duration = long ? .seconds(180) : .seconds(20)
+        let perMinute = long ? 600 : 1200
+        let fixture = try LimiterFixture()
+        let limits = Limits(requestsPerMinute: perMinute)
+        // Use up the burst first, so what follows measures the sustained rate alone.
+        var drained = 0
+        while await fixture.limiter.admit(fixture.request(keyID: "paced", keyLimits: limits)).admission != nil {
+            drained += 1
+        }
+        #expect(drained >= perMinute)
+        let gap = Duration.seconds(60) / (2 * perMinute)
+        let clock = ContinuousClock()
+        let start = clock.now
+        var admitted = 0
+        var sent = 0
+        while clock.now - start < duration {
+            try await clock.sleep(until: start + gap * sent)
+            let decision = await fixture.limiter.admit(fixture.request(keyID: "paced", keyLimits: limits))
+            if decision.admission != nil { admitted += 1 }
+            sent += 1
+        }
+        let expected = Double(duration.components.seconds) * Double(perMinute) / 60
+        #expect(abs(Double(admitted) - expected) <= expected * 0.01, "admitted \(admitted) of \(sent), expected \(expected)")
+    }
+
+    @Test func tokenReservationsAndRefunds() async throws {
+        let fixture = try LimiterFixture()
+        let limits = Limits(tokensPerMinute: 3000)
+
+        // 150 requests reserving 20 prompt + 30 max tokens: 3000 / 50 = 60 fit.
+        func burst(_ count: Int) async -> [Admission] {
+            await withTaskGroup(of: Admission?.self) { group in
+                for _ in 0..<count {
+                    group.addTask { await fixture.limiter.admit(fixture.request(reserve: 50, keyLimits: limits)).admission }
+                }
+                return await group.reduce(into: []) { if let admission = $1 { $0.append(admission) } }
+            }
+        }
+        let first = await burst(150)
+        #expect(first.count <= 60)
+        #expect(first.count >= 59)  // 50 tokens/s refill: at most one more may fit during the burst
+
+        // Really using 25 each refunds 25 each: 60 × 25 = 1500 tokens = 30 more requests.
+        for admission in first {
+            #expect(try await fixture.limiter.settle(admission, usage: Usage(promptTokens: 20, completionTokens: 5)) ==
+                .settled(refunded: 25, reservationExpired: false))
+        }
+        let second = await burst(60)
+        #expect((29...32).contains(second.count), "refunds admitted \(second.count)")
+    }
+
+    @Test func refundAndDebtArithmeticShowsInTheHeaders() async throws {
+        let fixture = try LimiterFixture()
+        let limits = Limits(tokensPerMinute: 6000)  // 100 tokens per second refill
+        let first = try #require(await fixture.limiter.admit(fixture.request(reserve: 1000, keyLimits: limits)).admission)
+        #expect(first.headers.tokens?.limit == 6000)
+        #expect(first.headers.tokens?.remaining == 5000)
+
+        // Used 400 of 1000: 600 come back.
+        #expect(try await fixture.limiter.settle(first, usage: Usage(promptTokens: 100, completionTokens: 300)) ==
+            .settled(refunded: 600, reservationExpired: false))
+        let second = try #require(await fixture.limiter.admit(fixture.request(reserve: 1000, keyLimits: limits)).admission)
+        // 6000 − 400 − 1000, give or take the refill while the test runs.
+        #expect((4600...4700).contains(second.headers.tokens?.remaining ?? -1))
+
+        // Used 3000 of 1000: 2000 of debt.
+        #expect(try await fixture.limiter.settle(second, usage: Usage(promptTokens: 1000, completionTokens: 2000)) ==
+            .settled(refunded: -2000, reservationExpired: false))
+        let third = try #require(await fixture.limiter.admit(fixture.request(reserve: 100, keyLimits: limits)).admission)
+        #expect((2500...2700).contains(third.headers.tokens?.remaining ?? -1))
+    }
+
+    @Test func admitAndSettleAreIdempotentByRequestID() async throws {
+        let fixture = try LimiterFixture()
+        let limits = Limits(requestsPerMinute: 10, tokensPerMinute: 1000)
+        let request = fixture.request("same-id", reserve: 100, keyLimits: limits)
+        let first = try #require(await fixture.limiter.admit(request).admission)
+        let again = try #require(await fixture.limiter.admit(request).admission)
+        #expect(!first.duplicate && again.duplicate)
+        #expect(again.headers == first.headers)
+        let other = try #require(await fixture.limiter.admit(fixture.request(reserve: 100, keyLimits: limits)).admission)
+        #expect(other.headers.requests?.remaining == 8, "the duplicate admitted nothing new")
+
+        let usage = Usage(promptTokens: 10, completionTokens: 20, costMicroUSD: 700)
+        #expect(try await fixture.limiter.settle(first, usage: usage) == .settled(refunded: 70, reservationExpired: false))
+        #expect(try await fixture.limiter.settle(first, usage: usage) == .alreadySettled)
+        #expect(try await fixture.limiter.settle(again, usage: usage) == .alreadySettled)
+        let spend = try await fixture.client.send("HGET", "sl:{t:\(fixture.tenant)}:spend", "u")
+        #expect(spend.int == 700)
+        let events = try await fixture.client.send("XLEN", LimiterKeys(tenantID: fixture.tenant).usageStream)
+        #expect(events.int == 1)
+    }
+
+    @Test func settlingAnExpiredReservationStillRecordsUsage() async throws {
+        var configuration = LimiterConfiguration()
+        configuration.timings.reservationTTL = .milliseconds(50)
+        let fixture = try LimiterFixture(configuration: configuration)
+        let admission = try #require(await fixture.limiter.admit(fixture.request(reserve: 10, keyLimits: Limits(tokensPerMinute: 100))).admission)
+        let reservation = "sl:{t:\(fixture.tenant)}:res:\(admission.requestID)"
+        // Wait for Redis to expire the reservation (bounded poll: expiry has no signal).
+        for _ in 0..<200 where try await fixture.client.send("EXISTS", reservation) == .integer(1) {
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        #expect(try await fixture.limiter.settle(admission, usage: Usage(promptTokens: 5, completionTokens: 5, costMicroUSD: 3)) ==
+            .settled(refunded: 0, reservationExpired: true))
+        let events = try await fixture.client.send("XRANGE", LimiterKeys(tenantID: fixture.tenant).usageStream, "-", "+")
+        #expect(events.array?.count == 1)
+    }
+
+    @Test func concurrencySlotsReturnWhenTheLeaseExpires() async throws {
+        var configuration = LimiterConfiguration()
+        configuration.timings.lease = .milliseconds(300)
+        let fixture = try LimiterFixture(configuration: configuration)
+        let limits = Limits(maxConcurrentRequests: 2)
+        #expect(await fixture.limiter.admit(fixture.request(keyLimits: limits)).admission != nil)
+        let held = try #require(await fixture.limiter.admit(fixture.request(keyLimits: limits)).admission)
+        let denial = try #require(await fixture.limiter.admit(fixture.request(keyLimits: limits)).denial)
+        #expect(denial.limit == "key_max_concurrent_requests")
+        #expect(denial.retryAfter <= .milliseconds(300))
+
+        // Settling one frees one slot at once.
+        _ = try await fixture.limiter.settle(held, usage: Usage(promptTokens: 0, completionTokens: 0))
+        #expect(await fixture.limiter.admit(fixture.request(keyLimits: limits)).admission != nil)
+
+        // Nobody settles the others (a replica died): the leases run out by themselves.
+        var freed = false
+        for _ in 0..<100 where !freed {
+            try await Task.sleep(for: .milliseconds(20))
+            freed = await fixture.limiter.admit(fixture.request(keyLimits: limits)).admission != nil
+        }
+        #expect(freed)
+    }
+
+    @Test func aSpentBudgetDeniesWithInsufficientQuotaUntilNextMonth() async throws {
+        let fixture = try LimiterFixture()
+        let limits = Limits(monthlyBudgetUSD: 0.001)  // 1000 micro-USD
+        let admission = try #require(await fixture.limiter.admit(fixture.request(tenantLimits: limits)).admission)
+        _ = try await fixture.limiter.settle(admission, usage: Usage(promptTokens: 1, completionTokens: 1, costMicroUSD: 1500))
+        let denial = try #require(await fixture.limiter.admit(fixture.request(tenantLimits: limits)).denial)
+        #expect(denial.reason == .budgetExhausted)
+        #expect(denial.limit == "monthly_budget_usd")
+        #expect(denial.retryAfter > .zero && denial.retryAfter <= .seconds(31 * 86_400))
+        // A raised budget takes effect (after the deny cache's short hold).
+        let raised = Limits(monthlyBudgetUSD: 1)
+        let next = await fixture.limiter.admit(fixture.request(tenantLimits: raised))
+        #expect(next.denial?.fromCache == true || next.admission != nil)
+    }
+
+    @Test func aReservationLargerThanTheBurstNeverFitsAndCostsNoIO() async throws {
+        // A client pointed at a closed port: the answer must come without Redis.
+        let port = try await RedisServerProcess.freePort()
+        let client = try RedisClient(configuration: RedisConfiguration(port: port))
+        let limiter = Limiter(client: client)
+        let decision = await limiter.admit(AdmitRequest(requestID: "r", tenantID: "t", keyID: "k", model: "m",
+                                                        tokensToReserve: 5000, keyLimits: Limits(tokensPerMinute: 3000)))
+        #expect(decision == .neverFits(limit: "key_tokens_per_minute", tokens: 5000, burst: 3000))
+        #expect(!limiter.isDegraded)
+    }
+
+    @Test func requestDenialsAreCachedUntilTheirRetryAfter() async throws {
+        let fixture = try LimiterFixture()
+        let limits = Limits(requestsPerMinute: 1)
+        #expect(await fixture.limiter.admit(fixture.request(keyLimits: limits)).admission != nil)
+        let fromRedis = try #require(await fixture.limiter.admit(fixture.request(keyLimits: limits)).denial)
+        #expect(!fromRedis.fromCache && fromRedis.limit == "key_requests_per_minute")
+        #expect(fromRedis.retryAfter > .seconds(59) && fromRedis.retryAfter <= .seconds(60))
+        let cached = try #require(await fixture.limiter.admit(fixture.request(keyLimits: limits)).denial)
+        #expect(cached.fromCache && cached.retryAfter <= fromRedis.retryAfter)
+        // Another key of the same tenant is not affected.
+        #expect(await fixture.limiter.admit(fixture.request(keyID: "k2", keyLimits: limits)).admission != nil)
+    }
+
+    @Test func everyKeyTheScriptsWriteHasATTL() async throws {
+        let fixture = try LimiterFixture()
+        let limits = Limits(requestsPerMinute: 100, tokensPerMinute: 10_000, maxConcurrentRequests: 5, monthlyBudgetUSD: 10)
+        for index in 0..<20 {
+            let decision = await fixture.limiter.admit(fixture.request(reserve: 100, tenantLimits: limits, keyLimits: limits, modelLimits: limits))
+            if let admission = decision.admission, index % 2 == 0 {
+                _ = try await fixture.limiter.settle(admission, usage: Usage(promptTokens: 50, completionTokens: 10, costMicroUSD: 5))
+            }
+        }
+        let keys = try await fixture.keys()
+        #expect(keys.count >= 8)
+        for key in keys {
+            let ttl = try await fixture.client.send("PTTL", key)
+            #expect((ttl.int ?? -1) > 0, "\(key) has no TTL")
+        }
+    }
+}
