@@ -84,11 +84,11 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        // EVALSHA throughput through SluiceRedis, compared with redis-benchmark by loadtest/redis-bench.sh.
+        // Redis round-trip benchmarks (loadtest/redis-bench.sh, loadtest/limiter-bench.sh).
         .executableTarget(
             name: "sluice-redis-bench",
             dependencies: [
-                "SluiceRedis",
+                "SluiceRedis", "SluiceLimiter",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],

@@ -11,16 +11,11 @@ requests="${2:-200000}"
 pool="${3:-2}"
 port=16399
 
-swift build -c release --product sluice-redis-bench >/dev/null
-bench="$(swift build -c release --show-bin-path)/sluice-redis-bench"
-
-redis-server --bind 127.0.0.1 --port "$port" --save "" --appendonly no --daemonize no --loglevel warning >/dev/null &
-redis_pid=$!
-trap 'kill $redis_pid 2>/dev/null || true' EXIT
-for _ in $(seq 1 100); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.05; done
+source loadtest/lib.sh
+build_bench
+start_private_redis "$port"
 sha="$(redis-cli -p "$port" script load 'return 1')"
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$redis_pid/stat"; }
 
 run_reference() {
     redis-benchmark -p "$port" -c "$concurrency" -n "$requests" -q EVALSHA "$sha" 0 \

@@ -3,11 +3,11 @@ enum EmbeddedLua {
     static let admit = #"""
     -- admit: checks every limit that applies to one request and writes only if all pass.
     --
-    -- KEYS[1]  reservation   sl:{t:<tenant>}:res:<request id>  (the admitted decision, for idempotency and settle)
-    -- KEYS[2]  settled mark  sl:{t:<tenant>}:done:<request id>
-    -- KEYS[3]  spend         sl:{t:<tenant>}:spend              (hash: m = YYYYMM, u = micro-USD spent in m)
-    -- KEYS[4 .. 3+nr]        GCRA keys, one per rate limit      (string: theoretical arrival time, µs)
-    -- KEYS[4+nr .. ]         in-flight sets, one per concurrency limit (zset: request id -> lease expiry, µs)
+    -- KEYS[1]  request       sl:{t:<tenant>}:req:<request id>
+    --                        "R <tokens> <6 header values>" while reserved, "S" once settled
+    -- KEYS[2]  spend         sl:{t:<tenant>}:spend   (hash: m = YYYYMM, u = micro-USD spent in m)
+    -- KEYS[3 .. 2+nr]        GCRA keys, one per rate limit (string: theoretical arrival time, µs)
+    -- KEYS[3+nr .. ]         in-flight sets, one per concurrency limit (zset: request id -> lease expiry, µs)
     --
     -- ARGV[1] request id   ARGV[2] tokens to reserve   ARGV[3] lease (µs)   ARGV[4] reservation TTL (ms)
     -- ARGV[5] monthly budget (micro-USD, -1 = none)   ARGV[6] nr   ARGV[7] nc
@@ -20,16 +20,19 @@ enum EmbeddedLua {
     -- decision: 1 admitted, 0 denied by a rate or concurrency limit, 2 denied by the budget,
     --           -1 can never fit (cost above the burst). Limits absent from the request give -1 headers.
     -- Time is Redis's own clock (TIME), never a replica's. calendar.lua is prepended when embedded.
+    -- Each redis.call costs about a microsecond of Redis CPU, so reads are batched (MGET).
 
     local t = redis.call('TIME')
     local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 
     local existing = redis.call('GET', KEYS[1])
     if existing then
-      local r = cjson.decode(existing)
-      return {1, '', 0, r.h[1], r.h[2], r.h[3], r.h[4], r.h[5], r.h[6], 1}
-    end
-    if redis.call('EXISTS', KEYS[2]) == 1 then
+      -- Admitted before under this request id: the same decision, nothing new reserved.
+      local h = {}
+      for v in string.gmatch(existing, '%S+') do h[#h + 1] = v end
+      if h[1] == 'R' then
+        return {1, '', 0, tonumber(h[3]), tonumber(h[4]), tonumber(h[5]), tonumber(h[6]), tonumber(h[7]), tonumber(h[8]), 1}
+      end
       return {1, '', 0, -1, -1, -1, -1, -1, -1, 1}
     end
 
@@ -45,6 +48,8 @@ enum EmbeddedLua {
     end
 
     -- Rate limits (GCRA). A request of cost c is allowed when now >= max(tat, now) + c*T - burst*T.
+    local tats = {}
+    if nr > 0 then tats = redis.call('MGET', unpack(KEYS, 3, 2 + nr)) end
     local new_tats = {}
     local hdr = {r = {-1, -1, -1}, t = {-1, -1, -1}}
     local a = 8
@@ -56,7 +61,7 @@ enum EmbeddedLua {
       if cost > burst then
         return {-1, name, 0, -1, -1, -1, -1, -1, -1, 0}
       end
-      local tat = tonumber(redis.call('GET', KEYS[3 + i]) or now)
+      local tat = tonumber(tats[i]) or now
       if tat < now then tat = now end
       local new_tat = tat + cost * interval
       local allow_at = new_tat - burst * interval
@@ -75,28 +80,24 @@ enum EmbeddedLua {
       end
     end
 
-    -- Concurrency: live leases only (expired ones are ignored now, swept on the next admit).
-    local conc_max = {}
+    -- Concurrency: live leases only (expired ones are ignored here and swept when admitting).
+    local live_from = '(' .. string.format('%.0f', now)
     for i = 1, nc do
-      local key = KEYS[3 + nr + i]
+      local key = KEYS[2 + nr + i]
       local max, name = tonumber(ARGV[a]), ARGV[a + 1]
       a = a + 2
-      conc_max[i] = max
-      local live = redis.call('ZCOUNT', key, '(' .. string.format('%.0f', now), '+inf')
-      if live >= max then
+      if redis.call('ZCOUNT', key, live_from, '+inf') >= max then
         -- A slot frees when any request ends; the earliest lease expiry is the latest that can be.
-        local first = redis.call('ZRANGEBYSCORE', key, '(' .. string.format('%.0f', now), '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
-        local wait = math.min(tonumber(first[2]) - now, 1000000)
-        deny(0, name, wait)
+        local first = redis.call('ZRANGEBYSCORE', key, live_from, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+        deny(0, name, math.min(tonumber(first[2]) - now, 1000000))
       end
     end
 
     -- Monthly budget.
-    local year, month = year_month(math.floor(now / 1000000))
-    local this_month = year * 100 + month
     if budget >= 0 and decision == 1 then
-      local spend = redis.call('HMGET', KEYS[3], 'm', 'u')
-      if tonumber(spend[1]) == this_month and tonumber(spend[2] or 0) >= budget then
+      local year, month = year_month(math.floor(now / 1000000))
+      local spend = redis.call('HMGET', KEYS[2], 'm', 'u')
+      if tonumber(spend[1]) == year * 100 + month and tonumber(spend[2] or 0) >= budget then
         local ny, nm = year, month + 1
         if nm == 13 then ny, nm = year + 1, 1 end
         decision, denied_by, retry = 2, 'monthly_budget_usd', days_from_civil(ny, nm, 1) * 86400000000 - now
@@ -111,17 +112,20 @@ enum EmbeddedLua {
     -- Every limit passed: write.
     for i = 1, nr do
       local ttl_ms = math.ceil((new_tats[i] - now) / 1000) + 1
-      redis.call('SET', KEYS[3 + i], string.format('%.17g', new_tats[i]), 'PX', ttl_ms)
+      redis.call('SET', KEYS[2 + i], string.format('%.17g', new_tats[i]), 'PX', ttl_ms)
     end
-    local expiry = now + lease
+    local expiry = string.format('%.0f', now + lease)
+    local lease_ms = math.ceil(lease / 1000) + 1000
+    local sweep = now % 16 == 0  -- expired leases only cost memory: sweep on about one admit in 16
     for i = 1, nc do
-      local key = KEYS[3 + nr + i]
-      redis.call('ZREMRANGEBYSCORE', key, '-inf', string.format('%.0f', now))
-      redis.call('ZADD', key, string.format('%.0f', expiry), ARGV[1])
-      local lease_ms = math.ceil(lease / 1000) + 1000
-      if redis.call('PTTL', key) < lease_ms then redis.call('PEXPIRE', key, lease_ms) end
+      local key = KEYS[2 + nr + i]
+      if sweep then redis.call('ZREMRANGEBYSCORE', key, '-inf', string.format('%.0f', now)) end
+      redis.call('ZADD', key, expiry, ARGV[1])
+      -- Every lease has the same length, so this one expires last: the set lives as long as it.
+      redis.call('PEXPIRE', key, lease_ms)
     end
-    redis.call('SET', KEYS[1], cjson.encode({tokens = reserve, h = headers}), 'PX', tonumber(ARGV[4]))
+    redis.call('SET', KEYS[1], string.format('R %d %.0f %.0f %.0f %.0f %.0f %.0f', reserve,
+      headers[1], headers[2], headers[3], headers[4], headers[5], headers[6]), 'PX', tonumber(ARGV[4]))
     return {1, '', 0, headers[1], headers[2], headers[3], headers[4], headers[5], headers[6], 0}
     """#
     static let calendar = #"""
@@ -155,21 +159,21 @@ enum EmbeddedLua {
     static let settle = #"""
     -- settle: books the real usage of one admitted request, atomically.
     --
-    -- KEYS[1] reservation   KEYS[2] settled mark   KEYS[3] spend   KEYS[4] usage stream
-    -- KEYS[5 .. 4+nt]   the GCRA keys of the request's token limits
-    -- KEYS[5+nt .. ]    the in-flight sets the request holds a lease in
+    -- KEYS[1] request (see admit.lua)   KEYS[2] spend   KEYS[3] usage stream
+    -- KEYS[4 .. 3+nt]   the GCRA keys of the request's token limits
+    -- KEYS[4+nt .. ]    the in-flight sets the request holds a lease in
     --
     -- ARGV[1] request id   ARGV[2] tokens really used   ARGV[3] cost (micro-USD)
     -- ARGV[4] settled-mark TTL (ms)   ARGV[5] stream TTL (ms)   ARGV[6] stream max length (approximate)
     -- ARGV[7] nt   ARGV[8] nc   then nt emission intervals (µs per token), then the usage event as
     -- field/value pairs.
-    --
     -- calendar.lua is prepended when embedded.
     --
     -- Returns {1, reserved tokens (-1 when the reservation had expired), tokens refunded (negative: debt)}
     -- or {0, 0, 0} when the request was settled before (settling twice has the effect of once).
 
-    if redis.call('EXISTS', KEYS[2]) == 1 then
+    local state = redis.call('GET', KEYS[1])
+    if state == 'S' then
       return {0, 0, 0}
     end
     local t = redis.call('TIME')
@@ -182,47 +186,48 @@ enum EmbeddedLua {
     -- Refund the unused reservation, or book the shortfall as debt that delays later requests.
     -- An expired reservation adjusts nothing: its tokens stay spent, its usage is still recorded.
     local reserved, delta = -1, 0
-    local raw = redis.call('GET', KEYS[1])
-    if raw then
-      reserved = cjson.decode(raw).tokens
+    if state and nt > 0 then
+      reserved = tonumber(string.match(state, '^R (%d+)'))
       delta = reserved - used
+      local tats = redis.call('MGET', unpack(KEYS, 4, 3 + nt))
       for i = 1, nt do
-        local key = KEYS[4 + i]
-        local interval = tonumber(ARGV[8 + i])
-        local tat = tonumber(redis.call('GET', key) or now)
+        local tat = tonumber(tats[i]) or now
         if tat < now then tat = now end
-        local new_tat = tat - delta * interval
+        local new_tat = tat - delta * tonumber(ARGV[8 + i])
         if new_tat <= now then
-          redis.call('DEL', key)  -- an absent key is a full bucket
+          redis.call('DEL', KEYS[3 + i])  -- an absent key is a full bucket
         else
-          redis.call('SET', key, string.format('%.17g', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1)
+          redis.call('SET', KEYS[3 + i], string.format('%.17g', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1)
         end
       end
-      redis.call('DEL', KEYS[1])
+    elseif state then
+      reserved = tonumber(string.match(state, '^R (%d+)'))
+      delta = reserved - used
     end
 
     for i = 1, nc do
-      redis.call('ZREM', KEYS[4 + nt + i], ARGV[1])
+      redis.call('ZREM', KEYS[3 + nt + i], ARGV[1])
     end
 
     -- Spend for the calendar month (by Redis's clock): the hash restarts when the month changes.
     local year, month = year_month(math.floor(now / 1000000))
     local this_month = year * 100 + month
-    if tonumber(redis.call('HGET', KEYS[3], 'm')) ~= this_month then
-      redis.call('HSET', KEYS[3], 'm', this_month, 'u', 0)
+    if tonumber(redis.call('HGET', KEYS[2], 'm')) ~= this_month then
+      redis.call('HSET', KEYS[2], 'm', this_month, 'u', cost)
+    elseif cost > 0 then
+      redis.call('HINCRBY', KEYS[2], 'u', cost)
     end
-    if cost > 0 then redis.call('HINCRBY', KEYS[3], 'u', cost) end
-    redis.call('PEXPIRE', KEYS[3], 40 * 86400 * 1000)
+    redis.call('PEXPIRE', KEYS[2], 40 * 86400 * 1000)
 
-    local event = {'XADD', KEYS[4], 'MAXLEN', '~', ARGV[6], '*', 'request_id', ARGV[1],
+    local event = {'XADD', KEYS[3], 'MAXLEN', '~', ARGV[6], '*', 'request_id', ARGV[1],
       'tokens', used, 'cost_micro_usd', cost, 'reserved', reserved, 'ts_us', string.format('%.0f', now)}
     for i = 9 + nt, #ARGV, 2 do
       event[#event + 1] = ARGV[i]
       event[#event + 1] = ARGV[i + 1]
     end
     redis.call(unpack(event))
-    redis.call('PEXPIRE', KEYS[4], tonumber(ARGV[5]))
-    redis.call('SET', KEYS[2], 1, 'PX', tonumber(ARGV[4]))
+    redis.call('PEXPIRE', KEYS[3], tonumber(ARGV[5]))
+    redis.call('SET', KEYS[1], 'S', 'PX', tonumber(ARGV[4]))
     return {1, reserved, delta}
     """#
 }

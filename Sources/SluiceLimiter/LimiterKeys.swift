@@ -21,6 +21,6 @@ public struct LimiterKeys: Sendable {
     var spend: String { "\(tag):spend" }
     /// The tenant's usage events, read by the metering workers.
     public var usageStream: String { "\(tag):usage" }
-    func reservation(_ requestID: String) -> String { "\(tag):res:\(requestID)" }
-    func settled(_ requestID: String) -> String { "\(tag):done:\(requestID)" }
+    /// One request's reservation, then its "settled" mark (admit and settle are idempotent by it).
+    func request(_ requestID: String) -> String { "\(tag):req:\(requestID)" }
 }

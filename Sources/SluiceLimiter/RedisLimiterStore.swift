@@ -21,7 +21,7 @@ struct RedisLimiterStore: Sendable {
     let timings: LimiterTimings
 
     func admit(_ request: AdmitRequest, plan: LimitPlan, keys: LimiterKeys) async throws(RedisClientError) -> AdmitDecision {
-        var scriptKeys: [any RESPArgument] = [keys.reservation(request.requestID), keys.settled(request.requestID), keys.spend]
+        var scriptKeys: [any RESPArgument] = [keys.request(request.requestID), keys.spend]
         var arguments: [any RESPArgument] = [
             request.requestID, request.tokensToReserve, timings.lease.microseconds,
             timings.reservationTTL.milliseconds, plan.budgetMicroUSD ?? -1, plan.rates.count, plan.concurrency.count,
@@ -61,7 +61,7 @@ struct RedisLimiterStore: Sendable {
     func settle(_ admission: Admission, usage: Usage) async throws(RedisClientError) -> SettleOutcome {
         let keys = LimiterKeys(tenantID: admission.tenantID)
         let scriptKeys: [any RESPArgument] = [
-            keys.reservation(admission.requestID), keys.settled(admission.requestID), keys.spend, keys.usageStream,
+            keys.request(admission.requestID), keys.spend, keys.usageStream,
         ] + admission.tokenLimits.map(\.key) + admission.concurrencyKeys
         var arguments: [any RESPArgument] = [
             admission.requestID, usage.totalTokens, usage.costMicroUSD, timings.settledMarkTTL.milliseconds,

@@ -61,7 +61,7 @@ struct AllOrNothingTests {
             let plan = LimitPlan(for: probe, keys: keys)
             if plan.neverFits(reserving: probe.tokensToReserve) != nil { continue }
             let touched = Set(plan.rates.map(\.key) + plan.concurrency.map(\.key) + [
-                keys.spend, keys.usageStream, keys.reservation(probe.requestID), keys.settled(probe.requestID),
+                keys.spend, keys.usageStream, keys.request(probe.requestID),
             ])
             let before = try await dump(touched, client)
             guard case .denied = try await store.admit(probe, plan: plan, keys: keys) else { continue }

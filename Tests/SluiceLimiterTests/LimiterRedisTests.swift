@@ -128,7 +128,7 @@ struct LimiterRedisTests {
         configuration.timings.reservationTTL = .milliseconds(50)
         let fixture = try LimiterFixture(configuration: configuration)
         let admission = try #require(await fixture.limiter.admit(fixture.request(reserve: 10, keyLimits: Limits(tokensPerMinute: 100))).admission)
-        let reservation = "sl:{t:\(fixture.tenant)}:res:\(admission.requestID)"
+        let reservation = LimiterKeys(tenantID: fixture.tenant).request(admission.requestID)
         // Wait for Redis to expire the reservation (bounded poll: expiry has no signal).
         for _ in 0..<200 where try await fixture.client.send("EXISTS", reservation) == .integer(1) {
             try await Task.sleep(for: .milliseconds(10))
