@@ -21,6 +21,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-crypto.git", from: "4.5.2"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
+        .package(url: "https://github.com/vapor/jwt-kit.git", from: "5.8.0"),
     ],
     targets: [
         // hiredis (Debian 12: 0.14; newer distributions: 1.x). Only the reply reader is used.
@@ -57,6 +60,52 @@ let package = Package(
             dependencies: [
                 "SluiceLimiter", "SluiceRedis", "SluiceTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
+        // Tenants, API keys (format, HMAC), PostgreSQL schema and store, key resolution chain.
+        .target(
+            name: "SluiceTenancy",
+            dependencies: [
+                "SluiceRedis", "SluiceLimiter",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "SluiceTenancyTests",
+            dependencies: [
+                "SluiceTenancy", "SluiceLimiter", "SluiceRedis", "SluiceTestSupport",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict
+        ),
+        // The admin API on the admin listener: JWT roles, tenants, keys, usage, OpenAPI document.
+        .target(
+            name: "SluiceAdminAPI",
+            dependencies: [
+                "SluiceTenancy", "SluiceLimiter", "SluiceRedis",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "JWTKit", package: "jwt-kit"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "SluiceAdminAPITests",
+            dependencies: [
+                "SluiceAdminAPI", "SluiceTenancy", "SluiceLimiter", "SluiceRedis", "SluiceTestSupport",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "JWTKit", package: "jwt-kit"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict
         ),

@@ -12,7 +12,7 @@ struct EmbeddedScriptTests {
     @Test(arguments: [("admit", EmbeddedLua.admit), ("settle", EmbeddedLua.settle), ("calendar", EmbeddedLua.calendar)])
     func binaryCarriesExactlyWhatLuaFolderHolds(name: String, embedded: String) throws {
         let file = try String(contentsOf: Self.luaFolder.appendingPathComponent("\(name).lua"), encoding: .utf8)
-        #expect(file == embedded + "\n", "lua/\(name).lua differs from the embedded copy: run scripts/embed-lua.sh")
+        #expect(file == embedded + "\n", "lua/\(name).lua differs from the embedded copy: run scripts/embed.sh")
     }
 
     @Test func everyLuaFileIsEmbedded() throws {

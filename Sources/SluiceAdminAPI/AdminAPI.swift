@@ -1,0 +1,227 @@
+import Foundation
+import Hummingbird
+import Logging
+import SluiceLimiter
+import SluiceRedis
+import SluiceTenancy
+
+/// The admin REST API (`/admin/v1/...`) on the admin listener. Paths and payloads are the
+/// contract in interface.md and `docs/admin-api.openapi.yaml`.
+public struct AdminAPI: Sendable {
+    let store: TenantStore
+    let hasher: KeyHasher
+    let authenticator: AdminAuthenticator
+    let redis: RedisClient?
+    let logger: Logger
+
+    public init(store: TenantStore, hasher: KeyHasher, authenticator: AdminAuthenticator, redis: RedisClient?,
+                logger: Logger = Logger(label: "sluice.admin")) {
+        self.store = store
+        self.hasher = hasher
+        self.authenticator = authenticator
+        self.redis = redis
+        self.logger = logger
+    }
+
+    /// Every route, as the OpenAPI document must list it (a test keeps the two equal).
+    public static let routes: [(method: String, path: String)] = [
+        ("post", "/admin/v1/tenants"), ("get", "/admin/v1/tenants"),
+        ("get", "/admin/v1/tenants/{tenant_id}"), ("patch", "/admin/v1/tenants/{tenant_id}"),
+        ("post", "/admin/v1/tenants/{tenant_id}/keys"), ("get", "/admin/v1/tenants/{tenant_id}/keys"),
+        ("post", "/admin/v1/keys/{key_id}/rotate"), ("post", "/admin/v1/keys/{key_id}/revoke"),
+        ("get", "/admin/v1/tenants/{tenant_id}/usage"), ("get", "/admin/v1/openapi.yaml"),
+    ]
+
+    public func addRoutes(to router: Router<AdminRequestContext>) {
+        router.get("/admin/v1/openapi.yaml") { _, _ in
+            Response(status: .ok, headers: [.contentType: "application/yaml"],
+                     body: .init(byteBuffer: ByteBuffer(string: EmbeddedOpenAPI.adminAPI)))
+        }
+        let api = router.group("/admin/v1").add(middleware: AdminAuthMiddleware(authenticator: authenticator))
+        api.post("tenants") { request, context in try await createTenant(request, context) }
+        api.get("tenants") { request, context in try await listTenants(request, context) }
+        api.get("tenants/:tenant_id") { _, context in try await getTenant(context) }
+        api.patch("tenants/:tenant_id") { request, context in try await updateTenant(request, context) }
+        api.post("tenants/:tenant_id/keys") { request, context in try await createKey(request, context) }
+        api.get("tenants/:tenant_id/keys") { request, context in try await listKeys(request, context) }
+        api.post("keys/:key_id/rotate") { request, context in try await rotateKey(request, context) }
+        api.post("keys/:key_id/revoke") { _, context in try await revokeKey(context) }
+        api.get("tenants/:tenant_id/usage") { request, context in try await usage(request, context) }
+    }
+
+    // MARK: tenants
+
+    func createTenant(_ request: Request, _ context: AdminRequestContext) async throws -> EditedResponse<Tenant> {
+        try AdminPermission.managePlatform.check(try context.requireCaller(), tenant: nil)
+        let body = try await FieldReader.body(try await readBody(request, context), allowed: ["name", "limits", "model_limits"])
+        let name = try body.string("name", required: true, pattern: .displayName)!
+        let tenant = try await store.createTenant(
+            name: name, limits: try body.limits("limits") ?? Limits(), modelLimits: try body.modelLimits("model_limits") ?? [:],
+            actor: try context.requireCaller().subject)
+        return EditedResponse(status: .created, response: tenant)
+    }
+
+    func listTenants(_ request: Request, _ context: AdminRequestContext) async throws -> Page<Tenant> {
+        try AdminPermission.managePlatform.check(try context.requireCaller(), tenant: nil)
+        let (limit, after) = try pagination(request)
+        let cursor = try after.map { text -> UUID in
+            guard let id = UUID(uuidString: text) else { throw AdminError.invalid("after", "'after' must be a tenant id") }
+            return id
+        }
+        let tenants = try await store.listTenants(limit: limit + 1, after: cursor)
+        return Page(items: tenants, limit: limit) { $0.id.uuidString.lowercased() }
+    }
+
+    func getTenant(_ context: AdminRequestContext) async throws -> Tenant {
+        let id = try tenantID(context)
+        try AdminPermission.read.check(try context.requireCaller(), tenant: id)
+        return try await found { try await store.tenant(id) }
+    }
+
+    func updateTenant(_ request: Request, _ context: AdminRequestContext) async throws -> Tenant {
+        let id = try tenantID(context)
+        let caller = try context.requireCaller()
+        try AdminPermission.managePlatform.check(caller, tenant: id)
+        let body = try await FieldReader.body(try await readBody(request, context), allowed: ["name", "limits", "model_limits"])
+        let name = try body.string("name", pattern: .displayName)
+        let limits = try body.limits("limits")
+        let modelLimits = try body.modelLimits("model_limits")
+        guard name != nil || limits != nil || modelLimits != nil else {
+            throw AdminError.invalid("body", "give at least one of 'name', 'limits', 'model_limits'")
+        }
+        let tenant = try await found {
+            try await store.updateTenant(id, name: name, limits: limits, modelLimits: modelLimits, actor: caller.subject)
+        }
+        // Every cached key of the tenant carries the old limits.
+        await invalidate(try await store.keyIDs(tenantID: id))
+        return tenant
+    }
+
+    // MARK: keys
+
+    func createKey(_ request: Request, _ context: AdminRequestContext) async throws -> EditedResponse<CreatedKey> {
+        let tenant = try tenantID(context)
+        let caller = try context.requireCaller()
+        try AdminPermission.manageKeys.check(caller, tenant: tenant)
+        let body = try await FieldReader.body(try await readBody(request, context),
+                                              allowed: ["name", "limits", "models", "expires_at"])
+        let name = try body.string("name", required: true, pattern: .displayName)!
+        let expiresAt = try body.date("expires_at")
+        if let expiresAt, expiresAt <= Date() {
+            throw AdminError.invalid("expires_at", "'expires_at' must be in the future")
+        }
+        let (record, plaintext) = try await found {
+            try await store.createKey(tenantID: tenant, name: name, limits: try body.limits("limits") ?? Limits(),
+                                      models: try body.stringArray("models", maxCount: 1_000, pattern: .modelName),
+                                      expiresAt: expiresAt, hasher: hasher, actor: caller.subject)
+        }
+        return EditedResponse(status: .created, response: CreatedKey(record: record, key: plaintext))
+    }
+
+    func listKeys(_ request: Request, _ context: AdminRequestContext) async throws -> Page<KeyRecord> {
+        let tenant = try tenantID(context)
+        try AdminPermission.read.check(try context.requireCaller(), tenant: tenant)
+        let (limit, after) = try pagination(request)
+        _ = try await found { try await store.tenant(tenant) }
+        let keys = try await store.listKeys(tenantID: tenant, limit: limit + 1, after: after)
+        return Page(items: keys, limit: limit) { $0.id }
+    }
+
+    func rotateKey(_ request: Request, _ context: AdminRequestContext) async throws -> EditedResponse<CreatedKey> {
+        let caller = try context.requireCaller()
+        let old = try await ownedKey(context, caller: caller)
+        let data = try await readBody(request, context)
+        let grace = data.isEmpty ? nil : try FieldReader.body(data, allowed: ["grace_seconds"])
+            .integer("grace_seconds", in: 0...(30 * 86_400))
+        let (record, plaintext) = try await found {
+            try await store.rotateKey(old.id, grace: .seconds(grace ?? 3_600), hasher: hasher, actor: caller.subject)
+        }
+        await invalidate([old.id])
+        return EditedResponse(status: .created, response: CreatedKey(record: record, key: plaintext))
+    }
+
+    func revokeKey(_ context: AdminRequestContext) async throws -> KeyRecord {
+        let caller = try context.requireCaller()
+        let key = try await ownedKey(context, caller: caller)
+        let revoked = try await store.revokeKey(key.id, actor: caller.subject)
+        await invalidate([key.id])
+        return revoked
+    }
+
+    // MARK: usage
+
+    func usage(_ request: Request, _ context: AdminRequestContext) async throws -> UsageReport {
+        let tenant = try tenantID(context)
+        try AdminPermission.read.check(try context.requireCaller(), tenant: tenant)
+        let query = request.uri.queryParameters
+        let groupText = query.get("group_by") ?? "model"
+        guard let grouping = UsageGrouping(rawValue: groupText) else {
+            throw AdminError.invalid("group_by", "'group_by' must be model, day or key")
+        }
+        let to = try query.get("to").map { try time($0, "to") } ?? Date()
+        let from = try query.get("from").map { try time($0, "from") } ?? to.addingTimeInterval(-30 * 86_400)
+        guard from < to else { throw AdminError.invalid("from", "'from' must be before 'to'") }
+        _ = try await found { try await store.tenant(tenant) }
+        let rows = try await store.usage(tenantID: tenant, from: from, to: to, groupBy: grouping)
+        return UsageReport(data: rows, from: from, to: to, groupBy: grouping.rawValue)
+    }
+
+    // MARK: helpers
+
+    private func readBody(_ request: Request, _ context: AdminRequestContext) async throws -> Data {
+        do {
+            return Data(try await request.body.collect(upTo: context.maxUploadSize).readableBytesView)
+        } catch let error as HTTPError where error.status == .contentTooLarge {
+            throw AdminError(.contentTooLarge, code: "request_too_large", message: "the body is over \(context.maxUploadSize) bytes")
+        }
+    }
+
+    private func tenantID(_ context: AdminRequestContext) throws -> UUID {
+        // A malformed id names no tenant: 404, like any other unknown id.
+        guard let text = context.parameters.get("tenant_id"), let id = UUID(uuidString: text) else {
+            throw AdminError.notFound
+        }
+        return id
+    }
+
+    /// The key named in the path, if the caller may manage it (404 otherwise, 403 for viewers).
+    private func ownedKey(_ context: AdminRequestContext, caller: AdminCaller) async throws -> KeyRecord {
+        guard let id = context.parameters.get("key_id"), APIKey.isValidKeyID(id) else { throw AdminError.notFound }
+        let key = try await found { try await store.key(id) }
+        try AdminPermission.manageKeys.check(caller, tenant: key.tenantID)
+        return key
+    }
+
+    private func pagination(_ request: Request) throws -> (Int, String?) {
+        let query = request.uri.queryParameters
+        var limit = 100
+        if let text = query.get("limit") {
+            guard let value = Int(text), (1...1_000).contains(value) else {
+                throw AdminError.invalid("limit", "'limit' must be an integer from 1 to 1000")
+            }
+            limit = value
+        }
+        let after = query.get("after")
+        if let after, after.utf8.count > 64 { throw AdminError.invalid("after", "'after' is not a valid cursor") }
+        return (limit, after)
+    }
+
+    private func time(_ text: String, _ field: String) throws -> Date {
+        if let date = TextPattern.parseTimestamp(text) { return date }
+        if let day = TextPattern.parseTimestamp(text + "T00:00:00Z") { return day }
+        throw AdminError.invalid(field, "'\(field)' must be a date (2026-11-01) or an RFC 3339 time")
+    }
+
+    private func found<T>(_ operation: () async throws -> T) async throws -> T {
+        do {
+            return try await operation()
+        } catch TenancyError.notFound {
+            throw AdminError.notFound
+        }
+    }
+
+    private func invalidate(_ keyIDs: [String]) async {
+        guard let redis else { return }
+        await KeyResolver.publishInvalidation(keyIDs, redis: redis, logger: logger)
+    }
+}

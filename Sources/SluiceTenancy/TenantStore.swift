@@ -1,0 +1,238 @@
+import Foundation
+import Logging
+import PostgresNIO
+import SluiceLimiter
+
+/// Tenants, keys and the audit log in PostgreSQL, the source of truth. Every change writes its
+/// audit row in the same transaction. Callers (the admin API) enforce who may do what.
+public struct TenantStore: Sendable {
+    let client: PostgresClient
+    let logger: Logger
+
+    public init(client: PostgresClient, logger: Logger) {
+        self.client = client
+        self.logger = logger
+    }
+
+    // MARK: tenants
+
+    public func createTenant(name: String, limits: Limits, modelLimits: [String: Limits], actor: String) async throws -> Tenant {
+        let id = UUID()
+        let limitsJSON = try JSONCoding.string(limits)
+        let modelJSON = try JSONCoding.string(modelLimits)
+        try await client.withTransaction(logger: logger) { connection in
+            _ = try await connection.query("""
+                INSERT INTO tenants (id, name, limits, model_limits)
+                VALUES (\(id), \(name), \(limitsJSON)::jsonb, \(modelJSON)::jsonb)
+                """, logger: logger)
+            try await Self.audit(connection, actor: actor, tenant: id, action: "tenant.create", target: id.uuidString,
+                                 details: ["name": name], logger: logger)
+        }
+        return try await tenant(id)
+    }
+
+    public func tenant(_ id: UUID) async throws -> Tenant {
+        let rows = try await client.query("""
+            SELECT id, name, limits::text, model_limits::text, created_at, updated_at FROM tenants WHERE id = \(id)
+            """, logger: logger)
+        for try await row in rows.decode((UUID, String, String, String, Date, Date).self) {
+            return try Self.tenant(row)
+        }
+        throw TenancyError.notFound
+    }
+
+    /// A page of tenants ordered by id, starting after `after`.
+    public func listTenants(limit: Int, after: UUID?) async throws -> [Tenant] {
+        let rows = try await client.query("""
+            SELECT id, name, limits::text, model_limits::text, created_at, updated_at FROM tenants
+            WHERE \(after == nil) OR id > \(after ?? UUID())
+            ORDER BY id LIMIT \(limit)
+            """, logger: logger)
+        var tenants: [Tenant] = []
+        for try await row in rows.decode((UUID, String, String, String, Date, Date).self) {
+            tenants.append(try Self.tenant(row))
+        }
+        return tenants
+    }
+
+    public func updateTenant(_ id: UUID, name: String?, limits: Limits?, modelLimits: [String: Limits]?,
+                             actor: String) async throws -> Tenant {
+        let limitsJSON = try limits.map { try JSONCoding.string($0) }
+        let modelJSON = try modelLimits.map { try JSONCoding.string($0) }
+        try await client.withTransaction(logger: logger) { connection in
+            let rows = try await connection.query("""
+                UPDATE tenants SET name = coalesce(\(name), name),
+                    limits = coalesce(\(limitsJSON)::jsonb, limits),
+                    model_limits = coalesce(\(modelJSON)::jsonb, model_limits),
+                    updated_at = now()
+                WHERE id = \(id) RETURNING id
+                """, logger: logger)
+            var found = false
+            for try await _ in rows.decode(UUID.self) { found = true }
+            guard found else { throw TenancyError.notFound }
+            try await Self.audit(connection, actor: actor, tenant: id, action: "tenant.update", target: id.uuidString,
+                                 details: ["name": name ?? "", "limits": limitsJSON ?? "", "model_limits": modelJSON ?? ""],
+                                 logger: logger)
+        }
+        return try await tenant(id)
+    }
+
+    // MARK: keys
+
+    /// Creates a key; the returned plaintext is the only time the secret exists outside the caller.
+    public func createKey(tenantID: UUID, name: String, limits: Limits, models: [String]?, expiresAt: Date?,
+                          hasher: KeyHasher, actor: String) async throws -> (KeyRecord, String) {
+        let key = APIKey.generate()
+        try await client.withTransaction(logger: logger) { connection in
+            try await Self.insertKey(connection, key: key, tenantID: tenantID, name: name, limits: limits,
+                                     models: models, expiresAt: expiresAt, hasher: hasher, logger: logger)
+            try await Self.audit(connection, actor: actor, tenant: tenantID, action: "key.create", target: key.keyID,
+                                 details: ["name": name], logger: logger)
+        }
+        return (try await self.key(key.keyID), key.plaintext)
+    }
+
+    public func key(_ id: String) async throws -> KeyRecord {
+        let rows = try await client.query("""
+            SELECT id, tenant_id, name, limits::text, models, created_at, expires_at, revoked_at, replaced_by
+            FROM api_keys WHERE id = \(id)
+            """, logger: logger)
+        for try await row in rows.decode(KeyRow.self) { return try Self.keyRecord(row) }
+        throw TenancyError.notFound
+    }
+
+    public func listKeys(tenantID: UUID, limit: Int, after: String?) async throws -> [KeyRecord] {
+        let rows = try await client.query("""
+            SELECT id, tenant_id, name, limits::text, models, created_at, expires_at, revoked_at, replaced_by
+            FROM api_keys WHERE tenant_id = \(tenantID) AND id > \(after ?? "")
+            ORDER BY id LIMIT \(limit)
+            """, logger: logger)
+        var keys: [KeyRecord] = []
+        for try await row in rows.decode(KeyRow.self) { keys.append(try Self.keyRecord(row)) }
+        return keys
+    }
+
+    /// Issues a replacement with the same name, limits and models; the old key keeps working
+    /// for `grace` (never longer than it would have anyway), then expires.
+    public func rotateKey(_ id: String, grace: Duration, hasher: KeyHasher, actor: String) async throws -> (KeyRecord, String) {
+        let old = try await key(id)
+        guard old.isUsable(at: Date()) else { throw TenancyError.notFound }
+        let replacement = APIKey.generate()
+        let graceEnd = Date().addingTimeInterval(TimeInterval(grace.components.seconds))
+        try await client.withTransaction(logger: logger) { connection in
+            try await Self.insertKey(connection, key: replacement, tenantID: old.tenantID, name: old.name, limits: old.limits,
+                                     models: old.models, expiresAt: old.expiresAt, hasher: hasher, logger: logger)
+            _ = try await connection.query("""
+                UPDATE api_keys SET replaced_by = \(replacement.keyID),
+                    expires_at = least(coalesce(expires_at, \(graceEnd)), \(graceEnd))
+                WHERE id = \(id)
+                """, logger: logger)
+            try await Self.audit(connection, actor: actor, tenant: old.tenantID, action: "key.rotate", target: id,
+                                 details: ["replaced_by": replacement.keyID, "grace_seconds": "\(grace.components.seconds)"],
+                                 logger: logger)
+        }
+        return (try await key(replacement.keyID), replacement.plaintext)
+    }
+
+    public func revokeKey(_ id: String, actor: String) async throws -> KeyRecord {
+        let old = try await key(id)
+        try await client.withTransaction(logger: logger) { connection in
+            _ = try await connection.query("UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE id = \(id)",
+                                           logger: logger)
+            try await Self.audit(connection, actor: actor, tenant: old.tenantID, action: "key.revoke", target: id,
+                                 details: [:], logger: logger)
+        }
+        return try await key(id)
+    }
+
+    public func keyIDs(tenantID: UUID) async throws -> [String] {
+        var ids: [String] = []
+        for try await id in try await client.query("SELECT id FROM api_keys WHERE tenant_id = \(tenantID)", logger: logger)
+            .decode(String.self) {
+            ids.append(id)
+        }
+        return ids
+    }
+
+    // MARK: usage
+
+    public func usage(tenantID: UUID, from: Date, to: Date, groupBy: UsageGrouping) async throws -> [UsageRow] {
+        let query: PostgresQuery
+        switch groupBy {
+        case .model:
+            query = """
+                SELECT model, count(*)::bigint, sum(prompt_tokens)::bigint, sum(completion_tokens)::bigint, sum(cost_micro_usd)::bigint
+                FROM usage_ledger WHERE tenant_id = \(tenantID) AND at >= \(from) AND at < \(to) GROUP BY 1 ORDER BY 1
+                """
+        case .key:
+            query = """
+                SELECT key_id, count(*)::bigint, sum(prompt_tokens)::bigint, sum(completion_tokens)::bigint, sum(cost_micro_usd)::bigint
+                FROM usage_ledger WHERE tenant_id = \(tenantID) AND at >= \(from) AND at < \(to) GROUP BY 1 ORDER BY 1
+                """
+        case .day:
+            query = """
+                SELECT to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD'), count(*)::bigint, sum(prompt_tokens)::bigint,
+                    sum(completion_tokens)::bigint, sum(cost_micro_usd)::bigint
+                FROM usage_ledger WHERE tenant_id = \(tenantID) AND at >= \(from) AND at < \(to) GROUP BY 1 ORDER BY 1
+                """
+        }
+        var rows: [UsageRow] = []
+        for try await (group, requests, prompt, completion, cost) in try await client.query(query, logger: logger)
+            .decode((String, Int64, Int64, Int64, Int64).self) {
+            rows.append(UsageRow(group: group, requests: Int(requests), promptTokens: Int(prompt),
+                                 completionTokens: Int(completion), costUSD: Double(cost) / 1_000_000))
+        }
+        return rows
+    }
+
+    // MARK: helpers
+
+    typealias KeyRow = (String, UUID, String, String, [String]?, Date, Date?, Date?, String?)
+
+    private static func insertKey(_ connection: PostgresConnection, key: APIKey, tenantID: UUID, name: String,
+                                  limits: Limits, models: [String]?, expiresAt: Date?, hasher: KeyHasher,
+                                  logger: Logger) async throws {
+        let limitsJSON = try JSONCoding.string(limits)
+        let hash = hasher.hash(key.secret)
+        let rows = try await connection.query("""
+            INSERT INTO api_keys (id, tenant_id, name, secret_hash, limits, models, expires_at)
+            SELECT \(key.keyID), id, \(name), \(hash), \(limitsJSON)::jsonb, \(models), \(expiresAt)
+            FROM tenants WHERE id = \(tenantID) RETURNING id
+            """, logger: logger)
+        var inserted = false
+        for try await _ in rows.decode(String.self) { inserted = true }
+        guard inserted else { throw TenancyError.notFound }
+    }
+
+    private static func audit(_ connection: PostgresConnection, actor: String, tenant: UUID?, action: String,
+                              target: String, details: [String: String], logger: Logger) async throws {
+        let json = try JSONCoding.string(details)
+        _ = try await connection.query("""
+            INSERT INTO audit_log (actor, tenant_id, action, target, details)
+            VALUES (\(actor), \(tenant), \(action), \(target), \(json)::jsonb)
+            """, logger: logger)
+    }
+
+    private static func tenant(_ row: (UUID, String, String, String, Date, Date)) throws -> Tenant {
+        Tenant(id: row.0, name: row.1, limits: try JSONCoding.decode(Limits.self, row.2),
+               modelLimits: try JSONCoding.decode([String: Limits].self, row.3), createdAt: row.4, updatedAt: row.5)
+    }
+
+    private static func keyRecord(_ row: KeyRow) throws -> KeyRecord {
+        KeyRecord(id: row.0, tenantID: row.1, name: row.2, limits: try JSONCoding.decode(Limits.self, row.3),
+                  models: row.4, createdAt: row.5, expiresAt: row.6, revokedAt: row.7, replacedBy: row.8)
+    }
+}
+
+/// JSON for jsonb columns and caches: sorted keys, so equal values give equal text.
+enum JSONCoding {
+    static func string(_ value: some Encodable) throws -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = .sortedKeys
+        return String(decoding: try encoder.encode(value), as: UTF8.self)
+    }
+
+    static func decode<T: Decodable>(_ type: T.Type, _ text: String) throws -> T {
+        try JSONDecoder().decode(type, from: Data(text.utf8))
+    }
+}
