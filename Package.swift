@@ -12,6 +12,7 @@ let package = Package(
     name: "sluice",
     platforms: [.macOS(.v15)],
     products: [
+        .executable(name: "sluice", targets: ["sluice"]),
         .library(name: "SluiceRedis", targets: ["SluiceRedis"]),
         .library(name: "SluiceLimiter", targets: ["SluiceLimiter"]),
     ],
@@ -24,6 +25,7 @@ let package = Package(
         .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
         .package(url: "https://github.com/vapor/jwt-kit.git", from: "5.8.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
     ],
     targets: [
         // hiredis (Debian 12: 0.14; newer distributions: 1.x). Only the reply reader is used.
@@ -109,12 +111,25 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // The one executable: sluice migrate | serve | admin ... Only it bootstraps logging.
+        .executableTarget(
+            name: "sluice",
+            dependencies: [
+                "SluiceTenancy", "SluiceLimiter", "SluiceAdminAPI", "SluiceRedis",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
         // Helpers for tests and load tools: finding the development stack, spawning
         // private redis-server processes for restart/pause tests.
         .target(
             name: "SluiceTestSupport",
             dependencies: [
-                "SluiceRedis",
+                "SluiceRedis", "SluiceTenancy",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],

@@ -12,11 +12,14 @@ public struct AdminAPI: Sendable {
     let hasher: KeyHasher
     let authenticator: AdminAuthenticator
     let redis: RedisClient?
+    let invalidationChannel: String
     let logger: Logger
 
     public init(store: TenantStore, hasher: KeyHasher, authenticator: AdminAuthenticator, redis: RedisClient?,
+                invalidationChannel: String = KeyResolver.invalidationChannel,
                 logger: Logger = Logger(label: "sluice.admin")) {
         self.store = store
+        self.invalidationChannel = invalidationChannel
         self.hasher = hasher
         self.authenticator = authenticator
         self.redis = redis
@@ -222,6 +225,6 @@ public struct AdminAPI: Sendable {
 
     private func invalidate(_ keyIDs: [String]) async {
         guard let redis else { return }
-        await KeyResolver.publishInvalidation(keyIDs, redis: redis, logger: logger)
+        await KeyResolver.publishInvalidation(keyIDs, redis: redis, channel: invalidationChannel, logger: logger)
     }
 }

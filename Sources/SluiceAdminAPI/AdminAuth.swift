@@ -43,9 +43,15 @@ public struct AdminCaller: Sendable, Equatable {
 public struct AdminAuthenticator: Sendable {
     let keys: JWTKeyCollection
 
+    /// An HS256 secret shorter than the hash (32 bytes) is refused: it would be guessable.
+    public static let minimumSecretLength = 32
+
     public init(hmacSecret: String?, rsaPublicKeysPEM: [String] = [], ecdsaPublicKeysPEM: [String] = []) async throws {
         let keys = JWTKeyCollection()
-        if let hmacSecret, !hmacSecret.isEmpty {
+        if let hmacSecret {
+            guard hmacSecret.utf8.count >= Self.minimumSecretLength else {
+                throw AdminAuthConfigurationError.secretTooShort(minimum: Self.minimumSecretLength)
+            }
             await keys.add(hmac: HMACKey(from: hmacSecret), digestAlgorithm: .sha256, kid: "hs256")
         }
         for (index, pem) in rsaPublicKeysPEM.enumerated() {
@@ -66,5 +72,16 @@ public struct AdminAuthenticator: Sendable {
     /// Mints an HS256 token (the `sluice admin token` command and tests).
     public func token(_ claims: AdminClaims) async throws -> String {
         try await keys.sign(claims, kid: "hs256")
+    }
+}
+
+public enum AdminAuthConfigurationError: Error, CustomStringConvertible {
+    case secretTooShort(minimum: Int)
+
+    public var description: String {
+        switch self {
+        case .secretTooShort(let minimum):
+            return "SLUICE_ADMIN_JWT_SECRET must be at least \(minimum) bytes (e.g. openssl rand -hex 32)"
+        }
     }
 }

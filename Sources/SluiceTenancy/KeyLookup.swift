@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import NIOCore
 import PostgresNIO
 import SluiceLimiter
 
@@ -17,9 +18,9 @@ extension TenantStore: KeyLookup {
                    k.expires_at, k.revoked_at IS NOT NULL
             FROM api_keys k JOIN tenants t ON t.id = k.tenant_id WHERE k.id = \(keyID)
             """, logger: logger)
-        for try await row in rows.decode((String, UUID, [UInt8], [String]?, String, String, String, Date?, Bool).self) {
+        for try await row in rows.decode((String, UUID, ByteBuffer, [String]?, String, String, String, Date?, Bool).self) {
             return ResolvedKey(
-                keyID: row.0, tenantID: row.1.uuidString.lowercased(), secretHash: row.2, models: row.3,
+                keyID: row.0, tenantID: row.1.uuidString.lowercased(), secretHash: Array(row.2.readableBytesView), models: row.3,
                 keyLimits: try JSONCoding.decode(Limits.self, row.4), tenantLimits: try JSONCoding.decode(Limits.self, row.5),
                 modelLimits: try JSONCoding.decode([String: Limits].self, row.6), expiresAt: row.7, revoked: row.8)
         }

@@ -23,6 +23,8 @@ public struct KeyResolverSettings: Sendable {
     public var negativeTTL: Duration = .seconds(2)
     public var redisTTL: Duration = .seconds(60)
     public var memoryCapacity = 100_000
+    /// The pub/sub channel revocations and rotations are announced on.
+    public var invalidationChannel = KeyResolver.invalidationChannel
 
     public init() {}
 }
@@ -107,6 +109,11 @@ public final class KeyResolver: Sendable {
         }
     }
 
+    /// A subscriber for this resolver's invalidation channel; run it, and `followInvalidations`.
+    public func makeSubscriber(redis: RedisClient) -> RedisSubscriber {
+        RedisSubscriber(client: redis, channels: [settings.invalidationChannel])
+    }
+
     /// Consumes invalidation messages until the subscriber's stream ends. Run it next to the
     /// `RedisSubscriber` subscribed to `invalidationChannel`. Messages carry key ids; after a
     /// reconnect the whole memory cache is dropped, since messages may have been missed.
@@ -125,11 +132,12 @@ public final class KeyResolver: Sendable {
 
     /// For the admin side: drops the Redis copy and tells every replica. Best effort: if Redis is
     /// down the TTLs still bound how long a replica can keep the old state.
-    public static func publishInvalidation(_ keyIDs: [String], redis: RedisClient, logger: Logger) async {
+    public static func publishInvalidation(_ keyIDs: [String], redis: RedisClient, channel: String = invalidationChannel,
+                                           logger: Logger) async {
         guard !keyIDs.isEmpty else { return }
         do {
             _ = try await redis.send(RedisCommand("DEL", keyIDs.map { cacheKey($0) }))
-            _ = try await redis.send(RedisCommand("PUBLISH", invalidationChannel, keyIDs.joined(separator: ",")))
+            _ = try await redis.send(RedisCommand("PUBLISH", channel, keyIDs.joined(separator: ",")))
         } catch {
             logger.error("could not publish key invalidation; replicas catch up within their cache TTLs",
                          metadata: ["error": "\(error)", "keys": "\(keyIDs.count)"])

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import NIOCore
 import PostgresNIO
 import SluiceLimiter
 
@@ -193,7 +194,7 @@ public struct TenantStore: Sendable {
                                   limits: Limits, models: [String]?, expiresAt: Date?, hasher: KeyHasher,
                                   logger: Logger) async throws {
         let limitsJSON = try JSONCoding.string(limits)
-        let hash = hasher.hash(key.secret)
+        let hash = ByteBuffer(bytes: hasher.hash(key.secret))  // bytea
         let rows = try await connection.query("""
             INSERT INTO api_keys (id, tenant_id, name, secret_hash, limits, models, expires_at)
             SELECT \(key.keyID), id, \(name), \(hash), \(limitsJSON)::jsonb, \(models), \(expiresAt)

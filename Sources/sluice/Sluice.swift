@@ -1,0 +1,135 @@
+import ArgumentParser
+import Foundation
+import Logging
+import PostgresNIO
+import SluiceAdminAPI
+import SluiceLimiter
+import SluiceTenancy
+
+@main
+struct Sluice: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "sluice",
+        abstract: "A multi-tenant gateway for OpenAI-compatible inference servers.",
+        subcommands: [Migrate.self, Admin.self])
+}
+
+/// `--database-url`, falling back to SLUICE_DATABASE_URL.
+struct DatabaseOptions: ParsableArguments {
+    @Option(help: "postgres://user:pass@host:port/db (default: $SLUICE_DATABASE_URL)")
+    var databaseURL: String?
+
+    func withStore<T>(_ body: (TenantStore, PostgresClient, Logger) async throws -> T) async throws -> T {
+        guard let url = databaseURL ?? ProcessInfo.processInfo.environment["SLUICE_DATABASE_URL"] else {
+            throw ValidationError("give --database-url or set SLUICE_DATABASE_URL")
+        }
+        var logger = Logger(label: "sluice.cli")
+        logger.logLevel = .error  // the CLI prints its own results
+        let client = PostgresClient(configuration: try DatabaseURL.configuration(url), backgroundLogger: logger)
+        return try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { await client.run() }
+            defer { group.cancelAll() }
+            return try await body(TenantStore(client: client, logger: logger), client, logger)
+        }
+    }
+}
+
+struct Migrate: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Apply schema migrations (idempotent, safe to run concurrently).")
+    @OptionGroup var database: DatabaseOptions
+
+    func run() async throws {
+        try await database.withStore { _, client, logger in
+            let applied = try await Migrator(client: client, logger: logger).migrate()
+            print(applied.isEmpty ? "schema is current" : "applied migrations: \(applied.map(String.init).joined(separator: ", "))")
+        }
+    }
+}
+
+struct Admin: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Admin helpers for scripts and the demo.",
+        subcommands: [Token.self, CreateTenant.self, CreateKey.self])
+
+    struct Token: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Mint an admin JWT signed with $SLUICE_ADMIN_JWT_SECRET.")
+        @Option(help: "platform_admin, tenant_admin or tenant_viewer") var role: String
+        @Option(help: "tenant id (tenant roles)") var tenant: String?
+        @Option(help: "lifetime, e.g. 30m, 1h, 7d") var ttl: String = "1h"
+        @Option(help: "the sub claim, recorded in the audit log") var sub: String = "cli"
+
+        func run() async throws {
+            guard let role = AdminRole(rawValue: role) else {
+                throw ValidationError("--role must be platform_admin, tenant_admin or tenant_viewer")
+            }
+            if role != .platformAdmin, tenant.flatMap(UUID.init(uuidString:)) == nil {
+                throw ValidationError("--tenant <uuid> is required for \(role.rawValue)")
+            }
+            guard let seconds = Self.seconds(ttl) else { throw ValidationError("--ttl must look like 30s, 15m, 1h or 7d") }
+            let secret = try Secrets.required("SLUICE_ADMIN_JWT_SECRET")
+            let authenticator = try await AdminAuthenticator(hmacSecret: secret)
+            let claims = AdminClaims(sub: sub, role: role, tenant: role == .platformAdmin ? nil : tenant?.lowercased(),
+                                     expires: Date().addingTimeInterval(seconds))
+            print(try await authenticator.token(claims))
+        }
+
+        static func seconds(_ text: String) -> TimeInterval? {
+            guard let unit = text.last, let value = Double(text.dropLast()), value > 0 else { return nil }
+            switch unit {
+            case "s": return value
+            case "m": return value * 60
+            case "h": return value * 3_600
+            case "d": return value * 86_400
+            default: return nil
+            }
+        }
+    }
+
+    struct CreateTenant: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Create a tenant; prints its id.")
+        @OptionGroup var database: DatabaseOptions
+        @Option var name: String
+        @Option(help: "requests per minute") var rpm: Int?
+        @Option(help: "tokens per minute") var tpm: Int?
+
+        func run() async throws {
+            try await database.withStore { store, _, _ in
+                let tenant = try await store.createTenant(
+                    name: name, limits: Limits(requestsPerMinute: rpm, tokensPerMinute: tpm), modelLimits: [:], actor: "cli")
+                print(tenant.id.uuidString.lowercased())
+            }
+        }
+    }
+
+    struct CreateKey: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Create an API key; prints the key (shown only once).")
+        @OptionGroup var database: DatabaseOptions
+        @Option(help: "tenant id") var tenant: String
+        @Option var name: String = "default"
+        @Option(help: "requests per minute for this key") var rpm: Int?
+
+        func run() async throws {
+            guard let tenantID = UUID(uuidString: tenant) else { throw ValidationError("--tenant must be a tenant id") }
+            let hasher = KeyHasher(pepper: try Secrets.required("SLUICE_KEY_PEPPER"))
+            try await database.withStore { store, _, _ in
+                let (_, key) = try await store.createKey(
+                    tenantID: tenantID, name: name, limits: Limits(requestsPerMinute: rpm), models: nil, expiresAt: nil,
+                    hasher: hasher, actor: "cli")
+                print(key)
+            }
+        }
+    }
+}
+
+/// Secrets come only from the environment, or from a file named by `<NAME>_FILE`.
+enum Secrets {
+    static func required(_ name: String) throws -> String {
+        let environment = ProcessInfo.processInfo.environment
+        if let value = environment[name], !value.isEmpty { return value }
+        if let path = environment["\(name)_FILE"] {
+            let value = try String(contentsOfFile: path, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+            if !value.isEmpty { return value }
+        }
+        throw ValidationError("set \(name) (or \(name)_FILE)")
+    }
+}

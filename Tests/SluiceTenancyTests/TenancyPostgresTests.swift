@@ -1,0 +1,209 @@
+import Foundation
+import Logging
+import NIOCore
+import PostgresNIO
+import ServiceLifecycle
+import SluiceLimiter
+import SluiceRedis
+import SluiceTestSupport
+import Synchronization
+import Testing
+
+@testable import SluiceTenancy
+
+/// Counts the lookups that reach the real PostgreSQL store; can simulate an outage.
+final class CountingLookup: KeyLookup {
+    let store: TenantStore
+    let queries = Atomic<Int>(0)
+    let failing = Atomic<Bool>(false)
+
+    init(_ store: TenantStore) { self.store = store }
+
+    func lookupKey(_ keyID: String) async throws -> ResolvedKey? {
+        queries.add(1, ordering: .relaxed)
+        if failing.load(ordering: .relaxed) { throw TestOutage() }
+        return try await store.lookupKey(keyID)
+    }
+
+    struct TestOutage: Error {}
+}
+
+@Suite("Tenancy against real PostgreSQL and Redis", .serialized)
+struct TenancyPostgresTests {
+    let hasher = KeyHasher(pepper: "test-pepper")
+
+    private func makeTenant(_ store: TenantStore, limits: Limits = Limits()) async throws -> Tenant {
+        try await store.createTenant(name: "tenant \(UUID().uuidString.prefix(8))", limits: limits, modelLimits: [:], actor: "test")
+    }
+
+    @Test func migrationsAreIdempotentAndSafeConcurrently() async throws {
+        try await PostgresFixture.withClient { client, _ in
+            let logger = Logger(label: "test")
+            let results = try await withThrowingTaskGroup(of: [Int].self) { group in
+                for _ in 0..<3 { group.addTask { try await Migrator(client: client, logger: logger).migrate() } }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            #expect(results.allSatisfy { $0.isEmpty }, "the fixture migrated already; nothing is left to apply")
+            let rows = try await client.query("SELECT count(*)::bigint, max(version) FROM schema_migrations", logger: logger)
+            for try await (count, version) in rows.decode((Int64, Int).self) {
+                #expect(Int(count) == Migrations.all.count && version == Migrations.all.last?.version)
+            }
+        }
+    }
+
+    @Test func keyLifecycleCreateUseRotateExpireRevoke() async throws {
+        try await PostgresFixture.withClient { [hasher] client, store in
+            let tenant = try await makeTenant(store)
+            let (record, plaintext) = try await store.createKey(tenantID: tenant.id, name: "ci", limits: Limits(requestsPerMinute: 5),
+                                                                models: ["m1"], expiresAt: nil, hasher: hasher, actor: "test")
+            let resolver = KeyResolver(database: store, redis: nil, hasher: hasher)
+            guard case .valid(let resolved) = await resolver.authenticate(plaintext) else {
+                Issue.record("fresh key refused"); return
+            }
+            #expect(resolved.tenantID == tenant.id.uuidString.lowercased())
+            #expect(resolved.allows(model: "m1") && !resolved.allows(model: "m2"))
+            #expect(resolved.keyLimits.requestsPerMinute == 5)
+
+            // The secret is nowhere in the database, only its HMAC.
+            let secret = try #require(APIKey(parsing: plaintext)).secret
+            let rows = try await client.query("SELECT row_to_json(k)::text FROM api_keys k WHERE id = \(record.id)", logger: Logger(label: "t"))
+            for try await json in rows.decode(String.self) {
+                #expect(!json.contains(secret))
+                #expect(!json.contains(plaintext))
+            }
+
+            // A wrong secret with the right id is refused.
+            let forged = APIKey(keyID: record.id, secret: APIKey.generate().secret).plaintext
+            #expect(await resolver.authenticate(forged) == .rejected(.wrongSecret))
+
+            // Rotate with a grace period: both work now; after the grace only the new one.
+            let (newRecord, newPlaintext) = try await store.rotateKey(record.id, grace: .seconds(60), hasher: hasher, actor: "test")
+            resolver.invalidate(record.id)
+            let afterGrace = Date().addingTimeInterval(61)
+            if case .valid = await resolver.authenticate(plaintext) {} else { Issue.record("old key refused during grace") }
+            if case .valid = await resolver.authenticate(newPlaintext) {} else { Issue.record("new key refused") }
+            #expect(await resolver.authenticate(plaintext, now: afterGrace) == .rejected(.expired))
+            if case .valid = await resolver.authenticate(newPlaintext, now: afterGrace) {} else { Issue.record("new key expired") }
+            #expect(try await store.key(record.id).replacedBy == newRecord.id)
+
+            // Expiry set at creation.
+            let (_, shortLived) = try await store.createKey(tenantID: tenant.id, name: "short", limits: Limits(), models: nil,
+                                                            expiresAt: Date().addingTimeInterval(30), hasher: hasher, actor: "test")
+            #expect(await resolver.authenticate(shortLived, now: Date().addingTimeInterval(31)) == .rejected(.expired))
+
+            // Revoke.
+            _ = try await store.revokeKey(newRecord.id, actor: "test")
+            resolver.invalidate(newRecord.id)
+            #expect(await resolver.authenticate(newPlaintext) == .rejected(.revoked))
+
+            // Unknown ids and malformed keys.
+            #expect(await resolver.authenticate(APIKey.generate().plaintext) == .rejected(.unknown))
+            #expect(await resolver.authenticate("slk_nonsense") == .rejected(.malformed))
+
+            // Every change is in the audit log with its actor.
+            let audit = try await client.query("SELECT action FROM audit_log WHERE tenant_id = \(tenant.id) ORDER BY id", logger: Logger(label: "t"))
+            var actions: [String] = []
+            for try await action in audit.decode(String.self) { actions.append(action) }
+            #expect(actions == ["tenant.create", "key.create", "key.rotate", "key.create", "key.revoke"])
+        }
+    }
+
+    @Test func aThousandConcurrentLookupsOfAnUncachedKeyMakeOneQuery() async throws {
+        try await PostgresFixture.withClient { [hasher] _, store in
+            let tenant = try await makeTenant(store)
+            let (_, plaintext) = try await store.createKey(tenantID: tenant.id, name: "herd", limits: Limits(), models: nil,
+                                                           expiresAt: nil, hasher: hasher, actor: "test")
+            let redis = try RedisClient(configuration: RedisConfiguration(url: TestEnvironment.redisURL))
+            for presented in [plaintext, APIKey.generate().plaintext] {  // a real key, then an unknown one
+                let lookup = CountingLookup(store)
+                let resolver = KeyResolver(database: lookup, redis: redis, hasher: hasher)
+                let results = await withTaskGroup(of: KeyAuthentication.self) { group in
+                    for _ in 0..<1_000 { group.addTask { await resolver.authenticate(presented) } }
+                    return await group.reduce(into: []) { $0.append($1) }
+                }
+                #expect(Set(results.map { if case .valid = $0 { "valid" } else { "\($0)" } }).count == 1)
+                #expect(lookup.queries.load(ordering: .relaxed) == 1)
+            }
+            redis.shutdown()
+        }
+    }
+
+    @Test func redisDownFallsThroughAndDatabaseDownKeepsCachedKeys() async throws {
+        try await PostgresFixture.withClient { [hasher] _, store in
+            let tenant = try await makeTenant(store)
+            let (_, plaintext) = try await store.createKey(tenantID: tenant.id, name: "outage", limits: Limits(), models: nil,
+                                                           expiresAt: nil, hasher: hasher, actor: "test")
+            // Redis unreachable: PostgreSQL answers.
+            let deadRedis = try RedisClient(configuration: RedisConfiguration(port: try await RedisServerProcess.freePort()))
+            var settings = KeyResolverSettings()
+            settings.memoryTTL = .zero  // every call goes past memory to the stores
+            let lookup = CountingLookup(store)
+            let resolver = KeyResolver(database: lookup, redis: deadRedis, hasher: hasher, settings: settings)
+            if case .valid = await resolver.authenticate(plaintext) {} else { Issue.record("refused with Redis down") }
+
+            // PostgreSQL unreachable too: the stale memory copy keeps the key working.
+            lookup.failing.store(true, ordering: .relaxed)
+            if case .valid = await resolver.authenticate(plaintext) {} else { Issue.record("cached key refused with stores down") }
+            // An uncached key cannot be checked: refused as unavailable, not as unknown.
+            #expect(await resolver.authenticate(APIKey.generate().plaintext) == .rejected(.unavailable))
+
+            // A replica with a dead database but a warm Redis cache still resolves.
+            let redis = try RedisClient(configuration: RedisConfiguration(url: TestEnvironment.redisURL))
+            let warm = KeyResolver(database: store, redis: redis, hasher: hasher)
+            _ = await warm.authenticate(plaintext)
+            let failingLookup = CountingLookup(store)
+            failingLookup.failing.store(true, ordering: .relaxed)
+            let cold = KeyResolver(database: failingLookup, redis: redis, hasher: hasher)
+            if case .valid = await cold.authenticate(plaintext) {} else { Issue.record("Redis tier did not answer") }
+            #expect(failingLookup.queries.load(ordering: .relaxed) == 0)
+            deadRedis.shutdown()
+            redis.shutdown()
+        }
+    }
+
+    @Test func revocationReachesEveryReplicaWithinOneSecond() async throws {
+        try await PostgresFixture.withClient { [hasher] _, store in
+            let tenant = try await makeTenant(store)
+            let (record, plaintext) = try await store.createKey(tenantID: tenant.id, name: "fleet", limits: Limits(), models: nil,
+                                                                expiresAt: nil, hasher: hasher, actor: "test")
+            var settings = KeyResolverSettings()
+            settings.invalidationChannel = "sl:keys:invalidate:test:\(UUID().uuidString)"
+            let channel = settings.invalidationChannel
+            let redis = try RedisClient(configuration: RedisConfiguration(url: TestEnvironment.redisURL))
+            let replicas = try (0..<3).map { _ in
+                KeyResolver(database: store, redis: try RedisClient(configuration: RedisConfiguration(url: TestEnvironment.redisURL)),
+                            hasher: hasher, settings: settings)
+            }
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for replica in replicas {
+                    let subscriber = RedisSubscriber(client: redis, channels: [channel])
+                    group.addTask { try await subscriber.run() }
+                    group.addTask { await replica.followInvalidations(subscriber.events) }
+                }
+                // Wait until all three are subscribed (the server's count is the signal).
+                for _ in 0..<500 {
+                    let counts = try await redis.send("PUBSUB", "NUMSUB", channel)
+                    if counts.array?.last?.int == 3 { break }
+                    try await Task.sleep(for: .milliseconds(5))
+                }
+                for replica in replicas {
+                    if case .valid = await replica.authenticate(plaintext) {} else { Issue.record("replica refused a good key") }
+                }
+
+                let clock = ContinuousClock()
+                let revokedAt = clock.now
+                _ = try await store.revokeKey(record.id, actor: "test")
+                await KeyResolver.publishInvalidation([record.id], redis: redis, channel: channel, logger: Logger(label: "t"))
+                for replica in replicas {
+                    while await replica.authenticate(plaintext) != .rejected(.revoked), clock.now - revokedAt < .seconds(1) {
+                        try await Task.sleep(for: .milliseconds(5))
+                    }
+                }
+                #expect(clock.now - revokedAt < .seconds(1), "not every replica refused the key within a second")
+                for replica in replicas { #expect(await replica.authenticate(plaintext) == .rejected(.revoked)) }
+                group.cancelAll()
+            }
+            redis.shutdown()
+        }
+    }
+}
