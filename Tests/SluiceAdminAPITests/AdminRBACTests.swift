@@ -1,0 +1,88 @@
+import Foundation
+import Hummingbird
+import HummingbirdTesting
+import SluiceAdminAPI
+import SluiceTenancy
+import Testing
+
+/// Every endpoint × every role × own/foreign tenant.
+@Suite("Admin API authorization matrix")
+struct AdminRBACTests {
+    enum Target: String, CaseIterable { case own, foreign }
+
+    struct Endpoint: Sendable {
+        let name: String
+        let method: HTTPRequest.Method
+        /// Builds the URI (and body) for a target tenant; may create fresh keys.
+        let request: @Sendable (AdminHarness, Tenant) async throws -> (String, String?)
+        /// Expected status by role, for own and foreign tenants (nil: the endpoint names no tenant).
+        let expected: [AdminRole: (own: Int, foreign: Int?)]
+    }
+
+    static let endpoints: [Endpoint] = [
+        Endpoint(name: "create tenant", method: .post, request: { _, _ in ("/admin/v1/tenants", #"{"name": "matrix"}"#) },
+                 expected: [.platformAdmin: (201, nil), .tenantAdmin: (403, nil), .tenantViewer: (403, nil)]),
+        Endpoint(name: "list tenants", method: .get, request: { _, _ in ("/admin/v1/tenants", nil) },
+                 expected: [.platformAdmin: (200, nil), .tenantAdmin: (403, nil), .tenantViewer: (403, nil)]),
+        Endpoint(name: "get tenant", method: .get, request: { _, t in ("/admin/v1/tenants/\(t.id)", nil) },
+                 expected: [.platformAdmin: (200, 200), .tenantAdmin: (200, 404), .tenantViewer: (200, 404)]),
+        Endpoint(name: "patch tenant", method: .patch,
+                 request: { _, t in ("/admin/v1/tenants/\(t.id)", #"{"limits": {"requests_per_minute": 100}}"#) },
+                 expected: [.platformAdmin: (200, 200), .tenantAdmin: (403, 404), .tenantViewer: (403, 404)]),
+        Endpoint(name: "create key", method: .post, request: { _, t in ("/admin/v1/tenants/\(t.id)/keys", #"{"name": "k"}"#) },
+                 expected: [.platformAdmin: (201, 201), .tenantAdmin: (201, 404), .tenantViewer: (403, 404)]),
+        Endpoint(name: "list keys", method: .get, request: { _, t in ("/admin/v1/tenants/\(t.id)/keys", nil) },
+                 expected: [.platformAdmin: (200, 200), .tenantAdmin: (200, 404), .tenantViewer: (200, 404)]),
+        Endpoint(name: "rotate key", method: .post,
+                 request: { h, t in ("/admin/v1/keys/\(try await h.newKey(t).id)/rotate", #"{"grace_seconds": 10}"#) },
+                 expected: [.platformAdmin: (201, 201), .tenantAdmin: (201, 404), .tenantViewer: (403, 404)]),
+        Endpoint(name: "revoke key", method: .post,
+                 request: { h, t in ("/admin/v1/keys/\(try await h.newKey(t).id)/revoke", nil) },
+                 expected: [.platformAdmin: (200, 200), .tenantAdmin: (200, 404), .tenantViewer: (403, 404)]),
+        Endpoint(name: "usage", method: .get, request: { _, t in ("/admin/v1/tenants/\(t.id)/usage?group_by=day", nil) },
+                 expected: [.platformAdmin: (200, 200), .tenantAdmin: (200, 404), .tenantViewer: (200, 404)]),
+    ]
+
+    @Test func everyEndpointRoleAndTenant() async throws {
+        try await AdminHarness.run { harness in
+            let own = try await harness.newTenant()
+            let foreign = try await harness.newTenant()
+            for endpoint in Self.endpoints {
+                for role in AdminRole.allCases {
+                    let token = try await harness.token(role, tenant: role == .platformAdmin ? nil : own.id)
+                    let expectation = try #require(endpoint.expected[role])
+                    for target in Target.allCases {
+                        guard let wanted = target == .own ? expectation.own : expectation.foreign else { continue }
+                        let (uri, body) = try await endpoint.request(harness, target == .own ? own : foreign)
+                        let response = try await harness.call(endpoint.method, uri, token: token, json: body)
+                        #expect(response.status.code == wanted,
+                                "\(endpoint.name) as \(role.rawValue) on \(target.rawValue) tenant: \(response.status.code) \(response.text)")
+                    }
+                    // Without a token, or with a bad one: 401 whatever the role would be.
+                    let (uri, body) = try await endpoint.request(harness, own)
+                    #expect(try await harness.call(endpoint.method, uri, token: nil, json: body).status == .unauthorized)
+                    #expect(try await harness.call(endpoint.method, uri, token: "x.y.z", json: body).status == .unauthorized)
+                }
+            }
+        }
+    }
+
+    @Test func badTokensAreRefused() async throws {
+        try await AdminHarness.run { harness in
+            let tenant = try await harness.newTenant()
+            let uri = "/admin/v1/tenants/\(tenant.id)"
+            let expired = try await harness.token(.platformAdmin, expires: Date().addingTimeInterval(-5))
+            let otherSecret = try await AdminAuthenticator(hmacSecret: String(repeating: "z", count: 40))
+                .token(AdminClaims(sub: "x", role: .platformAdmin, tenant: nil, expires: Date().addingTimeInterval(60)))
+            let tenantRoleWithoutTenant = try await harness.authenticator
+                .token(AdminClaims(sub: "x", role: .tenantAdmin, tenant: nil, expires: Date().addingTimeInterval(60)))
+            // alg "none" with platform claims.
+            let unsigned = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJzdWIiOiJ4Iiwicm9sZSI6InBsYXRmb3JtX2FkbWluIiwiZXhwIjo0MTAyNDQ0ODAwfQ."
+            for token in [expired, otherSecret, tenantRoleWithoutTenant, unsigned, "", "Bearer"] {
+                let response = try await harness.call(.get, uri, token: token)
+                #expect(response.status == .unauthorized)
+                #expect((response.json["error"] as? [String: Any])?["code"] as? String == "invalid_token")
+            }
+        }
+    }
+}
