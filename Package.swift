@@ -148,15 +148,17 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        // Redis round-trip benchmarks (loadtest/redis-bench.sh, loadtest/limiter-bench.sh).
+        // Benchmark driver (loadtest/redis-bench.sh, limiter-bench.sh, key-bench.sh).
         .executableTarget(
-            name: "sluice-redis-bench",
+            name: "sluice-bench",
             dependencies: [
-                "SluiceRedis", "SluiceLimiter",
+                "SluiceRedis", "SluiceLimiter", "SluiceTenancy",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],
-            path: "loadtest/RedisBench",
+            path: "loadtest/Bench",
             swiftSettings: strict
         ),
     ]

@@ -1,10 +1,10 @@
 # Sourced by the benchmark scripts: release build of the benchmark driver and a private
 # redis-server that is stopped when the script exits.
 
-# Builds sluice-redis-bench (release) and sets $bench to its path.
+# Builds sluice-bench (release) and sets $bench to its path.
 build_bench() {
-    swift build -c release --product sluice-redis-bench >/dev/null
-    bench="$(swift build -c release --show-bin-path)/sluice-redis-bench"
+    swift build -c release --product sluice-bench >/dev/null
+    bench="$(swift build -c release --show-bin-path)/sluice-bench"
 }
 
 # Starts redis-server on 127.0.0.1:$1 without persistence; sets $redis_pid.
