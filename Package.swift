@@ -13,6 +13,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "sluice", targets: ["sluice"]),
+        .executable(name: "sluice-mock-upstream", targets: ["sluice-mock-upstream"]),
         .library(name: "SluiceRedis", targets: ["SluiceRedis"]),
         .library(name: "SluiceLimiter", targets: ["SluiceLimiter"]),
     ],
@@ -26,6 +27,8 @@ let package = Package(
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
         .package(url: "https://github.com/vapor/jwt-kit.git", from: "5.8.0"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
+        .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
     ],
     targets: [
         // hiredis (Debian 12: 0.14; newer distributions: 1.x). Only the reply reader is used.
@@ -111,11 +114,70 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // The upstream HTTP/1.1 client: keep-alive pools per backend and event loop, deadlines,
+        // backends with least-outstanding selection and passive ejection.
+        .target(
+            name: "SluiceUpstream",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        // The inference request pipeline: key → admit → route → forward → settle. No HTTP
+        // framework here: the listener is a thin adapter.
+        .target(
+            name: "SluiceDataPlane",
+            dependencies: [
+                "SluiceTenancy", "SluiceLimiter", "SluiceUpstream",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        // An OpenAI-compatible mock model server (tests, demo, load tests), and its executable.
+        .target(
+            name: "SluiceMockUpstream",
+            dependencies: [
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "sluice-mock-upstream",
+            dependencies: ["SluiceMockUpstream", .product(name: "Hummingbird", package: "hummingbird")],
+            swiftSettings: strict
+        ),
+        // One gateway replica: configuration, the public and admin listeners, operations
+        // endpoints, metering, all in one ServiceGroup.
+        .target(
+            name: "SluiceServer",
+            dependencies: [
+                "SluiceDataPlane", "SluiceAdminAPI", "SluiceTenancy", "SluiceLimiter", "SluiceRedis", "SluiceUpstream",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Yams", package: "Yams"),
+            ],
+            swiftSettings: strict
+        ),
         // The one executable: sluice migrate | serve | admin ... Only it bootstraps logging.
         .executableTarget(
             name: "sluice",
             dependencies: [
-                "SluiceTenancy", "SluiceLimiter", "SluiceAdminAPI", "SluiceRedis",
+                "SluiceTenancy", "SluiceLimiter", "SluiceAdminAPI", "SluiceRedis", "SluiceUpstream", "SluiceDataPlane",
+                "SluiceServer",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Logging", package: "swift-log"),

@@ -4,6 +4,8 @@ import Logging
 import PostgresNIO
 import SluiceAdminAPI
 import SluiceLimiter
+import ServiceLifecycle
+import SluiceServer
 import SluiceTenancy
 
 @main
@@ -11,7 +13,32 @@ struct Sluice: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sluice",
         abstract: "A multi-tenant gateway for OpenAI-compatible inference servers.",
-        subcommands: [Migrate.self, Admin.self])
+        subcommands: [Serve.self, Migrate.self, Admin.self])
+}
+
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Run one gateway replica (public and admin listeners).")
+    @Option(help: "YAML configuration file; SLUICE_* environment variables override it") var config: String?
+    @Option(help: "trace, debug, info, notice, warning, error") var logLevel: String = "info"
+
+    func run() async throws {
+        let level = Logger.Level(rawValue: logLevel) ?? .info
+        LoggingSystem.bootstrap { label in JSONLogHandler(label: label, level: level) }
+        let logger = Logger(label: "sluice")
+        let settings: GatewayConfiguration
+        do {
+            settings = try GatewayConfiguration.load(file: config, environment: ProcessInfo.processInfo.environment)
+        } catch {
+            FileHandle.standardError.write(Data("\(error)\n".utf8))
+            throw ExitCode(78)  // EX_CONFIG
+        }
+        let group = try await Gateway.serviceGroup(settings, logger: logger) { listening in
+            logger.notice("sluice listening", metadata: [
+                "public": "\(settings.listen.host):\(listening.publicPort ?? 0)",
+                "admin": "\(settings.adminListen.host):\(listening.adminPort ?? 0)"])
+        }
+        try await group.run()
+    }
 }
 
 /// `--database-url`, falling back to SLUICE_DATABASE_URL.

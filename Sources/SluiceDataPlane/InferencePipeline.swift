@@ -1,0 +1,288 @@
+import Foundation
+import Logging
+import NIOCore
+import NIOHTTP1
+import SluiceLimiter
+import SluiceTenancy
+import SluiceUpstream
+
+public struct DataPlaneSettings: Sendable {
+    public var maxRequestBodyBytes = 4 * 1024 * 1024
+    public var maxResponseBodyBytes = 64 * 1024 * 1024
+
+    public init() {}
+}
+
+/// One inference call as the listener hands it over: no HTTP framework types.
+public struct InferenceCall: Sendable {
+    public var endpoint: InferenceEndpoint
+    public var authorization: String?
+    public var body: ByteBuffer
+    public var requestID: String
+    public var traceparent: String?
+    /// The inbound connection's event loop: upstream connections are pooled per loop.
+    public var eventLoop: (any EventLoop)?
+
+    public init(endpoint: InferenceEndpoint, authorization: String?, body: ByteBuffer, requestID: String,
+                traceparent: String? = nil, eventLoop: (any EventLoop)? = nil) {
+        self.endpoint = endpoint
+        self.authorization = authorization
+        self.body = body
+        self.requestID = requestID
+        self.traceparent = traceparent
+        self.eventLoop = eventLoop
+    }
+}
+
+public enum InferenceResult: Sendable {
+    case complete(status: Int, headers: [(String, String)], body: ByteBuffer)
+    case stream(headers: [(String, String)], body: InferenceStream)
+}
+
+/// The request path: key → body → model → admit → backend → response → settle.
+/// Independent of the HTTP listener (which is a thin adapter around `handle`).
+public final class InferencePipeline: Sendable {
+    let catalog: ModelCatalog
+    let resolver: KeyResolver
+    let limiter: Limiter
+    let upstream: UpstreamClient
+    let settings: DataPlaneSettings
+    let logger: Logger
+    let metrics: DataPlaneMetrics
+    private let selector = BackendSelector()
+
+    public init(catalog: ModelCatalog, resolver: KeyResolver, limiter: Limiter, upstream: UpstreamClient,
+                settings: DataPlaneSettings = .init(), metrics: DataPlaneMetrics = .init(),
+                logger: Logger = Logger(label: "sluice.access")) {
+        self.catalog = catalog
+        self.resolver = resolver
+        self.limiter = limiter
+        self.upstream = upstream
+        self.settings = settings
+        self.metrics = metrics
+        self.logger = logger
+    }
+
+    public func handle(_ call: InferenceCall) async -> InferenceResult {
+        var record = AccessRecord(requestID: call.requestID, endpoint: call.endpoint.rawValue)
+        do {
+            return try await proceed(call, &record)
+        } catch {
+            return finish(error, &record)
+        }
+    }
+
+    /// An answer for a request refused before the pipeline (e.g. a body over the limit).
+    public func reject(_ error: OpenAIError, requestID: String, endpoint: String) -> InferenceResult {
+        var record = AccessRecord(requestID: requestID, endpoint: endpoint)
+        return finish(error, &record)
+    }
+
+    /// `GET /v1/models`: the configured models this key may use.
+    public func listModels(authorization: String?, requestID: String) async -> InferenceResult {
+        var record = AccessRecord(requestID: requestID, endpoint: "/v1/models")
+        do {
+            let key = try await authenticate(authorization, &record)
+            let models = catalog.routes.keys.sorted().filter { key.allows(model: $0) }.map { name -> [String: Any] in
+                ["id": name, "object": "model", "created": 0, "owned_by": "sluice"]
+            }
+            let data = try JSONSerialization.data(withJSONObject: ["object": "list", "data": models], options: [.sortedKeys])
+            record.status = 200
+            emit(record)
+            return .complete(status: 200, headers: [("content-type", "application/json"), ("x-request-id", requestID)],
+                             body: ByteBuffer(bytes: data))
+        } catch {
+            return finish(error, &record)
+        }
+    }
+
+    private func proceed(_ call: InferenceCall, _ record: inout AccessRecord) async throws -> InferenceResult {
+        let key = try await authenticate(call.authorization, &record)
+        let body = try InferenceRequestBody.parse(call.body, endpoint: call.endpoint)
+        record.model = body.model
+        guard let route = catalog.routes[body.model] else { throw OpenAIError.modelNotFound(body.model) }
+        guard key.allows(model: body.model) else { throw OpenAIError.modelNotAllowed(body.model) }
+
+        let output = call.endpoint == .embeddings ? 0 : min(body.maxOutputTokens ?? route.defaultOutputTokens, route.maxOutputTokens)
+        let admission = try await admit(call, key: key, body: body, reserve: body.promptEstimate + output, &record)
+        record.rateLimitHeaders = RateLimitHeaderFields.fields(admission.headers)
+        let settler = Settler(limiter: limiter, admission: admission, route: route, promptEstimate: body.promptEstimate,
+                              logger: logger)
+        do {
+            return try await forward(call, body: body, route: route, settler: settler, &record)
+        } catch {
+            await settler.settle(prompt: 0, completion: 0, status: (error as? OpenAIError)?.status ?? 500)
+            throw error
+        }
+    }
+
+    private func authenticate(_ authorization: String?, _ record: inout AccessRecord) async throws -> ResolvedKey {
+        guard let authorization, authorization.hasPrefix("Bearer ") || authorization.hasPrefix("bearer ") else {
+            throw OpenAIError.invalidKey("missing API key: send 'Authorization: Bearer <key>'")
+        }
+        switch await resolver.authenticate(authorization.dropFirst(7).trimmingCharacters(in: .whitespaces)) {
+        case .valid(let key):
+            record.tenantID = key.tenantID
+            record.keyID = key.keyID
+            return key
+        case .rejected(.unavailable):
+            throw OpenAIError.upstream(503, "service_unavailable", "keys cannot be checked right now; try again shortly")
+        case .rejected(.expired):
+            throw OpenAIError.invalidKey("this API key has expired")
+        case .rejected(.revoked):
+            throw OpenAIError.invalidKey("this API key has been revoked")
+        case .rejected:
+            throw OpenAIError.invalidKey("invalid API key")
+        }
+    }
+
+    private func admit(_ call: InferenceCall, key: ResolvedKey, body: InferenceRequestBody, reserve: Int,
+                       _ record: inout AccessRecord) async throws -> Admission {
+        let request = AdmitRequest(
+            requestID: call.requestID, tenantID: key.tenantID, keyID: key.keyID, model: body.model, tokensToReserve: reserve,
+            tenantLimits: key.tenantLimits, keyLimits: key.keyLimits, modelLimits: key.modelLimits[body.model] ?? .none)
+        switch await limiter.admit(request) {
+        case .admitted(let admission):
+            metrics.limiterDecision("admitted")
+            return admission
+        case .denied(let denial):
+            metrics.limiterDecision(denial.limit)
+            record.rateLimitHeaders = RateLimitHeaderFields.fields(denial.headers)
+                + [("retry-after", RateLimitHeaderFields.retryAfter(denial.retryAfter))]
+            let wait = RateLimitHeaderFields.duration(denial.retryAfter)
+            switch denial.reason {
+            case .budgetExhausted:
+                throw OpenAIError.quotaExhausted("the monthly budget is spent (\(denial.limit)); it renews in \(wait)")
+            case .rateLimited:
+                throw OpenAIError.rateLimited("rate limit reached: \(denial.limit); retry in \(wait)")
+            }
+        case .neverFits(let limit, let tokens, let burst):
+            metrics.limiterDecision("never_fits")
+            throw OpenAIError.invalidRequest(
+                "this request reserves \(tokens) tokens (prompt estimate + max output tokens) but \(limit) allows at most \(burst) at once; lower max_tokens or shorten the prompt",
+                param: "max_tokens")
+        case .unavailable:
+            metrics.limiterDecision("unavailable")
+            throw OpenAIError.limiterUnavailable
+        }
+    }
+
+    private func forward(_ call: InferenceCall, body: InferenceRequestBody, route: ModelRoute, settler: Settler,
+                         _ record: inout AccessRecord) async throws -> InferenceResult {
+        var headers = HTTPHeaders([("content-type", "application/json"), ("x-request-id", call.requestID),
+                                   ("user-agent", "sluice")])
+        if let traceparent = call.traceparent { headers.add(name: "traceparent", value: traceparent) }
+        let request = UpstreamRequest(path: call.endpoint.rawValue, headers: headers, body: body.upstreamBody)
+        var tried: [Backend] = []
+        var lastError = OpenAIError.upstream(503, "upstream_unavailable", "no backend for '\(route.name)' is available")
+
+        // At most two backends, and only while nothing has been sent to the client.
+        while tried.count < 2, let backend = selector.acquire(from: route.backends, excluding: tried) {
+            tried.append(backend)
+            record.backend = backend.url
+            let response: UpstreamResponse
+            do {
+                response = try await upstream.send(request, to: backend, on: call.eventLoop)
+            } catch {
+                backend.releaseSlot()
+                backend.recordFailure()
+                switch error {
+                case .connectFailed, .connectionClosed:
+                    lastError = .upstream(502, "upstream_error", "the model server could not be reached")
+                    continue
+                case .timeout:
+                    throw OpenAIError.upstream(504, "upstream_timeout", "the model server did not answer in time")
+                case .protocolError(let reason):
+                    throw OpenAIError.upstream(502, "upstream_error", "the model server's answer was malformed: \(reason)")
+                }
+            }
+            let status = Int(response.head.status.code)
+            if (status == 502 || status == 503) && tried.count < 2 && route.backends.count > tried.count {
+                response.abandon()
+                backend.releaseSlot()
+                backend.recordFailure()
+                lastError = .upstream(502, "upstream_error", "the model server answered \(status)")
+                continue
+            }
+            if status >= 500 { backend.recordFailure() } else { backend.recordSuccess() }
+
+            if body.stream && status == 200 {
+                record.status = 200
+                let stream = InferenceStream(response: response, backend: backend, settler: settler,
+                                             filter: ServerSentEventsFilter(dropUsageChunk: !body.clientWantsUsage),
+                                             record: record, pipeline: self)
+                return .stream(headers: responseHeaders(record, contentType: "text/event-stream")
+                    + [("cache-control", "no-cache")], body: stream)
+            }
+            let payload: ByteBuffer
+            do {
+                payload = try await response.collect(limit: settings.maxResponseBodyBytes)
+            } catch {
+                backend.releaseSlot()
+                throw OpenAIError.upstream(502, "upstream_error", "the model server's answer broke off")
+            }
+            backend.releaseSlot()
+            if status >= 500 {
+                throw OpenAIError.upstream(502, "upstream_error", "the model server answered \(status)")
+            }
+            let usage = status < 300 ? ResponseUsage.parse(payload) : nil
+            record.status = status
+            record.promptTokens = usage?.prompt ?? 0
+            record.completionTokens = usage?.completion ?? 0
+            await settler.settle(prompt: usage?.prompt ?? 0, completion: usage?.completion ?? 0, status: status)
+            emit(record)
+            let contentType = response.head.headers.first(name: "content-type") ?? "application/json"
+            return .complete(status: status, headers: responseHeaders(record, contentType: contentType), body: payload)
+        }
+        throw lastError
+    }
+
+    func responseHeaders(_ record: AccessRecord, contentType: String) -> [(String, String)] {
+        [("content-type", contentType), ("x-request-id", record.requestID)] + record.rateLimitHeaders
+    }
+
+    private func finish(_ error: any Error, _ record: inout AccessRecord) -> InferenceResult {
+        let failure = error as? OpenAIError
+            ?? OpenAIError(status: 500, type: "server_error", code: "internal_error", message: "internal error")
+        if failure.status == 500 { logger.error("unexpected error", metadata: ["request_id": "\(record.requestID)", "error": "\(error)"]) }
+        record.status = failure.status
+        record.errorCode = failure.code
+        emit(record)
+        return .complete(status: failure.status, headers: responseHeaders(record, contentType: "application/json"),
+                         body: failure.body)
+    }
+
+    func emit(_ record: AccessRecord) {
+        metrics.request(record)
+        logger.info("request", metadata: record.metadata)
+    }
+}
+
+/// Settles one admission exactly once, with the cost of the real usage.
+final class Settler: Sendable {
+    let limiter: Limiter
+    let admission: Admission
+    let route: ModelRoute
+    let promptEstimate: Int
+    let logger: Logger
+
+    init(limiter: Limiter, admission: Admission, route: ModelRoute, promptEstimate: Int, logger: Logger) {
+        self.limiter = limiter
+        self.admission = admission
+        self.route = route
+        self.promptEstimate = promptEstimate
+        self.logger = logger
+    }
+
+    func settle(prompt: Int, completion: Int, status: Int) async {
+        let usage = Usage(promptTokens: prompt, completionTokens: completion,
+                          costMicroUSD: route.costMicroUSD(prompt: prompt, completion: completion),
+                          attributes: ["status": String(status)])
+        do {
+            _ = try await limiter.settle(admission, usage: usage)
+        } catch {
+            // The reservation expires on its own; the usage of this request is lost to metering.
+            logger.error("settle failed", metadata: ["request_id": "\(admission.requestID)", "error": "\(error)"])
+        }
+    }
+}

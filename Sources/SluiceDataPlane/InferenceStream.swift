@@ -1,0 +1,83 @@
+import NIOCore
+import SluiceUpstream
+import Synchronization
+
+/// A streamed answer on its way to the client. The listener pulls chunks with `next()` (so a
+/// slow client slows the read from the backend: back-pressure end to end) and calls `cancel()`
+/// if the client goes away. Either way the request settles exactly once, with the usage the
+/// backend reported or, for a cut stream, the chunks delivered so far.
+public final class InferenceStream: @unchecked Sendable {
+    // @unchecked: one listener task drives a stream; `done` guards the end against a racing cancel.
+    private let response: UpstreamResponse
+    private let backend: Backend
+    private let settler: Settler
+    private var filter: ServerSentEventsFilter
+    private var record: AccessRecord
+    private let pipeline: InferencePipeline
+    private let done = Mutex(false)
+
+    init(response: UpstreamResponse, backend: Backend, settler: Settler, filter: ServerSentEventsFilter,
+         record: AccessRecord, pipeline: InferencePipeline) {
+        self.response = response
+        self.backend = backend
+        self.settler = settler
+        self.filter = filter
+        self.record = record
+        self.pipeline = pipeline
+    }
+
+    /// The next bytes for the client; nil when the stream is over (and settled).
+    public func next() async -> ByteBuffer? {
+        while true {
+            let chunk: ByteBuffer?
+            do {
+                chunk = try await response.nextChunk()
+            } catch {
+                // The backend died or stalled mid-stream: tell the client in-band, then end.
+                record.errorCode = error == .timeout(.idle) || error == .timeout(.total) ? "upstream_timeout" : "upstream_error"
+                await end(status: 502)
+                let failure = OpenAIError.upstream(502, record.errorCode, "the model server's stream broke off")
+                var event = ByteBuffer(string: "data: ")
+                var body = failure.body
+                event.writeBuffer(&body)
+                event.writeString("\n\n")
+                return event
+            }
+            guard let chunk else {
+                let rest = filter.flush()
+                await end(status: 200)
+                return rest.readableBytes > 0 ? rest : nil
+            }
+            let output = filter.feed(chunk)
+            if output.readableBytes > 0 {
+                if record.firstByte == nil { record.firstByte = .now }
+                return output
+            }
+        }
+    }
+
+    /// The client went away: close the upstream connection (the model stops generating) and
+    /// settle with what was delivered.
+    public func cancel() async {
+        response.abandon()
+        record.errorCode = "client_disconnected"
+        await end(status: 499)
+    }
+
+    private func end(status: Int) async {
+        guard done.withLock({ done in
+            defer { done = true }
+            return !done
+        }) else { return }
+        response.abandon()  // no-op after a clean end
+        backend.releaseSlot()
+        let usage = filter.usage
+        let prompt = usage?.prompt ?? settler.promptEstimate
+        let completion = usage?.completion ?? filter.contentChunks
+        record.promptTokens = prompt
+        record.completionTokens = completion
+        if status != 200 { record.status = status }
+        await settler.settle(prompt: prompt, completion: completion, status: status)
+        pipeline.emit(record)
+    }
+}

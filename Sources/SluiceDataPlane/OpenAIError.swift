@@ -1,0 +1,69 @@
+import Foundation
+import NIOCore
+
+/// An error in OpenAI's shape, with the status and code interface.md assigns to it.
+public struct OpenAIError: Error, Sendable, Equatable {
+    public let status: Int
+    public let type: String
+    public let code: String
+    public let message: String
+    public let param: String?
+
+    public init(status: Int, type: String, code: String, message: String, param: String? = nil) {
+        self.status = status
+        self.type = type
+        self.code = code
+        self.message = message
+        self.param = param
+    }
+
+    public static func invalidRequest(_ message: String, param: String? = nil) -> OpenAIError {
+        OpenAIError(status: 400, type: "invalid_request_error", code: "invalid_request_error", message: message, param: param)
+    }
+
+    public static func invalidKey(_ message: String) -> OpenAIError {
+        OpenAIError(status: 401, type: "invalid_request_error", code: "invalid_api_key", message: message)
+    }
+
+    public static func modelNotAllowed(_ model: String) -> OpenAIError {
+        OpenAIError(status: 403, type: "invalid_request_error", code: "model_not_allowed",
+                    message: "this API key may not use the model '\(model)'", param: "model")
+    }
+
+    public static func modelNotFound(_ model: String) -> OpenAIError {
+        OpenAIError(status: 404, type: "invalid_request_error", code: "model_not_found",
+                    message: "the model '\(model)' does not exist", param: "model")
+    }
+
+    public static func tooLarge(_ limit: Int) -> OpenAIError {
+        OpenAIError(status: 413, type: "invalid_request_error", code: "request_too_large",
+                    message: "the request body is over the limit of \(limit) bytes")
+    }
+
+    public static func rateLimited(_ message: String) -> OpenAIError {
+        OpenAIError(status: 429, type: "requests", code: "rate_limit_exceeded", message: message)
+    }
+
+    public static func quotaExhausted(_ message: String) -> OpenAIError {
+        OpenAIError(status: 429, type: "insufficient_quota", code: "insufficient_quota", message: message)
+    }
+
+    public static let limiterUnavailable = OpenAIError(
+        status: 503, type: "server_error", code: "limiter_unavailable",
+        message: "the rate limiter is unavailable; try again shortly")
+
+    public static func upstream(_ status: Int, _ code: String, _ message: String) -> OpenAIError {
+        OpenAIError(status: status, type: "server_error", code: code, message: message)
+    }
+
+    public static let notFound = OpenAIError(status: 404, type: "invalid_request_error", code: "not_found",
+                                             message: "no such endpoint")
+
+    /// `{"error": {"message", "type", "param", "code"}}`.
+    public var body: ByteBuffer {
+        var object: [String: Any] = ["message": message, "type": type, "code": code]
+        object["param"] = param ?? NSNull()
+        let data = (try? JSONSerialization.data(withJSONObject: ["error": object], options: [.sortedKeys])) ?? Data()
+        return ByteBuffer(bytes: data)
+    }
+}

@@ -1,0 +1,89 @@
+import Foundation
+import NIOCore
+
+/// Watches an OpenAI-style SSE stream as it passes: finds the usage chunk the gateway asked
+/// for (`stream_options.include_usage`), drops it when the client did not ask, and counts the
+/// content chunks delivered (the fallback usage when a stream is cut).
+///
+/// Events are passed on whole: bytes of an incomplete event wait for the rest (events are
+/// small; a partial one is held for one upstream read at most).
+struct ServerSentEventsFilter {
+    let dropUsageChunk: Bool
+    private var pending = ByteBuffer()
+    private(set) var usage: (prompt: Int, completion: Int)?
+    private(set) var contentChunks = 0
+
+    init(dropUsageChunk: Bool) {
+        self.dropUsageChunk = dropUsageChunk
+    }
+
+    /// Feeds one upstream chunk; returns the bytes to send to the client now.
+    mutating func feed(_ chunk: ByteBuffer) -> ByteBuffer {
+        var chunk = chunk
+        pending.writeBuffer(&chunk)
+        var output = ByteBuffer()
+        while let end = Self.eventEnd(in: pending) {
+            let event = pending.readSlice(length: end)!
+            if keep(event) { output.writeImmutableBuffer(event) }
+        }
+        pending.discardReadBytes()
+        return output
+    }
+
+    /// Whatever is left when the upstream ends (an unterminated last event).
+    mutating func flush() -> ByteBuffer {
+        defer { pending.clear() }
+        guard pending.readableBytes > 0, keep(pending) else { return ByteBuffer() }
+        return pending
+    }
+
+    /// Index just past the blank line ending the first complete event, if any.
+    private static func eventEnd(in buffer: ByteBuffer) -> Int? {
+        let view = buffer.readableBytesView
+        var index = view.startIndex
+        var previousNewline = false
+        while index < view.endIndex {
+            let byte = view[index]
+            if byte == UInt8(ascii: "\n") {
+                if previousNewline { return index - view.startIndex + 1 }
+                previousNewline = true
+            } else if byte != UInt8(ascii: "\r") {
+                previousNewline = false
+            }
+            index += 1
+        }
+        return nil
+    }
+
+    private mutating func keep(_ event: ByteBuffer) -> Bool {
+        let text = String(buffer: event)
+        guard let dataStart = text.range(of: "data:") else { return true }
+        let payload = text[dataStart.upperBound...].trimmingCharacters(in: .whitespacesAndNewlines)
+        if payload == "[DONE]" { return true }
+        guard payload.contains("\"usage\""), let json = try? JSONSerialization.jsonObject(with: Data(payload.utf8)) as? [String: Any]
+        else {
+            contentChunks += 1
+            return true
+        }
+        if let usage = json["usage"] as? [String: Any] {
+            let prompt = (usage["prompt_tokens"] as? NSNumber)?.intValue ?? 0
+            let completion = (usage["completion_tokens"] as? NSNumber)?.intValue ?? 0
+            self.usage = (prompt, completion)
+            let choices = json["choices"] as? [Any] ?? []
+            if choices.isEmpty { return !dropUsageChunk }
+        }
+        contentChunks += 1
+        return true
+    }
+}
+
+/// Usage from a complete (non-streamed) response body.
+enum ResponseUsage {
+    static func parse(_ body: ByteBuffer) -> (prompt: Int, completion: Int)? {
+        guard let json = try? JSONSerialization.jsonObject(with: Data(body.readableBytesView)) as? [String: Any],
+              let usage = json["usage"] as? [String: Any] else { return nil }
+        let prompt = (usage["prompt_tokens"] as? NSNumber)?.intValue ?? 0
+        let completion = (usage["completion_tokens"] as? NSNumber)?.intValue ?? 0
+        return (prompt, completion)
+    }
+}

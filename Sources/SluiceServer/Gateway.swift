@@ -1,0 +1,135 @@
+import Foundation
+import Hummingbird
+import Logging
+import NIOCore
+import PostgresNIO
+import ServiceLifecycle
+import UnixSignals
+import SluiceAdminAPI
+import SluiceDataPlane
+import SluiceLimiter
+import SluiceRedis
+import SluiceTenancy
+import SluiceUpstream
+
+/// One gateway replica: every long-running part is a `Service` in one `ServiceGroup`, so a
+/// SIGTERM stops the listeners accepting, lets in-flight requests and streams finish (bounded),
+/// and settles them before the process exits.
+public enum Gateway {
+    /// The ports actually bound (useful with port 0 in tests).
+    public struct Listening: Sendable {
+        public var publicPort: Int?
+        public var adminPort: Int?
+    }
+
+    public static func serviceGroup(
+        _ configuration: GatewayConfiguration, logger: Logger,
+        onListening: @escaping @Sendable (Listening) -> Void = { _ in }
+    ) async throws -> ServiceGroup {
+        var redisConfiguration = try RedisConfiguration(url: configuration.redisURL)
+        redisConfiguration.poolSize = max(2, System.coreCount)
+        let redis = try RedisClient(configuration: redisConfiguration, logger: logger)
+        let postgres = PostgresClient(configuration: try DatabaseURL.configuration(configuration.databaseURL),
+                                      backgroundLogger: logger)
+        do {
+            try await redis.load(LimiterScripts.all)
+        } catch {
+            logger.warning("redis unreachable at start-up; scripts load on first use", metadata: ["error": "\(error)"])
+        }
+
+        let store = TenantStore(client: postgres, logger: logger)
+        let hasher = KeyHasher(pepper: configuration.keyPepper)
+        let resolver = KeyResolver(database: store, redis: redis, hasher: hasher, logger: logger)
+        var limiterConfiguration = LimiterConfiguration(failurePolicy: configuration.failurePolicy)
+        limiterConfiguration.expectedReplicas = configuration.expectedReplicas
+        let limiter = Limiter(client: redis, configuration: limiterConfiguration, logger: logger)
+        let upstream = try UpstreamClient(timeouts: configuration.upstream, logger: logger)
+        let metrics = DataPlaneMetrics()
+        var settings = DataPlaneSettings()
+        settings.maxRequestBodyBytes = configuration.maxRequestBytes
+        let pipeline = InferencePipeline(catalog: try configuration.catalog(), resolver: resolver, limiter: limiter,
+                                         upstream: upstream, settings: settings, metrics: metrics, logger: logger)
+
+        let listening = ListeningReporter(onListening)
+        let publicApp = Application(
+            router: PublicListener(pipeline: pipeline, maxRequestBytes: configuration.maxRequestBytes).router(),
+            configuration: .init(address: .hostname(configuration.listen.host, port: configuration.listen.port),
+                                 serverName: "sluice"),
+            onServerRunning: { channel in listening.report(public: channel.localAddress?.port) },
+            logger: logger)
+
+        let adminRouter = Router(context: AdminRequestContext.self)
+        let authenticator = try await AdminAuthenticator(hmacSecret: configuration.adminJWTSecret)
+        AdminAPI(store: store, hasher: hasher, authenticator: authenticator, redis: redis, logger: logger).addRoutes(to: adminRouter)
+        OperationsRoutes(redis: redis, postgres: postgres, limiter: limiter, metrics: metrics, logger: logger).add(to: adminRouter)
+        let adminApp = Application(
+            router: adminRouter,
+            configuration: .init(address: .hostname(configuration.adminListen.host, port: configuration.adminListen.port),
+                                 serverName: "sluice-admin"),
+            onServerRunning: { channel in listening.report(admin: channel.localAddress?.port) },
+            logger: logger)
+
+        let subscriber = resolver.makeSubscriber(redis: redis)
+        let metering = MeteringWorker(redis: redis, postgres: postgres,
+                                      consumer: "\(ProcessInfo.processInfo.hostName)-\(ProcessInfo.processInfo.processIdentifier)",
+                                      logger: logger)
+        var groupConfiguration = ServiceGroupConfiguration(
+            services: [
+                .init(service: postgres),
+                .init(service: subscriber),
+                .init(service: InvalidationFollower(resolver: resolver, subscriber: subscriber),
+                      successTerminationBehavior: .ignore),
+                .init(service: metering),
+                .init(service: ShutdownHook { upstream.shutdown(); redis.shutdown() }),
+                .init(service: adminApp),
+                // Last in the list, so the first to stop on SIGTERM: no new requests, in-flight ones finish.
+                .init(service: publicApp),
+            ],
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger)
+        groupConfiguration.maximumGracefulShutdownDuration = .seconds(30)
+        groupConfiguration.maximumCancellationDuration = .seconds(5)
+        return ServiceGroup(configuration: groupConfiguration)
+    }
+}
+
+/// Feeds key invalidations from the subscriber to the resolver.
+struct InvalidationFollower: Service {
+    let resolver: KeyResolver
+    let subscriber: RedisSubscriber
+
+    func run() async throws {
+        await resolver.followInvalidations(subscriber.events)
+    }
+}
+
+/// Runs `action` when the group shuts down (after the services listed after it have stopped).
+struct ShutdownHook: Service {
+    let action: @Sendable () -> Void
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        action()
+    }
+}
+
+/// Collects the two listeners' ports and reports once both are known.
+final class ListeningReporter: Sendable {
+    private let state = Mutex(Gateway.Listening())
+    private let callback: @Sendable (Gateway.Listening) -> Void
+
+    init(_ callback: @escaping @Sendable (Gateway.Listening) -> Void) {
+        self.callback = callback
+    }
+
+    func report(public port: Int? = nil, admin: Int? = nil) {
+        let ready: Gateway.Listening? = state.withLock { state in
+            if let port { state.publicPort = port }
+            if let admin { state.adminPort = admin }
+            return state.publicPort != nil && state.adminPort != nil ? state : nil
+        }
+        if let ready { callback(ready) }
+    }
+}
+
+import Synchronization

@@ -1,0 +1,283 @@
+import Foundation
+import NIOCore
+import SluiceDataPlane
+import SluiceLimiter
+import SluiceRedis
+import SluiceTenancy
+import SluiceUpstream
+import Yams
+
+/// `sluice serve`'s settings: the YAML file, overridden by `SLUICE_*` variables. Secrets come
+/// only from the environment (or files named by `<NAME>_FILE`). Anything invalid stops
+/// start-up with a message naming the key.
+public struct GatewayConfiguration: Sendable {
+    public var listen = HostPort(host: "127.0.0.1", port: 8080)
+    public var adminListen = HostPort(host: "127.0.0.1", port: 8081)
+    public var redisURL = "redis://127.0.0.1:6379/0"
+    public var databaseURL = "postgres://sluice:sluice@127.0.0.1:5432/sluice"
+    public var failurePolicy = RedisFailurePolicy.closed
+    public var expectedReplicas = 1
+    public var maxRequestBytes = 4 * 1024 * 1024
+    public var upstream = UpstreamTimeouts()
+    public var models: [ModelSettings] = []
+    public var adminJWTSecret = ""
+    public var keyPepper = ""
+
+    public struct HostPort: Sendable, Equatable, CustomStringConvertible {
+        public var host: String
+        public var port: Int
+        public var description: String { "\(host):\(port)" }
+    }
+
+    public struct ModelSettings: Sendable {
+        public var name: String
+        public var backends: [BackendSettings]
+        public var defaultOutputTokens = 1_024
+        public var maxOutputTokens = 8_192
+        public var inputUSDPerMillion = 0.0
+        public var outputUSDPerMillion = 0.0
+    }
+
+    public struct BackendSettings: Sendable {
+        public var url: String
+        public var weight = 1
+        public var maxConcurrency: Int?
+    }
+
+    public init() {}
+
+    /// Reads the file (if any), then the environment.
+    public static func load(file: String?, environment: [String: String]) throws(ConfigurationError) -> GatewayConfiguration {
+        var configuration = GatewayConfiguration()
+        if let file {
+            let text: String
+            do {
+                text = try String(contentsOfFile: file, encoding: .utf8)
+            } catch {
+                throw ConfigurationError(key: "--config", problem: "cannot read \(file): \(error.localizedDescription)")
+            }
+            try configuration.apply(yaml: text)
+        }
+        try configuration.apply(environment: environment)
+        try configuration.validate()
+        return configuration
+    }
+
+    mutating func apply(yaml text: String) throws(ConfigurationError) {
+        let loaded: Any?
+        do {
+            loaded = try Yams.load(yaml: text)
+        } catch {
+            throw ConfigurationError(key: "(file)", problem: "not valid YAML: \(error)")
+        }
+        guard let loaded else { return }
+        guard let root = loaded as? [String: Any] else { throw ConfigurationError(key: "(file)", problem: "must be a mapping") }
+        let reader = ConfigReader(root, path: "")
+        try reader.allow(["listen", "admin_listen", "redis_url", "database_url", "failure_policy", "expected_replicas",
+                          "max_request_bytes", "upstream", "models"])
+        if let value = try reader.string("listen") { listen = try HostPort(value, key: "listen") }
+        if let value = try reader.string("admin_listen") { adminListen = try HostPort(value, key: "admin_listen") }
+        if let value = try reader.string("redis_url") { redisURL = value }
+        if let value = try reader.string("database_url") { databaseURL = value }
+        if let value = try reader.string("failure_policy") { failurePolicy = try Self.policy(value, key: "failure_policy") }
+        if let value = try reader.int("expected_replicas", 1...1_000) { expectedReplicas = value }
+        if let value = try reader.int("max_request_bytes", 1_024...(256 * 1024 * 1024)) { maxRequestBytes = value }
+        if let timeouts = try reader.mapping("upstream") {
+            try timeouts.allow(["connect_timeout_ms", "first_byte_timeout_ms", "idle_timeout_ms", "total_timeout_ms"])
+            if let value = try timeouts.int("connect_timeout_ms", 1...600_000) { upstream.connect = .milliseconds(Int64(value)) }
+            if let value = try timeouts.int("first_byte_timeout_ms", 1...3_600_000) { upstream.firstByte = .milliseconds(Int64(value)) }
+            if let value = try timeouts.int("idle_timeout_ms", 1...3_600_000) { upstream.idle = .milliseconds(Int64(value)) }
+            if let value = try timeouts.int("total_timeout_ms", 1...86_400_000) { upstream.total = .milliseconds(Int64(value)) }
+        }
+        if let list = try reader.list("models") {
+            models = try list.map { model throws(ConfigurationError) in
+                try model.allow(["name", "backends", "default_output_tokens", "max_output_tokens",
+                                 "input_usd_per_million", "output_usd_per_million"])
+                guard let name = try model.string("name"), !name.isEmpty else {
+                    throw ConfigurationError(key: model.key("name"), problem: "is required")
+                }
+                var settings = ModelSettings(name: name, backends: [])
+                settings.defaultOutputTokens = try model.int("default_output_tokens", 1...10_000_000) ?? settings.defaultOutputTokens
+                settings.maxOutputTokens = try model.int("max_output_tokens", 1...10_000_000) ?? settings.maxOutputTokens
+                settings.inputUSDPerMillion = try model.double("input_usd_per_million", 0...1_000_000) ?? 0
+                settings.outputUSDPerMillion = try model.double("output_usd_per_million", 0...1_000_000) ?? 0
+                guard let backends = try model.list("backends"), !backends.isEmpty else {
+                    throw ConfigurationError(key: model.key("backends"), problem: "needs at least one backend")
+                }
+                settings.backends = try backends.map { backend throws(ConfigurationError) in
+                    try backend.allow(["url", "weight", "max_concurrency"])
+                    guard let url = try backend.string("url") else {
+                        throw ConfigurationError(key: backend.key("url"), problem: "is required")
+                    }
+                    return BackendSettings(url: url, weight: try backend.int("weight", 1...1_000) ?? 1,
+                                           maxConcurrency: try backend.int("max_concurrency", 1...1_000_000))
+                }
+                return settings
+            }
+        }
+    }
+
+    mutating func apply(environment: [String: String]) throws(ConfigurationError) {
+        if let value = environment["SLUICE_LISTEN"] { listen = try HostPort(value, key: "SLUICE_LISTEN") }
+        if let value = environment["SLUICE_ADMIN_LISTEN"] { adminListen = try HostPort(value, key: "SLUICE_ADMIN_LISTEN") }
+        if let value = environment["SLUICE_REDIS_URL"] { redisURL = value }
+        if let value = environment["SLUICE_DATABASE_URL"] { databaseURL = value }
+        if let value = environment["SLUICE_FAILURE_POLICY"] { failurePolicy = try Self.policy(value, key: "SLUICE_FAILURE_POLICY") }
+        if let value = environment["SLUICE_EXPECTED_REPLICAS"] {
+            guard let number = Int(value), number >= 1 else {
+                throw ConfigurationError(key: "SLUICE_EXPECTED_REPLICAS", problem: "must be a positive integer")
+            }
+            expectedReplicas = number
+        }
+        adminJWTSecret = try Self.secret("SLUICE_ADMIN_JWT_SECRET", environment)
+        keyPepper = try Self.secret("SLUICE_KEY_PEPPER", environment)
+    }
+
+    func validate() throws(ConfigurationError) {
+        do {
+            _ = try RedisConfiguration(url: redisURL)
+        } catch {
+            throw ConfigurationError(key: "redis_url", problem: error.description)
+        }
+        do {
+            _ = try DatabaseURL.configuration(databaseURL)
+        } catch {
+            throw ConfigurationError(key: "database_url", problem: error.description)
+        }
+        guard adminJWTSecret.utf8.count >= 32 else {
+            throw ConfigurationError(key: "SLUICE_ADMIN_JWT_SECRET", problem: "is required and must be at least 32 bytes")
+        }
+        guard keyPepper.utf8.count >= 16 else {
+            throw ConfigurationError(key: "SLUICE_KEY_PEPPER", problem: "is required and must be at least 16 bytes")
+        }
+        guard !models.isEmpty else { throw ConfigurationError(key: "models", problem: "configure at least one model") }
+        var names = Set<String>()
+        for (index, model) in models.enumerated() {
+            guard names.insert(model.name).inserted else {
+                throw ConfigurationError(key: "models[\(index)].name", problem: "'\(model.name)' is configured twice")
+            }
+            guard model.defaultOutputTokens <= model.maxOutputTokens else {
+                throw ConfigurationError(key: "models[\(index)].default_output_tokens", problem: "is above max_output_tokens")
+            }
+            for (backendIndex, backend) in model.backends.enumerated() {
+                do {
+                    _ = try Backend(url: backend.url)
+                } catch {
+                    throw ConfigurationError(key: "models[\(index)].backends[\(backendIndex)].url", problem: error.description)
+                }
+            }
+        }
+        guard listen != adminListen else {
+            throw ConfigurationError(key: "admin_listen", problem: "must differ from listen")
+        }
+    }
+
+    /// The model catalogue with live `Backend` objects.
+    public func catalog() throws -> ModelCatalog {
+        ModelCatalog(try models.map { model in
+            ModelRoute(name: model.name,
+                       backends: try model.backends.map { try Backend(url: $0.url, weight: $0.weight, maxConcurrency: $0.maxConcurrency) },
+                       defaultOutputTokens: model.defaultOutputTokens, maxOutputTokens: model.maxOutputTokens,
+                       inputUSDPerMillion: model.inputUSDPerMillion, outputUSDPerMillion: model.outputUSDPerMillion)
+        })
+    }
+
+    private static func policy(_ value: String, key: String) throws(ConfigurationError) -> RedisFailurePolicy {
+        guard let policy = RedisFailurePolicy(rawValue: value) else {
+            throw ConfigurationError(key: key, problem: "must be closed, open or local, not '\(value)'")
+        }
+        return policy
+    }
+
+    private static func secret(_ name: String, _ environment: [String: String]) throws(ConfigurationError) -> String {
+        if let value = environment[name], !value.isEmpty { return value }
+        if let path = environment["\(name)_FILE"] {
+            do {
+                return try String(contentsOfFile: path, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+            } catch {
+                throw ConfigurationError(key: "\(name)_FILE", problem: "cannot read \(path)")
+            }
+        }
+        return ""
+    }
+}
+
+extension GatewayConfiguration.HostPort {
+    init(_ text: String, key: String) throws(ConfigurationError) {
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]),
+              (0...65535).contains(port) else {
+            throw ConfigurationError(key: key, problem: "must be host:port, not '\(text)'")
+        }
+        let host = String(text[..<colon]).trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
+        guard !host.isEmpty else { throw ConfigurationError(key: key, problem: "must be host:port, not '\(text)'") }
+        self.init(host: host, port: port)
+    }
+}
+
+public struct ConfigurationError: Error, Sendable, CustomStringConvertible {
+    public let key: String
+    public let problem: String
+    public var description: String { "configuration error: \(key) \(problem)" }
+}
+
+/// Typed access to one YAML mapping, naming the full key path in every error.
+struct ConfigReader {
+    let values: [String: Any]
+    let path: String
+
+    init(_ values: [String: Any], path: String) {
+        self.values = values
+        self.path = path
+    }
+
+    func key(_ name: String) -> String { path.isEmpty ? name : "\(path).\(name)" }
+
+    func allow(_ names: Set<String>) throws(ConfigurationError) {
+        if let unknown = values.keys.sorted().first(where: { !names.contains($0) }) {
+            throw ConfigurationError(key: key(unknown), problem: "is not a known setting")
+        }
+    }
+
+    func string(_ name: String) throws(ConfigurationError) -> String? {
+        guard let value = values[name], !(value is NSNull) else { return nil }
+        guard let text = value as? String else { throw ConfigurationError(key: key(name), problem: "must be a string") }
+        return text
+    }
+
+    func int(_ name: String, _ range: ClosedRange<Int>) throws(ConfigurationError) -> Int? {
+        guard let value = values[name], !(value is NSNull) else { return nil }
+        guard let number = value as? Int, !(value is Bool) else { throw ConfigurationError(key: key(name), problem: "must be an integer") }
+        guard range.contains(number) else {
+            throw ConfigurationError(key: key(name), problem: "must be between \(range.lowerBound) and \(range.upperBound)")
+        }
+        return number
+    }
+
+    func double(_ name: String, _ range: ClosedRange<Double>) throws(ConfigurationError) -> Double? {
+        guard let value = values[name], !(value is NSNull) else { return nil }
+        guard let number = (value as? Double) ?? (value as? Int).map(Double.init), !(value is Bool) else {
+            throw ConfigurationError(key: key(name), problem: "must be a number")
+        }
+        guard range.contains(number) else {
+            throw ConfigurationError(key: key(name), problem: "must be between \(range.lowerBound) and \(range.upperBound)")
+        }
+        return number
+    }
+
+    func mapping(_ name: String) throws(ConfigurationError) -> ConfigReader? {
+        guard let value = values[name], !(value is NSNull) else { return nil }
+        guard let mapping = value as? [String: Any] else { throw ConfigurationError(key: key(name), problem: "must be a mapping") }
+        return ConfigReader(mapping, path: key(name))
+    }
+
+    func list(_ name: String) throws(ConfigurationError) -> [ConfigReader]? {
+        guard let value = values[name], !(value is NSNull) else { return nil }
+        guard let items = value as? [Any] else { throw ConfigurationError(key: key(name), problem: "must be a list") }
+        return try items.enumerated().map { index, item throws(ConfigurationError) in
+            guard let mapping = item as? [String: Any] else {
+                throw ConfigurationError(key: "\(key(name))[\(index)]", problem: "must be a mapping")
+            }
+            return ConfigReader(mapping, path: "\(key(name))[\(index)]")
+        }
+    }
+}

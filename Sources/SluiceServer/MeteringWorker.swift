@@ -1,0 +1,121 @@
+import Foundation
+import Logging
+import PostgresNIO
+import ServiceLifecycle
+import SluiceLimiter
+import SluiceRedis
+
+/// Moves usage events from the tenants' Redis Streams into the PostgreSQL ledger: a consumer
+/// group shared by every replica, batches inserted idempotently by request id, then acknowledged.
+/// Entries a dead replica read but never acknowledged are claimed after `claimIdle`.
+struct MeteringWorker: Service {
+    static let group = "sl-metering"
+    let redis: RedisClient
+    let postgres: PostgresClient
+    let consumer: String
+    let logger: Logger
+    var interval: Duration = .milliseconds(500)
+    var claimIdle: Duration = .seconds(60)
+    var batch = 500
+
+    func run() async throws {
+        await cancelWhenGracefulShutdown { await loop() }
+    }
+
+    private func loop() async {
+        var tenants: [String] = []
+        var tenantsRefreshed = ContinuousClock.now - .seconds(3_600)
+        while !Task.isCancelled {
+            do {
+                if ContinuousClock.now - tenantsRefreshed > .seconds(30) {
+                    tenants = try await tenantIDs()
+                    tenantsRefreshed = .now
+                }
+                for tenant in tenants { try await drain(tenant) }
+            } catch {
+                logger.warning("metering pass failed; will retry", metadata: ["error": "\(error)"])
+            }
+            try? await Task.sleep(for: interval)
+        }
+    }
+
+    private func tenantIDs() async throws -> [String] {
+        var ids: [String] = []
+        for try await id in try await postgres.query("SELECT id FROM tenants", logger: logger).decode(UUID.self) {
+            ids.append(id.uuidString.lowercased())
+        }
+        return ids
+    }
+
+    /// One tenant: claim abandoned entries, read new ones, ledger them, acknowledge them.
+    func drain(_ tenant: String) async throws {
+        let stream = LimiterKeys(tenantID: tenant).usageStream
+        let entries: [RESPValue]
+        do {
+            entries = try await read(stream)
+        } catch {
+            guard error.serverErrorCode == "NOGROUP" else { throw error }
+            // No group yet: create it if the stream exists (never create a stream without TTL).
+            if try await redis.send(RedisCommand("EXISTS", stream)) == .integer(1) {
+                _ = try? await redis.send(RedisCommand("XGROUP", "CREATE", stream, Self.group, "0"))
+            }
+            return
+        }
+        guard !entries.isEmpty else { return }
+        let rows = entries.compactMap(UsageEvent.init)
+        if !rows.isEmpty { try await insert(rows) }
+        let ids = entries.compactMap { $0.array?.first?.string }
+        _ = try await redis.send(RedisCommand("XACK", [stream, Self.group] + ids))
+    }
+
+    /// Entries abandoned by a dead consumer, then new ones.
+    private func read(_ stream: String) async throws(RedisClientError) -> [RESPValue] {
+        let claimed = try await redis.send(RedisCommand("XAUTOCLAIM", stream, Self.group, consumer,
+                                                        Int(claimIdle.components.seconds * 1_000), "0", "COUNT", batch))
+        let fresh = try await redis.send(RedisCommand("XREADGROUP", "GROUP", Self.group, consumer, "COUNT", batch,
+                                                      "STREAMS", stream, ">"))
+        return (claimed.array?.dropFirst().first?.array ?? []) + (fresh.array?.first?.array?.dropFirst().first?.array ?? [])
+    }
+
+    private func insert(_ rows: [UsageEvent]) async throws {
+        _ = try await postgres.query("""
+            INSERT INTO usage_ledger (request_id, tenant_id, key_id, model, prompt_tokens, completion_tokens, cost_micro_usd, at)
+            SELECT * FROM unnest(\(rows.map(\.requestID))::text[], \(rows.map(\.tenantID))::uuid[], \(rows.map(\.keyID))::text[],
+                                 \(rows.map(\.model))::text[], \(rows.map(\.promptTokens))::int[], \(rows.map(\.completionTokens))::int[],
+                                 \(rows.map(\.costMicroUSD))::bigint[], \(rows.map(\.at))::timestamptz[])
+            ON CONFLICT (request_id) DO NOTHING
+            """, logger: logger)
+    }
+}
+
+/// One entry of a usage stream (fields written by settle.lua).
+struct UsageEvent {
+    let requestID: String
+    let tenantID: UUID
+    let keyID: String
+    let model: String
+    let promptTokens: Int
+    let completionTokens: Int
+    let costMicroUSD: Int
+    let at: Date
+
+    init?(_ entry: RESPValue) {
+        guard let parts = entry.array, parts.count == 2, let list = parts[1].array else { return nil }
+        var fields: [String: String] = [:]
+        var index = 0
+        while index + 1 < list.count {
+            if let name = list[index].string, let value = list[index + 1].string { fields[name] = value }
+            index += 2
+        }
+        guard let requestID = fields["request_id"], let tenant = fields["tenant_id"].flatMap(UUID.init(uuidString:)),
+              let keyID = fields["key_id"], let model = fields["model"] else { return nil }
+        self.requestID = requestID
+        self.tenantID = tenant
+        self.keyID = keyID
+        self.model = model
+        self.promptTokens = Int(fields["prompt_tokens"] ?? "") ?? 0
+        self.completionTokens = Int(fields["completion_tokens"] ?? "") ?? 0
+        self.costMicroUSD = Int(fields["cost_micro_usd"] ?? "") ?? 0
+        self.at = Date(timeIntervalSince1970: (Double(fields["ts_us"] ?? "") ?? 0) / 1_000_000)
+    }
+}

@@ -1,0 +1,72 @@
+import Foundation
+import Hummingbird
+import Logging
+import PostgresNIO
+import SluiceAdminAPI
+import SluiceDataPlane
+import SluiceLimiter
+import SluiceRedis
+
+/// `/healthz`, `/readyz` and `/metrics` on the admin listener.
+struct OperationsRoutes: Sendable {
+    let redis: RedisClient
+    let postgres: PostgresClient
+    let limiter: Limiter
+    let metrics: DataPlaneMetrics
+    let logger: Logger
+
+    func add(to router: Router<AdminRequestContext>) {
+        router.get("/healthz") { _, _ in Self.text("ok\n") }
+        router.get("/readyz") { _, _ in await readiness() }
+        router.get("/metrics") { _, _ in
+            var text = metrics.render()
+            text += "# HELP sluice_limiter_degraded 1 while Redis is unreachable and the failure policy decides.\n"
+            text += "# TYPE sluice_limiter_degraded gauge\nsluice_limiter_degraded \(limiter.isDegraded ? 1 : 0)\n"
+            return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
+                            body: .init(byteBuffer: ByteBuffer(string: text)))
+        }
+    }
+
+    /// 200 only when Redis and PostgreSQL answer and the limiter scripts are loaded.
+    private func readiness() async -> Response {
+        var checks: [String: String] = [:]
+        do {
+            let shas = LimiterScripts.all.map(\.sha1)
+            let reply = try await redis.send(RedisCommand("SCRIPT", ["EXISTS"] + shas))
+            if reply.array?.allSatisfy({ $0.int == 1 }) == true {
+                checks["redis"] = "ok"
+            } else {
+                try await redis.load(LimiterScripts.all)  // a flushed or restarted Redis: load them again
+                checks["redis"] = "ok (scripts reloaded)"
+            }
+        } catch {
+            checks["redis"] = "\(error)"
+        }
+        do {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { _ = try await postgres.query("SELECT 1", logger: logger).collect() }
+                group.addTask {
+                    try await Task.sleep(for: .seconds(2))
+                    throw ReadinessTimeout()
+                }
+                try await group.next()
+                group.cancelAll()
+            }
+            checks["postgres"] = "ok"
+        } catch {
+            checks["postgres"] = error is ReadinessTimeout ? "timeout" : "unreachable"
+        }
+        let ready = checks.values.allSatisfy { $0.hasPrefix("ok") }
+        let data = (try? JSONSerialization.data(withJSONObject: ["ready": ready, "checks": checks], options: [.sortedKeys])) ?? Data()
+        return Response(status: ready ? .ok : .serviceUnavailable, headers: [.contentType: "application/json"],
+                        body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    }
+
+    struct ReadinessTimeout: Error {}
+
+    static func text(_ value: String) -> Response {
+        Response(status: .ok, headers: [.contentType: "text/plain"], body: .init(byteBuffer: ByteBuffer(string: value)))
+    }
+}
+
+import NIOCore
