@@ -1,6 +1,7 @@
 import Foundation
 import Hummingbird
 import Logging
+import NIOCore
 import SluiceLimiter
 import SluiceRedis
 import SluiceTenancy
@@ -174,7 +175,7 @@ public struct AdminAPI: Sendable {
     private func readBody(_ request: Request, _ context: AdminRequestContext) async throws -> Data {
         do {
             return Data(try await request.body.collect(upTo: context.maxUploadSize).readableBytesView)
-        } catch let error as HTTPError where error.status == .contentTooLarge {
+        } catch is NIOTooManyBytesError {
             throw AdminError(.contentTooLarge, code: "request_too_large", message: "the body is over \(context.maxUploadSize) bytes")
         }
     }

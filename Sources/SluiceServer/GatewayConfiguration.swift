@@ -27,6 +27,11 @@ public struct GatewayConfiguration: Sendable {
         public var host: String
         public var port: Int
         public var description: String { "\(host):\(port)" }
+
+        public init(host: String, port: Int) {
+            self.host = host
+            self.port = port
+        }
     }
 
     public struct ModelSettings: Sendable {
@@ -36,12 +41,23 @@ public struct GatewayConfiguration: Sendable {
         public var maxOutputTokens = 8_192
         public var inputUSDPerMillion = 0.0
         public var outputUSDPerMillion = 0.0
+
+        public init(name: String, backends: [BackendSettings]) {
+            self.name = name
+            self.backends = backends
+        }
     }
 
     public struct BackendSettings: Sendable {
         public var url: String
         public var weight = 1
         public var maxConcurrency: Int?
+
+        public init(url: String, weight: Int = 1, maxConcurrency: Int? = nil) {
+            self.url = url
+            self.weight = weight
+            self.maxConcurrency = maxConcurrency
+        }
     }
 
     public init() {}

@@ -17,6 +17,8 @@ struct MeteringWorker: Service {
     var interval: Duration = .milliseconds(500)
     var claimIdle: Duration = .seconds(60)
     var batch = 500
+    /// New tenants are picked up this often (one cheap query).
+    var tenantRefresh: Duration = .seconds(5)
 
     func run() async throws {
         await cancelWhenGracefulShutdown { await loop() }
@@ -27,7 +29,7 @@ struct MeteringWorker: Service {
         var tenantsRefreshed = ContinuousClock.now - .seconds(3_600)
         while !Task.isCancelled {
             do {
-                if ContinuousClock.now - tenantsRefreshed > .seconds(30) {
+                if ContinuousClock.now - tenantsRefreshed > tenantRefresh {
                     tenants = try await tenantIDs()
                     tenantsRefreshed = .now
                 }

@@ -41,7 +41,7 @@ struct PublicListener {
         let body: ByteBuffer
         do {
             body = try await request.body.collect(upTo: maxRequestBytes)
-        } catch let error as HTTPError where error.status == .contentTooLarge {
+        } catch is NIOTooManyBytesError {
             return Self.response(pipeline.reject(.tooLarge(maxRequestBytes), requestID: requestID, endpoint: endpoint.rawValue))
         }
         let call = InferenceCall(endpoint: endpoint, authorization: request.headers[.authorization], body: body,

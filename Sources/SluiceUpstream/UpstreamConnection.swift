@@ -79,6 +79,12 @@ final class UpstreamConnection: @unchecked Sendable {
     }
 
     func close() {
+        outbound.finish()
         asyncChannel.channel.close(promise: nil)
+    }
+
+    deinit {
+        // NIO requires the writer to be finished before it goes away.
+        outbound.finish()
     }
 }

@@ -1,0 +1,165 @@
+import Foundation
+import Logging
+import PostgresNIO
+import SluiceLimiter
+import SluiceRedis
+import SluiceTenancy
+import SluiceTestSupport
+import Testing
+
+/// Through real listeners on loopback: the gateway, mock model servers, Redis, PostgreSQL.
+@Suite("Gateway end to end")
+struct GatewayEndToEndTests {
+    @Test func chatStreamingCompletionsEmbeddingsAndModels() async throws {
+        try await GatewayHarness.run(keyLimits: Limits(requestsPerMinute: 1_000, tokensPerMinute: 1_000_000)) { gateway in
+            let plain = try await gateway.chat(headers: [("x-request-id", "req-123")])
+            #expect(plain.status == 200)
+            #expect(plain.header("x-request-id") == "req-123")
+            #expect(plain.header("x-ratelimit-limit-requests") == "1000")
+            #expect(plain.header("x-ratelimit-remaining-requests") == "999")
+            #expect(plain.header("x-ratelimit-limit-tokens") == "1000000")
+            #expect(plain.header("x-ratelimit-reset-tokens") != nil)
+            #expect((plain.json["usage"] as? [String: Any])?["completion_tokens"] as? Int == 8)
+
+            // Streams: the usage chunk the gateway asked for is hidden unless the client asked too.
+            let streamed = try await gateway.chat(stream: true)
+            #expect(streamed.status == 200 && streamed.header("content-type") == "text/event-stream")
+            #expect(streamed.body.contains("data: [DONE]") && !streamed.body.contains("\"usage\""))
+            #expect(streamed.body.components(separatedBy: "\"content\":\"tok \"").count - 1 == 8)
+            let withUsage = try await gateway.chat(stream: true, extra: #", "stream_options": {"include_usage": true}"#)
+            #expect(withUsage.body.contains("\"completion_tokens\":8"))
+
+            let completion = try await gateway.post("/v1/completions", body: #"{"model": "mock-model", "prompt": "hi", "max_tokens": 3}"#)
+            #expect(completion.status == 200 && completion.body.contains("\"text\""))
+            let embedding = try await gateway.post("/v1/embeddings", body: #"{"model": "mock-model", "input": "hi"}"#)
+            #expect(embedding.status == 200 && embedding.body.contains("\"embedding\""))
+
+            let models = try await RawHTTPClient.request(port: gateway.publicPort, method: "GET", path: "/v1/models",
+                                                         headers: [("authorization", "Bearer \(gateway.key)")])
+            let ids = (models.json["data"] as? [[String: Any]])?.compactMap { $0["id"] as? String } ?? []
+            #expect(ids == ["dead-model", "dying-model", "hung-model", "mock-model", "slow-model"], "forbidden-model must not be listed")
+        }
+    }
+
+    @Test func badInputsGetTheDocumentedErrors() async throws {
+        try await GatewayHarness.run { gateway in
+            let cases: [(String, String, Int, String)] = [
+                ("malformed JSON", #"{"model": "mock-model", "messages": [}"#, 400, "invalid_request_error"),
+                ("not an object", "[1]", 400, "invalid_request_error"),
+                ("no model", #"{"messages": []}"#, 400, "invalid_request_error"),
+                ("model not a string", #"{"model": 7, "messages": []}"#, 400, "invalid_request_error"),
+                ("stream not a boolean", #"{"model": "mock-model", "messages": [], "stream": "yes"}"#, 400, "invalid_request_error"),
+                ("negative max_tokens", #"{"model": "mock-model", "messages": [], "max_tokens": -1}"#, 400, "invalid_request_error"),
+                ("messages not an array", #"{"model": "mock-model", "messages": "hi"}"#, 400, "invalid_request_error"),
+                ("unknown model", #"{"model": "no-such-model", "messages": []}"#, 404, "model_not_found"),
+                ("model not allowed", #"{"model": "forbidden-model", "messages": []}"#, 403, "model_not_allowed"),
+                ("body over the limit", #"{"model": "mock-model", "messages": [], "pad": ""# + String(repeating: "x", count: 70_000) + #""}"#,
+                 413, "request_too_large"),
+            ]
+            for (name, body, status, code) in cases {
+                let response = try await gateway.post("/v1/chat/completions", body: body)
+                #expect(response.status == status, "\(name): \(response.status) \(response.body.prefix(200))")
+                #expect(response.errorCode == code, "\(name): \(response.body.prefix(200))")
+            }
+            for (name, key) in [("missing", ""), ("garbled", "slk_garbage"), ("unknown", APIKey.generate().plaintext),
+                                ("wrong scheme", "Basic abc")] {
+                let response = try await RawHTTPClient.request(
+                    port: gateway.publicPort, path: "/v1/chat/completions",
+                    headers: key.isEmpty ? [] : [("authorization", key.hasPrefix("Basic") ? key : "Bearer \(key)")],
+                    body: #"{"model": "mock-model", "messages": []}"#)
+                #expect(response.status == 401 && response.errorCode == "invalid_api_key", "\(name) key: \(response.status)")
+                #expect(!response.body.contains(gateway.key))
+            }
+        }
+    }
+
+    @Test func rateLimitsAnswer429WithRetryAfter() async throws {
+        try await GatewayHarness.run(keyLimits: Limits(requestsPerMinute: 2)) { gateway in
+            #expect(try await gateway.chat().status == 200)
+            #expect(try await gateway.chat().status == 200)
+            let limited = try await gateway.chat()
+            #expect(limited.status == 429 && limited.errorCode == "rate_limit_exceeded")
+            #expect(Int(limited.header("retry-after") ?? "") ?? 0 >= 1)
+            #expect(limited.header("x-ratelimit-remaining-requests") == "0")
+            #expect(limited.body.contains("key_requests_per_minute"))
+        }
+    }
+
+    @Test func revokedKeysAreRefused() async throws {
+        try await GatewayHarness.run { gateway in
+            #expect(try await gateway.chat().status == 200)
+            _ = try await gateway.store.revokeKey(gateway.keyID, actor: "test")
+            let redis = try RedisClient(configuration: RedisConfiguration(url: TestEnvironment.redisURL))
+            await KeyResolver.publishInvalidation([gateway.keyID], redis: redis, logger: Logger(label: "t"))
+            var refused = false
+            for _ in 0..<200 where !refused {
+                let response = try await gateway.chat()
+                refused = response.status == 401 && response.body.contains("revoked")
+                if !refused { try await Task.sleep(for: .milliseconds(10)) }
+            }
+            #expect(refused)
+            redis.shutdown()
+        }
+    }
+
+    /// Every failure settles and frees the key's only concurrency slot: the next request passes.
+    @Test func backendTroubleAndDisconnectsSettleAndLeakNoSlot() async throws {
+        try await GatewayHarness.run(keyLimits: Limits(maxConcurrentRequests: 1)) { gateway in
+            let refused = try await gateway.chat(model: "dead-model")
+            #expect(refused.status == 502 && refused.errorCode == "upstream_error")
+            #expect(try await gateway.chat().status == 200)
+
+            let hung = try await gateway.chat(model: "hung-model")
+            #expect(hung.status == 504 && hung.errorCode == "upstream_timeout")
+            #expect(try await gateway.chat().status == 200)
+
+            let dying = try await gateway.chat(model: "dying-model", stream: true)
+            #expect(dying.status == 200)
+            #expect(dying.body.contains("upstream_error") && !dying.body.contains("[DONE]"))
+            #expect(try await gateway.chat().status == 200)
+
+            // The client hangs up after the first bytes of a slow stream.
+            let cut = try await gateway.chat(model: "slow-model", stream: true, hangUpAfterBytes: 300)
+            #expect(cut.status == 200)
+            var freed = false
+            for _ in 0..<300 where !freed {
+                freed = try await gateway.chat().status == 200
+                if !freed { try await Task.sleep(for: .milliseconds(20)) }
+            }
+            #expect(freed, "the disconnected stream kept its concurrency slot")
+        }
+    }
+
+    @Test func usageReachesTheLedger() async throws {
+        try await GatewayHarness.run { gateway in
+            let response = try await gateway.chat(headers: [("x-request-id", "ledger-\(UUID().uuidString)")])
+            let requestID = try #require(response.header("x-request-id"))
+            var found = false
+            for _ in 0..<400 where !found {
+                found = try await PostgresFixture.withClient { client, _ in
+                    let rows = try await client.query(
+                        "SELECT completion_tokens FROM usage_ledger WHERE request_id = \(requestID)", logger: Logger(label: "t"))
+                    for try await tokens in rows.decode(Int.self) { return tokens == 8 }
+                    return false
+                }
+                if !found { try await Task.sleep(for: .milliseconds(50)) }
+            }
+            #expect(found, "the metering worker did not ledger the request")
+        }
+    }
+
+    @Test func operationsEndpoints() async throws {
+        try await GatewayHarness.run { gateway in
+            _ = try await gateway.chat()
+            let health = try await RawHTTPClient.request(port: gateway.adminPort, method: "GET", path: "/healthz")
+            #expect(health.status == 200)
+            let ready = try await RawHTTPClient.request(port: gateway.adminPort, method: "GET", path: "/readyz")
+            #expect(ready.status == 200 && ready.body.contains("\"ready\":true"))
+            let metrics = try await RawHTTPClient.request(port: gateway.adminPort, method: "GET", path: "/metrics")
+            #expect(metrics.status == 200)
+            #expect(metrics.body.contains("sluice_requests_total{endpoint=\"/v1/chat/completions\",model=\"mock-model\",status=\"200\"}"))
+            #expect(metrics.body.contains("sluice_limiter_degraded 0"))
+            #expect(!metrics.body.contains(gateway.key))
+        }
+    }
+}

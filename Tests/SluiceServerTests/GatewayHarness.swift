@@ -1,0 +1,122 @@
+import Foundation
+import Hummingbird
+import Logging
+import ServiceLifecycle
+import SluiceLimiter
+import SluiceMockUpstream
+import SluiceServer
+import SluiceTenancy
+import SluiceTestSupport
+import SluiceUpstream
+
+/// A whole gateway replica in-process (port 0 listeners) over the stack's Redis and PostgreSQL,
+/// with mock model servers: `mock-model` (healthy), `slow-model` (20 tokens/s), `dying-model`
+/// (drops the connection after 3 tokens), `hung-model` (never answers), `dead-model` (nothing
+/// listening). One tenant with one key for them.
+struct GatewayHarness: Sendable {
+    let publicPort: Int
+    let adminPort: Int
+    let store: TenantStore
+    let tenant: Tenant
+    let key: String
+    let keyID: String
+
+    static let secret = "gateway-test-admin-secret-0123456789"
+
+    static func run(keyLimits: Limits = Limits(), models: [String]? = nil,
+                    _ body: @escaping @Sendable (GatewayHarness) async throws -> Void) async throws {
+        try await PostgresFixture.withClient { _, store in
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                var fast = MockUpstreamBehavior()
+                fast.completionTokens = 8
+                var slow = MockUpstreamBehavior()
+                slow.completionTokens = 400
+                slow.tokensPerSecond = 20
+                var dying = MockUpstreamBehavior()
+                dying.completionTokens = 50
+                dying.disconnectAfterTokens = 3
+                var hung = MockUpstreamBehavior()
+                hung.hang = true
+                var ports: [Int] = []
+                for behavior in [fast, slow, dying, hung] {
+                    ports.append(try await startMock(behavior, in: &group))
+                }
+                let deadPort = try await RedisServerProcess.freePort()
+
+                var configuration = GatewayConfiguration()
+                configuration.listen = .init(host: "127.0.0.1", port: 0)
+                configuration.adminListen = .init(host: "127.0.0.1", port: 0)
+                configuration.redisURL = TestEnvironment.redisURL
+                configuration.databaseURL = TestEnvironment.databaseURL
+                configuration.adminJWTSecret = secret
+                configuration.keyPepper = "gateway-test-pepper"
+                configuration.maxRequestBytes = 64 * 1024
+                configuration.upstream.firstByte = .milliseconds(500)
+                configuration.models = zip(["mock-model", "slow-model", "dying-model", "hung-model"], ports).map { name, port in
+                    .init(name: name, backends: [.init(url: "http://127.0.0.1:\(port)")])
+                } + [.init(name: "dead-model", backends: [.init(url: "http://127.0.0.1:\(deadPort)")]),
+                     .init(name: "forbidden-model", backends: [.init(url: "http://127.0.0.1:\(ports[0])")])]
+                let (listening, continuation) = AsyncStream.makeStream(of: Gateway.Listening.self)
+                var logger = Logger(label: "gateway-test")
+                logger.logLevel = .error
+                let gateway = try await Gateway.serviceGroup(configuration, logger: logger) { continuation.yield($0) }
+                group.addTask { try await gateway.run() }
+                var iterator = listening.makeAsyncIterator()
+                guard let bound = await iterator.next(), let publicPort = bound.publicPort, let adminPort = bound.adminPort else {
+                    throw HarnessError.didNotListen
+                }
+
+                let tenant = try await store.createTenant(name: "e2e", limits: Limits(), modelLimits: [:], actor: "test")
+                let (record, key) = try await store.createKey(
+                    tenantID: tenant.id, name: "e2e", limits: keyLimits,
+                    models: models ?? ["mock-model", "slow-model", "dying-model", "hung-model", "dead-model"],
+                    expiresAt: nil, hasher: KeyHasher(pepper: configuration.keyPepper), actor: "test")
+                try await body(GatewayHarness(publicPort: publicPort, adminPort: adminPort, store: store, tenant: tenant,
+                                              key: key, keyID: record.id))
+                group.cancelAll()
+            }
+        }
+    }
+
+    private static func startMock(_ behavior: MockUpstreamBehavior,
+                                  in group: inout ThrowingTaskGroup<Void, any Error>) async throws -> Int {
+        let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
+        var logger = Logger(label: "mock")
+        logger.logLevel = .critical
+        let app = Application(
+            router: MockUpstream(behavior: behavior, models: ["mock-model"]).router(),
+            configuration: .init(address: .hostname("127.0.0.1", port: 0)),
+            onServerRunning: { channel in continuation.yield(channel.localAddress?.port ?? 0) },
+            logger: logger)
+        group.addTask { try await app.run() }
+        var iterator = ports.makeAsyncIterator()
+        return await iterator.next() ?? 0
+    }
+
+    enum HarnessError: Error { case didNotListen }
+
+    /// A chat completion through the public listener.
+    func chat(model: String = "mock-model", key: String? = nil, stream: Bool = false, extra: String = "",
+              headers: [(String, String)] = [], hangUpAfterBytes: Int? = nil) async throws -> RawHTTPClient.Response {
+        let body = #"{"model": "\#(model)", "messages": [{"role": "user", "content": "hello"}], "stream": \#(stream)\#(extra)}"#
+        return try await RawHTTPClient.request(port: publicPort, path: "/v1/chat/completions",
+                                               headers: [("authorization", "Bearer \(key ?? self.key)")] + headers,
+                                               body: body, hangUpAfterBytes: hangUpAfterBytes)
+    }
+
+    func post(_ path: String, body: String, key: String? = nil) async throws -> RawHTTPClient.Response {
+        try await RawHTTPClient.request(port: publicPort, path: path, headers: [("authorization", "Bearer \(key ?? self.key)")],
+                                        body: body)
+    }
+}
+
+extension RawHTTPClient.Response {
+    var errorCode: String? {
+        guard let json = try? JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any] else { return nil }
+        return (json["error"] as? [String: Any])?["code"] as? String
+    }
+
+    var json: [String: Any] {
+        (try? JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any]) ?? [:]
+    }
+}
