@@ -99,7 +99,8 @@ struct InvalidationFollower: Service {
     let subscriber: RedisSubscriber
 
     func run() async throws {
-        await resolver.followInvalidations(subscriber.events)
+        // Stops on graceful shutdown by itself: the subscriber it reads from stops after it.
+        await cancelWhenGracefulShutdown { await resolver.followInvalidations(subscriber.events) }
     }
 }
 

@@ -1,0 +1,132 @@
+"""End-to-end: the official OpenAI Python SDK against a real Sluice replica.
+
+Starts the mock model server and `sluice serve` (built binaries from SLUICE_BIN_DIR) on free
+loopback ports over the development stack (SLUICE_TEST_REDIS_URL / SLUICE_TEST_DATABASE_URL),
+creates a tenant and keys with the CLI, and talks to it only through the SDK.
+"""
+import os
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+
+import openai
+import pytest
+from openai import OpenAI
+
+BIN = os.environ.get("SLUICE_BIN_DIR", ".build/debug")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def gateway():
+    env = dict(os.environ)
+    env["SLUICE_ADMIN_JWT_SECRET"] = "sdk-test-admin-secret-0123456789abcdef"
+    env["SLUICE_KEY_PEPPER"] = "sdk-test-pepper-0123456789"
+    env["SLUICE_DATABASE_URL"] = os.environ["SLUICE_TEST_DATABASE_URL"]
+    env["SLUICE_REDIS_URL"] = os.environ["SLUICE_TEST_REDIS_URL"]
+    mock_port, port, admin_port = free_port(), free_port(), free_port()
+    config = tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False)
+    config.write(f"""listen: 127.0.0.1:{port}
+admin_listen: 127.0.0.1:{admin_port}
+models:
+  - name: sdk-model
+    backends:
+      - url: http://127.0.0.1:{mock_port}
+""")
+    config.close()
+    processes = [
+        subprocess.Popen([f"{BIN}/sluice-mock-upstream", "--port", str(mock_port), "--models", "sdk-model", "--tokens", "6"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+        subprocess.Popen([f"{BIN}/sluice", "serve", "--config", config.name], env=env,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+    ]
+    try:
+        subprocess.run([f"{BIN}/sluice", "migrate"], env=env, check=True, capture_output=True)
+        deadline = time.time() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/readyz", timeout=1)
+                break
+            except Exception:
+                if time.time() > deadline:
+                    raise RuntimeError("sluice did not become ready")
+                time.sleep(0.1)
+
+        def cli(*args):
+            return subprocess.run([f"{BIN}/sluice", "admin", *args], env=env, check=True,
+                                  capture_output=True, text=True).stdout.strip()
+
+        tenant = cli("create-tenant", "--name", "sdk")
+        yield {
+            "base_url": f"http://127.0.0.1:{port}/v1",
+            "key": cli("create-key", "--tenant", tenant, "--name", "main"),
+            "limited_key": cli("create-key", "--tenant", tenant, "--name", "limited", "--rpm", "1"),
+        }
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(timeout=30)
+        os.unlink(config.name)
+
+
+def client(gateway, key=None):
+    return OpenAI(base_url=gateway["base_url"], api_key=key or gateway["key"], max_retries=0)
+
+
+def test_chat_completion(gateway):
+    reply = client(gateway).chat.completions.create(model="sdk-model", messages=[{"role": "user", "content": "hi"}])
+    assert reply.choices[0].message.content == "tok tok tok tok tok tok"
+    assert reply.usage.completion_tokens == 6
+
+
+def test_chat_stream_hides_the_usage_chunk_unless_asked(gateway):
+    chunks = list(client(gateway).chat.completions.create(
+        model="sdk-model", messages=[{"role": "user", "content": "hi"}], stream=True))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "tok " * 6
+    assert all(c.usage is None for c in chunks)
+
+    chunks = list(client(gateway).chat.completions.create(
+        model="sdk-model", messages=[{"role": "user", "content": "hi"}], stream=True,
+        stream_options={"include_usage": True}))
+    assert chunks[-1].usage.completion_tokens == 6
+
+
+def test_completions_embeddings_and_models(gateway):
+    sdk = client(gateway)
+    assert sdk.completions.create(model="sdk-model", prompt="hi", max_tokens=2).choices[0].text == "tok tok"
+    assert len(sdk.embeddings.create(model="sdk-model", input="hi").data[0].embedding) == 8
+    assert [m.id for m in sdk.models.list()] == ["sdk-model"]
+
+
+def test_rate_limit_is_a_rate_limit_error_with_headers(gateway):
+    sdk = client(gateway, gateway["limited_key"])
+    sdk.chat.completions.create(model="sdk-model", messages=[{"role": "user", "content": "hi"}])
+    with pytest.raises(openai.RateLimitError) as raised:
+        sdk.chat.completions.create(model="sdk-model", messages=[{"role": "user", "content": "hi"}])
+    headers = raised.value.response.headers
+    assert int(headers["retry-after"]) >= 1
+    assert headers["x-ratelimit-limit-requests"] == "1"
+    assert headers["x-ratelimit-remaining-requests"] == "0"
+    assert raised.value.code == "rate_limit_exceeded"
+
+
+def test_bad_key_is_an_authentication_error(gateway):
+    with pytest.raises(openai.AuthenticationError) as raised:
+        client(gateway, "slk_not_a_real_key").chat.completions.create(
+            model="sdk-model", messages=[{"role": "user", "content": "hi"}])
+    assert raised.value.code == "invalid_api_key"
+
+
+def test_unknown_model_is_not_found(gateway):
+    with pytest.raises(openai.NotFoundError) as raised:
+        client(gateway).chat.completions.create(model="nope", messages=[{"role": "user", "content": "hi"}])
+    assert raised.value.code == "model_not_found"
