@@ -172,6 +172,11 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(
+            name: "SluiceDataPlaneTests",
+            dependencies: ["SluiceDataPlane", "SluiceLimiter", .product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: strict
+        ),
+        .testTarget(
             name: "SluiceServerTests",
             dependencies: [
                 "SluiceServer", "SluiceMockUpstream", "SluiceTenancy", "SluiceLimiter", "SluiceRedis", "SluiceTestSupport", "SluiceUpstream",

@@ -120,7 +120,7 @@ public final class InferencePipeline: Sendable {
         guard let authorization, authorization.hasPrefix("Bearer ") || authorization.hasPrefix("bearer ") else {
             throw OpenAIError.invalidKey("missing API key: send 'Authorization: Bearer <key>'")
         }
-        switch await resolver.authenticate(authorization.dropFirst(7).trimmingCharacters(in: .whitespaces)) {
+        switch await resolver.authenticate(authorization.dropFirst(7)) {
         case .valid(let key):
             record.tenantID = key.tenantID
             record.keyID = key.keyID

@@ -77,13 +77,53 @@ struct ServerSentEventsFilter {
     }
 }
 
-/// Usage from a complete (non-streamed) response body.
+/// Usage from a complete (non-streamed) response body. Only the `"usage"` object is parsed
+/// (found by a byte scan): parsing the whole answer cost more than the rest of the request path.
 enum ResponseUsage {
     static func parse(_ body: ByteBuffer) -> (prompt: Int, completion: Int)? {
-        guard let json = try? JSONSerialization.jsonObject(with: Data(body.readableBytesView)) as? [String: Any],
-              let usage = json["usage"] as? [String: Any] else { return nil }
+        let bytes = Array(body.readableBytesView)
+        guard let object = usageObject(in: bytes),
+              let usage = try? JSONSerialization.jsonObject(with: Data(object)) as? [String: Any] else { return nil }
         let prompt = (usage["prompt_tokens"] as? NSNumber)?.intValue ?? 0
         let completion = (usage["completion_tokens"] as? NSNumber)?.intValue ?? 0
         return (prompt, completion)
+    }
+
+    private static let key = Array("\"usage\"".utf8)
+
+    /// The bytes of the `{...}` following the last `"usage":` (servers put usage last).
+    static func usageObject(in bytes: [UInt8]) -> ArraySlice<UInt8>? {
+        var index = bytes.count - key.count
+        while index >= 0 {
+            if bytes[index] == key[0], bytes[index..<(index + key.count)].elementsEqual(key) {
+                var start = index + key.count
+                while start < bytes.count, bytes[start] == UInt8(ascii: " ") || bytes[start] == UInt8(ascii: ":")
+                        || bytes[start] == UInt8(ascii: "\n") || bytes[start] == UInt8(ascii: "\t") {
+                    start += 1
+                }
+                guard start < bytes.count, bytes[start] == UInt8(ascii: "{") else { return nil }
+                var depth = 0
+                var inString = false
+                var escaped = false
+                for end in start..<bytes.count {
+                    let byte = bytes[end]
+                    if inString {
+                        if escaped { escaped = false } else if byte == UInt8(ascii: "\\") { escaped = true } else if byte == UInt8(ascii: "\"") { inString = false }
+                        continue
+                    }
+                    switch byte {
+                    case UInt8(ascii: "\""): inString = true
+                    case UInt8(ascii: "{"): depth += 1
+                    case UInt8(ascii: "}"):
+                        depth -= 1
+                        if depth == 0 { return bytes[start...end] }
+                    default: break
+                    }
+                }
+                return nil
+            }
+            index -= 1
+        }
+        return nil
     }
 }

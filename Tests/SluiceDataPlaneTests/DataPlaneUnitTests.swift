@@ -1,0 +1,72 @@
+import Foundation
+import NIOCore
+import SluiceLimiter
+import Testing
+
+@testable import SluiceDataPlane
+
+@Suite("Data plane pieces")
+struct DataPlaneUnitTests {
+    @Test func usageIsFoundWithoutParsingTheWholeAnswer() {
+        let body = ByteBuffer(string: #"{"id":"x","choices":[{"message":{"content":"the word \"usage\": {} appears here"}}],"usage": {"prompt_tokens":12,"completion_tokens":34,"total_tokens":46}}"#)
+        #expect(ResponseUsage.parse(body)! == (12, 34))
+        #expect(ResponseUsage.parse(ByteBuffer(string: #"{"choices":[]}"#)) == nil)
+        #expect(ResponseUsage.parse(ByteBuffer(string: #"{"usage": null}"#)) == nil)
+        #expect(ResponseUsage.parse(ByteBuffer(string: #"{"usage": {"prompt_tokens": 1"#)) == nil)
+    }
+
+    @Test func theUsageChunkIsHiddenUnlessAskedAndEventsSurviveAnySplit() {
+        let stream = """
+            data: {"choices":[{"delta":{"content":"a"}}]}\n\n\
+            data: {"choices":[{"delta":{"content":"b"}}]}\n\n\
+            data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2}}\n\n\
+            data: [DONE]\n\n
+            """
+        for split in [1, 7, 50, stream.utf8.count] {
+            for drop in [true, false] {
+                var filter = ServerSentEventsFilter(dropUsageChunk: drop)
+                var output = ""
+                let bytes = Array(stream.utf8)
+                var offset = 0
+                while offset < bytes.count {
+                    let end = min(offset + split, bytes.count)
+                    output += String(buffer: filter.feed(ByteBuffer(bytes: bytes[offset..<end])))
+                    offset = end
+                }
+                output += String(buffer: filter.flush())
+                #expect(output.contains("\"usage\"") == !drop)
+                #expect(output.hasSuffix("data: [DONE]\n\n"))
+                #expect(filter.usage! == (3, 2))
+                #expect(filter.contentChunks == 2)
+            }
+        }
+    }
+
+    @Test(arguments: [(0.02, "20ms"), (1, "1s"), (1.5, "1.5s"), (360, "6m0s"), (3_723, "1h2m3s")])
+    func durationsLookLikeOpenAIs(seconds: Double, text: String) {
+        #expect(RateLimitHeaderFields.duration(.milliseconds(Int64(seconds * 1_000))) == text)
+    }
+
+    @Test func retryAfterRoundsUpToWholeSeconds() {
+        #expect(RateLimitHeaderFields.retryAfter(.milliseconds(1)) == "1")
+        #expect(RateLimitHeaderFields.retryAfter(.milliseconds(1_001)) == "2")
+        #expect(RateLimitHeaderFields.retryAfter(.seconds(60)) == "60")
+    }
+
+    @Test func requestBodiesAreCheckedAndStreamsAskForUsage() throws {
+        let parsed = try InferenceRequestBody.parse(
+            ByteBuffer(string: #"{"model":"m","messages":[],"stream":true,"max_tokens":5}"#), endpoint: .chatCompletions)
+        #expect(parsed.stream && !parsed.clientWantsUsage && parsed.maxOutputTokens == 5)
+        #expect(String(buffer: parsed.upstreamBody).contains("include_usage"))
+        let asked = try InferenceRequestBody.parse(
+            ByteBuffer(string: #"{"model":"m","messages":[],"stream":true,"stream_options":{"include_usage":true}}"#),
+            endpoint: .chatCompletions)
+        #expect(asked.clientWantsUsage)
+        for bad in [#"{"model":"m","messages":[],"stream":1}"#, #"{"model":"m","messages":[],"max_tokens":true}"#,
+                    #"{"model":"m","messages":[],"max_tokens":2.5}"#, #"{"model":"","messages":[]}"#, #"{"model":"m","input":"x","stream":true}"#] {
+            #expect(throws: OpenAIError.self) {
+                _ = try InferenceRequestBody.parse(ByteBuffer(string: bad), endpoint: bad.contains("input") ? .embeddings : .chatCompletions)
+            }
+        }
+    }
+}
