@@ -1,4 +1,5 @@
 import Foundation
+import HTTPTypes
 import Hummingbird
 import Logging
 import NIOCore
@@ -77,13 +78,15 @@ public struct MockUpstream: Sendable {
         let usage: [String: Any] = ["prompt_tokens": prompt, "completion_tokens": reported, "total_tokens": prompt + reported]
         let id = "mock-\(UUID().uuidString.prefix(8))"
         let created = Int(Date().timeIntervalSince1970)
+        // system_fingerprint echoes the W3C traceparent the mock received (tests check forwarding).
+        let fingerprint = request.headers[values: HTTPField.Name("traceparent")!].first ?? "mock"
         guard (body["stream"] as? Bool) == true else {
             let text = Array(repeating: "tok", count: tokens).joined(separator: " ")
             let choice: [String: Any] = kind == .chat
                 ? ["index": 0, "message": ["role": "assistant", "content": text], "finish_reason": "stop"]
                 : ["index": 0, "text": text, "finish_reason": "stop"]
             return json(["id": id, "object": kind == .chat ? "chat.completion" : "text_completion", "created": created,
-                         "model": model, "choices": [choice], "usage": usage])
+                         "model": model, "choices": [choice], "usage": usage, "system_fingerprint": fingerprint])
         }
         let includeUsage = ((body["stream_options"] as? [String: Any])?["include_usage"] as? Bool) == true
         let behavior = self.behavior

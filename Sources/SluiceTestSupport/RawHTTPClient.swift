@@ -17,7 +17,7 @@ public enum RawHTTPClient {
 
     public static func request(
         port: Int, method: String = "POST", path: String, headers: [(String, String)] = [], body: String? = nil,
-        hangUpAfterBytes: Int? = nil
+        hangUpAfterBytes: Int? = nil, onFirstBytes: (@Sendable () -> Void)? = nil
     ) async throws -> Response {
         var text = "\(method) \(path) HTTP/1.1\r\nhost: 127.0.0.1:\(port)\r\nconnection: close\r\n"
         for (name, value) in headers { text += "\(name): \(value)\r\n" }
@@ -33,6 +33,7 @@ public enum RawHTTPClient {
             try await outbound.write(ByteBuffer(string: text))
             var received = ByteBuffer()
             for try await var chunk in inbound {
+                if received.readableBytes == 0 { onFirstBytes?() }
                 received.writeBuffer(&chunk)
                 if let limit = hangUpAfterBytes, received.readableBytes >= limit { break }
             }

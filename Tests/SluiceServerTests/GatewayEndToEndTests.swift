@@ -37,7 +37,13 @@ struct GatewayEndToEndTests {
             let models = try await RawHTTPClient.request(port: gateway.publicPort, method: "GET", path: "/v1/models",
                                                          headers: [("authorization", "Bearer \(gateway.key)")])
             let ids = (models.json["data"] as? [[String: Any]])?.compactMap { $0["id"] as? String } ?? []
-            #expect(ids == ["dead-model", "dying-model", "hung-model", "mock-model", "slow-model"], "forbidden-model must not be listed")
+            #expect(ids == ["dead-model", "dying-model", "hung-model", "mock-model", "paced-model", "slow-model"],
+                    "forbidden-model must not be listed")
+
+            // W3C traceparent reaches the model server (the mock echoes it as system_fingerprint).
+            let trace = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+            let traced = try await gateway.chat(headers: [("traceparent", trace)])
+            #expect(traced.json["system_fingerprint"] as? String == trace)
         }
     }
 
@@ -145,6 +151,22 @@ struct GatewayEndToEndTests {
                 if !found { try await Task.sleep(for: .milliseconds(50)) }
             }
             #expect(found, "the metering worker did not ledger the request")
+        }
+    }
+
+    @Test func sigtermLetsAnInFlightStreamFinish() async throws {
+        try await GatewayHarness.run { gateway in
+            let (started, signal) = AsyncStream.makeStream(of: Void.self)
+            async let streamed = gateway.chat(model: "paced-model", stream: true, onFirstBytes: { signal.yield() })
+            var iterator = started.makeAsyncIterator()
+            await iterator.next()
+            await gateway.triggerGracefulShutdown()  // returns once every service has stopped
+            let response = try await streamed
+            #expect(response.status == 200)
+            #expect(response.body.hasSuffix("data: [DONE]\n\n"), "the stream was cut by the shutdown")
+            #expect(response.body.components(separatedBy: "\"content\":\"tok \"").count - 1 == 20)
+            // The listener is closed now.
+            await #expect(throws: (any Error).self) { _ = try await gateway.chat() }
         }
     }
 

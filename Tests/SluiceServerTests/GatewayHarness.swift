@@ -20,6 +20,8 @@ struct GatewayHarness: Sendable {
     let tenant: Tenant
     let key: String
     let keyID: String
+    /// SIGTERM, as far as the gateway can tell.
+    let triggerGracefulShutdown: @Sendable () async -> Void
 
     static let secret = "gateway-test-admin-secret-0123456789"
 
@@ -37,8 +39,11 @@ struct GatewayHarness: Sendable {
                 dying.disconnectAfterTokens = 3
                 var hung = MockUpstreamBehavior()
                 hung.hang = true
+                var paced = MockUpstreamBehavior()
+                paced.completionTokens = 20
+                paced.tokensPerSecond = 40
                 var ports: [Int] = []
-                for behavior in [fast, slow, dying, hung] {
+                for behavior in [fast, slow, dying, hung, paced] {
                     ports.append(try await startMock(behavior, in: &group))
                 }
                 let deadPort = try await RedisServerProcess.freePort()
@@ -52,7 +57,7 @@ struct GatewayHarness: Sendable {
                 configuration.keyPepper = "gateway-test-pepper"
                 configuration.maxRequestBytes = 64 * 1024
                 configuration.upstream.firstByte = .milliseconds(500)
-                configuration.models = zip(["mock-model", "slow-model", "dying-model", "hung-model"], ports).map { name, port in
+                configuration.models = zip(["mock-model", "slow-model", "dying-model", "hung-model", "paced-model"], ports).map { name, port in
                     .init(name: name, backends: [.init(url: "http://127.0.0.1:\(port)")])
                 } + [.init(name: "dead-model", backends: [.init(url: "http://127.0.0.1:\(deadPort)")]),
                      .init(name: "forbidden-model", backends: [.init(url: "http://127.0.0.1:\(ports[0])")])]
@@ -60,7 +65,11 @@ struct GatewayHarness: Sendable {
                 var logger = Logger(label: "gateway-test")
                 logger.logLevel = .error
                 let gateway = try await Gateway.serviceGroup(configuration, logger: logger) { continuation.yield($0) }
-                group.addTask { try await gateway.run() }
+                let stopped = AsyncStream.makeStream(of: Void.self)
+                group.addTask {
+                    try await gateway.run()
+                    stopped.continuation.yield()
+                }
                 var iterator = listening.makeAsyncIterator()
                 guard let bound = await iterator.next(), let publicPort = bound.publicPort, let adminPort = bound.adminPort else {
                     throw HarnessError.didNotListen
@@ -69,10 +78,15 @@ struct GatewayHarness: Sendable {
                 let tenant = try await store.createTenant(name: "e2e", limits: Limits(), modelLimits: [:], actor: "test")
                 let (record, key) = try await store.createKey(
                     tenantID: tenant.id, name: "e2e", limits: keyLimits,
-                    models: models ?? ["mock-model", "slow-model", "dying-model", "hung-model", "dead-model"],
+                    models: models ?? ["mock-model", "slow-model", "dying-model", "hung-model", "dead-model", "paced-model"],
                     expiresAt: nil, hasher: KeyHasher(pepper: configuration.keyPepper), actor: "test")
+                let shutdown: @Sendable () async -> Void = {
+                    await gateway.triggerGracefulShutdown()
+                    var iterator = stopped.stream.makeAsyncIterator()
+                    await iterator.next()
+                }
                 try await body(GatewayHarness(publicPort: publicPort, adminPort: adminPort, store: store, tenant: tenant,
-                                              key: key, keyID: record.id))
+                                              key: key, keyID: record.id, triggerGracefulShutdown: shutdown))
                 group.cancelAll()
             }
         }
@@ -97,11 +111,12 @@ struct GatewayHarness: Sendable {
 
     /// A chat completion through the public listener.
     func chat(model: String = "mock-model", key: String? = nil, stream: Bool = false, extra: String = "",
-              headers: [(String, String)] = [], hangUpAfterBytes: Int? = nil) async throws -> RawHTTPClient.Response {
+              headers: [(String, String)] = [], hangUpAfterBytes: Int? = nil,
+              onFirstBytes: (@Sendable () -> Void)? = nil) async throws -> RawHTTPClient.Response {
         let body = #"{"model": "\#(model)", "messages": [{"role": "user", "content": "hello"}], "stream": \#(stream)\#(extra)}"#
         return try await RawHTTPClient.request(port: publicPort, path: "/v1/chat/completions",
                                                headers: [("authorization", "Bearer \(key ?? self.key)")] + headers,
-                                               body: body, hangUpAfterBytes: hangUpAfterBytes)
+                                               body: body, hangUpAfterBytes: hangUpAfterBytes, onFirstBytes: onFirstBytes)
     }
 
     func post(_ path: String, body: String, key: String? = nil) async throws -> RawHTTPClient.Response {
