@@ -78,16 +78,10 @@ public final class UpstreamClient: Sendable {
         while true {
             let (connection, reused) = try await lease(key, backend: backend, loop: loop)
             do {
-                try await connection.send(head, body: request.body)
-                while let part = try await connection.next() {
-                    guard case .head(let responseHead) = part else { continue }
-                    if responseHead.status == .continue { continue }
-                    return UpstreamResponse(connection: connection, head: responseHead, client: self, poolKey: key)
-                }
-                throw UpstreamError.connectionClosed
+                let responseHead = try await connection.send(head, body: request.body)
+                return UpstreamResponse(connection: connection, head: responseHead, client: self, poolKey: key)
             } catch {
                 connection.close()
-                let error = error as? UpstreamError ?? .connectionClosed
                 if reused, error == .connectionClosed { continue }  // a stale keep-alive connection
                 throw error
             }
@@ -143,35 +137,36 @@ public final class UpstreamResponse: @unchecked Sendable {
     /// The next body chunk, or nil at the end (the connection then returns to its pool).
     public func nextChunk() async throws(UpstreamError) -> ByteBuffer? {
         guard !finished else { return nil }
-        while true {
-            guard let part = try await connection.next() else {
-                finished = true
-                throw .connectionClosed
-            }
-            switch part {
-            case .body(let chunk):
-                return chunk
-            case .end:
-                finished = true
-                if head.isKeepAlive { client.giveBack(connection, key: poolKey) } else { connection.close() }
+        do {
+            guard let chunk = try await connection.nextChunk() else {
+                complete()
                 return nil
-            case .head:
-                continue
             }
+            return chunk
+        } catch {
+            finished = true
+            connection.close()
+            throw error
         }
     }
 
     /// Reads the whole body, up to `limit` bytes.
     public func collect(limit: Int) async throws(UpstreamError) -> ByteBuffer {
-        var body = ByteBuffer()
-        while var chunk = try await nextChunk() {
-            guard body.readableBytes + chunk.readableBytes <= limit else {
-                abandon()
-                throw .protocolError("response body over \(limit) bytes")
-            }
-            body.writeBuffer(&chunk)
+        guard !finished else { return ByteBuffer() }
+        do {
+            let body = try await connection.body(limit: limit)
+            complete()
+            return body
+        } catch {
+            finished = true
+            connection.close()
+            throw error
         }
-        return body
+    }
+
+    private func complete() {
+        finished = true
+        if head.isKeepAlive { client.giveBack(connection, key: poolKey) } else { connection.close() }
     }
 
     /// Gives up on the rest of the body: closes the connection, so the backend stops generating.

@@ -4,37 +4,29 @@ import NIOHTTP1
 import NIOPosix
 import NIOSSL
 
-/// One keep-alive HTTP/1.1 connection to a backend.
-///
-/// Used by one request at a time (the pool hands it out as a lease), which is why the inbound
-/// iterator may live in a class: NIOAsyncChannel's scoped `executeThenClose` cannot outlive one
-/// request, and a pooled connection must.
-final class UpstreamConnection: @unchecked Sendable {
-    private let asyncChannel: NIOAsyncChannel<HTTPClientResponsePart, HTTPClientRequestPart>
-    private var inbound: NIOAsyncChannelInboundStream<HTTPClientResponsePart>.AsyncIterator
-    private let outbound: NIOAsyncChannelOutboundWriter<HTTPClientRequestPart>
-    let expired: NIOLockedValueBox<UpstreamTimeout?>
+/// One keep-alive HTTP/1.1 connection to a backend, used by one request at a time (the pool
+/// hands it out as a lease). Reads happen only when the request asks (back-pressure).
+final class UpstreamConnection: Sendable {
+    private let channel: any Channel
+    private let handler: NIOLoopBound<UpstreamResponseHandler>
     let eventLoop: any EventLoop
 
-    @available(*, deprecated, message: "kept-alive connections need their streams beyond one scope")
-    private init(_ asyncChannel: NIOAsyncChannel<HTTPClientResponsePart, HTTPClientRequestPart>,
-                 expired: NIOLockedValueBox<UpstreamTimeout?>) {
-        self.asyncChannel = asyncChannel
-        self.inbound = asyncChannel.inbound.makeAsyncIterator()
-        self.outbound = asyncChannel.outbound
-        self.expired = expired
-        self.eventLoop = asyncChannel.channel.eventLoop
+    private init(channel: any Channel, handler: NIOLoopBound<UpstreamResponseHandler>) {
+        self.channel = channel
+        self.handler = handler
+        self.eventLoop = channel.eventLoop
     }
 
-    var isActive: Bool { asyncChannel.channel.isActive }
+    var isActive: Bool { channel.isActive }
 
     static func connect(to backend: Backend, on eventLoop: any EventLoop, sslContext: NIOSSLContext?,
                         timeouts: UpstreamTimeouts) async throws(UpstreamError) -> UpstreamConnection {
         let expired = NIOLockedValueBox<UpstreamTimeout?>(nil)
         do {
-            let channel = try await ClientBootstrap(group: eventLoop)
+            let (channel, handler) = try await ClientBootstrap(group: eventLoop)
                 .connectTimeout(timeouts.connect)
                 .channelOption(.socketOption(.tcp_nodelay), value: 1)
+                .channelOption(.autoRead, value: false)
                 .connect(host: backend.host, port: backend.port) { channel in
                     channel.eventLoop.makeCompletedFuture {
                         let sync = channel.pipeline.syncOperations
@@ -44,11 +36,12 @@ final class UpstreamConnection: @unchecked Sendable {
                         try sync.addHTTPClientHandlers()
                         try sync.addHandler(UpstreamDeadlineHandler(
                             firstByte: timeouts.firstByte, idle: timeouts.idle, total: timeouts.total, expired: expired))
-                        return try NIOAsyncChannel<HTTPClientResponsePart, HTTPClientRequestPart>(
-                            wrappingChannelSynchronously: channel)
+                        let handler = UpstreamResponseHandler { expired.withLockedValue { $0 } }
+                        try sync.addHandler(handler)
+                        return (channel, NIOLoopBound(handler, eventLoop: channel.eventLoop))
                     }
                 }
-            return UpstreamConnection(channel, expired: expired)
+            return UpstreamConnection(channel: channel, handler: handler)
         } catch let error as ChannelError {
             if case .connectTimeout = error { throw .connectFailed("connect timeout") }
             throw .connectFailed("\(error)")
@@ -57,34 +50,47 @@ final class UpstreamConnection: @unchecked Sendable {
         }
     }
 
-    func send(_ head: HTTPRequestHead, body: ByteBuffer) async throws(UpstreamError) {
-        do {
-            try await outbound.write(contentsOf: [.head(head), .body(.byteBuffer(body)), .end(nil)])
-        } catch {
-            throw .connectionClosed
+    /// Writes the request and waits for the response head.
+    func send(_ head: HTTPRequestHead, body: ByteBuffer) async throws(UpstreamError) -> HTTPResponseHead {
+        let promise = eventLoop.makePromise(of: HTTPResponseHead.self)
+        let handler = self.handler
+        let channel = self.channel
+        eventLoop.execute {
+            channel.write(HTTPClientRequestPart.head(head), promise: nil)
+            channel.write(HTTPClientRequestPart.body(.byteBuffer(body)), promise: nil)
+            channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
+            handler.value.awaitHead(promise)
         }
+        return try await Self.value(promise.futureResult)
     }
 
-    /// The next response part; nil when the connection ended. A passed deadline throws.
-    func next() async throws(UpstreamError) -> HTTPClientResponsePart? {
-        let part: HTTPClientResponsePart?
+    /// The next body chunk; nil at the end of the response.
+    func nextChunk() async throws(UpstreamError) -> ByteBuffer? {
+        let promise = eventLoop.makePromise(of: ByteBuffer?.self)
+        let handler = self.handler
+        eventLoop.execute { handler.value.awaitChunk(promise) }
+        return try await Self.value(promise.futureResult)
+    }
+
+    /// The whole body, gathered on the event loop.
+    func body(limit: Int) async throws(UpstreamError) -> ByteBuffer {
+        let promise = eventLoop.makePromise(of: ByteBuffer.self)
+        let handler = self.handler
+        eventLoop.execute { handler.value.awaitBody(promise, limit: limit) }
+        return try await Self.value(promise.futureResult)
+    }
+
+    private static func value<T: Sendable>(_ future: EventLoopFuture<T>) async throws(UpstreamError) -> T {
         do {
-            part = try await inbound.next()
+            return try await future.get()
+        } catch let error as UpstreamError {
+            throw error
         } catch {
-            if let timeout = expired.withLockedValue({ $0 }) { throw .timeout(timeout) }
             throw .connectionClosed
         }
-        if part == nil, let timeout = expired.withLockedValue({ $0 }) { throw .timeout(timeout) }
-        return part
     }
 
     func close() {
-        outbound.finish()
-        asyncChannel.channel.close(promise: nil)
-    }
-
-    deinit {
-        // NIO requires the writer to be finished before it goes away.
-        outbound.finish()
+        channel.close(promise: nil)
     }
 }
