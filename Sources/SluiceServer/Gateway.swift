@@ -47,7 +47,8 @@ public enum Gateway {
         let metrics = DataPlaneMetrics()
         var settings = DataPlaneSettings()
         settings.maxRequestBodyBytes = configuration.maxRequestBytes
-        let pipeline = InferencePipeline(catalog: try configuration.catalog(), resolver: resolver, limiter: limiter,
+        let catalog = try configuration.catalog()
+        let pipeline = InferencePipeline(catalog: catalog, resolver: resolver, limiter: limiter,
                                          upstream: upstream, settings: settings, metrics: metrics, logger: logger)
 
         let listening = ListeningReporter(onListening)
@@ -80,6 +81,8 @@ public enum Gateway {
                 .init(service: InvalidationFollower(resolver: resolver, subscriber: subscriber),
                       successTerminationBehavior: .ignore),
                 .init(service: metering),
+                .init(service: BackendHealthChecker(backends: catalog.backends, client: upstream,
+                                                    path: configuration.healthPath, logger: logger)),
                 .init(service: ShutdownHook { upstream.shutdown(); redis.shutdown() }),
                 .init(service: adminApp),
                 // Last in the list, so the first to stop on SIGTERM: no new requests, in-flight ones finish.

@@ -19,6 +19,8 @@ public struct GatewayConfiguration: Sendable {
     public var expectedReplicas = 1
     public var maxRequestBytes = 4 * 1024 * 1024
     public var upstream = UpstreamTimeouts()
+    /// Path probed on every backend by the active health checks (vLLM and the mock serve /health).
+    public var healthPath = "/health"
     public var models: [ModelSettings] = []
     public var adminJWTSecret = ""
     public var keyPepper = ""
@@ -99,7 +101,12 @@ public struct GatewayConfiguration: Sendable {
         if let value = try reader.int("expected_replicas", 1...1_000) { expectedReplicas = value }
         if let value = try reader.int("max_request_bytes", 1_024...(256 * 1024 * 1024)) { maxRequestBytes = value }
         if let timeouts = try reader.mapping("upstream") {
-            try timeouts.allow(["connect_timeout_ms", "first_byte_timeout_ms", "idle_timeout_ms", "total_timeout_ms"])
+            try timeouts.allow(["connect_timeout_ms", "first_byte_timeout_ms", "idle_timeout_ms", "total_timeout_ms",
+                                "health_path"])
+            if let value = try timeouts.string("health_path") {
+                guard value.hasPrefix("/") else { throw ConfigurationError(key: timeouts.key("health_path"), problem: "must start with /") }
+                healthPath = value
+            }
             if let value = try timeouts.int("connect_timeout_ms", 1...600_000) { upstream.connect = .milliseconds(Int64(value)) }
             if let value = try timeouts.int("first_byte_timeout_ms", 1...3_600_000) { upstream.firstByte = .milliseconds(Int64(value)) }
             if let value = try timeouts.int("idle_timeout_ms", 1...3_600_000) { upstream.idle = .milliseconds(Int64(value)) }

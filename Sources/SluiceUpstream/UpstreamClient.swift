@@ -22,13 +22,16 @@ public enum UpstreamError: Error, Sendable, Equatable {
     case protocolError(String)
 }
 
-/// What to send upstream. The body is small (a request's JSON), sent in one write.
+/// What to send upstream. The body is small (a request's JSON, already read and checked by the
+/// gateway), sent in one write.
 public struct UpstreamRequest: Sendable {
+    public var method: HTTPMethod
     public var path: String
     public var headers: HTTPHeaders
     public var body: ByteBuffer
 
-    public init(path: String, headers: HTTPHeaders, body: ByteBuffer) {
+    public init(method: HTTPMethod = .POST, path: String, headers: HTTPHeaders, body: ByteBuffer = ByteBuffer()) {
+        self.method = method
         self.path = path
         self.headers = headers
         self.body = body
@@ -69,9 +72,8 @@ public final class UpstreamClient: Sendable {
                      on eventLoop: (any EventLoop)? = nil) async throws(UpstreamError) -> UpstreamResponse {
         let loop = eventLoop ?? group.next()
         let key = PoolKey(backend: ObjectIdentifier(backend), eventLoop: ObjectIdentifier(loop))
-        var head = HTTPRequestHead(version: .http1_1, method: .POST, uri: backend.basePath + request.path,
+        var head = HTTPRequestHead(version: .http1_1, method: request.method, uri: backend.basePath + request.path,
                                    headers: request.headers)
-        if request.path.hasPrefix("/v1/models") { head.method = .GET }
         head.headers.replaceOrAdd(name: "host", value: backend.port == 80 || backend.port == 443 ? backend.host : "\(backend.host):\(backend.port)")
         head.headers.replaceOrAdd(name: "content-length", value: String(request.body.readableBytes))
 

@@ -1,6 +1,7 @@
 import Foundation
 import Hummingbird
 import HummingbirdTesting
+import JWTKit
 import SluiceAdminAPI
 import SluiceTenancy
 import Testing
@@ -84,5 +85,28 @@ struct AdminRBACTests {
                 #expect((response.json["error"] as? [String: Any])?["code"] as? String == "invalid_token")
             }
         }
+    }
+}
+
+@Suite("Admin tokens from an external identity provider")
+struct AdminExternalKeyTests {
+    @Test func es256TokensVerifyWithTheConfiguredPublicKeyOnly() async throws {
+        let signingKey = ES256PrivateKey()
+        let provider = JWTKeyCollection()
+        await provider.add(ecdsa: signingKey)
+        let claims = AdminClaims(sub: "idp-user", role: .platformAdmin, tenant: nil, expires: Date().addingTimeInterval(60))
+        let token = try await provider.sign(claims)
+
+        let trusting = try await AdminAuthenticator(hmacSecret: nil, ecdsaPublicKeysPEM: [signingKey.publicKey.pemRepresentation])
+        let caller = await trusting.caller(bearer: token)
+        #expect(caller?.subject == "idp-user" && caller?.role == .platformAdmin && caller?.tenant == nil)
+        let other = try await AdminAuthenticator(hmacSecret: nil, ecdsaPublicKeysPEM: [ES256PrivateKey().publicKey.pemRepresentation])
+        #expect(await other.caller(bearer: token) == nil)
+        let hmacOnly = try await AdminAuthenticator(hmacSecret: String(repeating: "s", count: 32))
+        #expect(await hmacOnly.caller(bearer: token) == nil)
+    }
+
+    @Test func shortSecretsAreRefusedAtStartUp() async {
+        await #expect(throws: AdminAuthConfigurationError.self) { _ = try await AdminAuthenticator(hmacSecret: "short") }
     }
 }

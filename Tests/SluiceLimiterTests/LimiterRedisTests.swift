@@ -52,6 +52,7 @@ struct LimiterRedisTests {
             sent += 1
         }
         let expected = Double(duration.components.seconds) * Double(perMinute) / 60
+        print("paced limiter: admitted \(admitted) of \(sent) over \(duration) at \(perMinute)/min, expected \(expected)")
         #expect(abs(Double(admitted) - expected) <= expected * 0.01, "admitted \(admitted) of \(sent), expected \(expected)")
     }
 
