@@ -40,17 +40,12 @@ public final class DataPlaneMetrics: Sendable {
     /// The Prometheus text format.
     public func render() -> String {
         let state = state.withLock { $0 }
-        var out = "# HELP sluice_requests_total Inference requests by endpoint, model and status.\n"
-        out += "# TYPE sluice_requests_total counter\n"
-        for (key, value) in state.requests.sorted(by: { $0.key < $1.key }) {
-            let parts = key.split(separator: "|", omittingEmptySubsequences: false)
-            out += "sluice_requests_total{endpoint=\"\(parts[0])\",model=\"\(parts[1])\",status=\"\(parts[2])\"} \(value)\n"
-        }
+        var out = Self.counter("sluice_requests_total", "Inference requests by endpoint, model and status.",
+                               labels: ["endpoint", "model", "status"], state.requests)
         out += "# HELP sluice_request_duration_seconds Time from request to the last byte of the answer.\n"
         out += "# TYPE sluice_request_duration_seconds histogram\n"
         for (key, counts) in state.latencyBuckets.sorted(by: { $0.key < $1.key }) {
-            let parts = key.split(separator: "|", omittingEmptySubsequences: false)
-            let labels = "endpoint=\"\(parts[0])\",model=\"\(parts[1])\""
+            let labels = Self.labels(["endpoint", "model"], key)
             for (index, bound) in Self.buckets.enumerated() {
                 out += "sluice_request_duration_seconds_bucket{\(labels),le=\"\(bound)\"} \(counts[index])\n"
             }
@@ -58,17 +53,24 @@ public final class DataPlaneMetrics: Sendable {
             out += "sluice_request_duration_seconds_sum{\(labels)} \(state.latencySum[key] ?? 0)\n"
             out += "sluice_request_duration_seconds_count{\(labels)} \(state.latencyCount[key] ?? 0)\n"
         }
-        out += "# HELP sluice_tokens_total Tokens metered, by model and direction (in = prompt, out = completion).\n"
-        out += "# TYPE sluice_tokens_total counter\n"
-        for (key, value) in state.tokens.sorted(by: { $0.key < $1.key }) {
-            let parts = key.split(separator: "|", omittingEmptySubsequences: false)
-            out += "sluice_tokens_total{model=\"\(parts[0])\",direction=\"\(parts[1])\"} \(value)\n"
-        }
-        out += "# HELP sluice_limiter_decisions_total Admission decisions: admitted, or the limit that denied.\n"
-        out += "# TYPE sluice_limiter_decisions_total counter\n"
-        for (key, value) in state.decisions.sorted(by: { $0.key < $1.key }) {
-            out += "sluice_limiter_decisions_total{decision=\"\(key)\"} \(value)\n"
+        out += Self.counter("sluice_tokens_total", "Tokens metered, by model and direction (in = prompt, out = completion).",
+                            labels: ["model", "direction"], state.tokens)
+        out += Self.counter("sluice_limiter_decisions_total", "Admission decisions: admitted, or the limit that denied.",
+                            labels: ["decision"], state.decisions)
+        return out
+    }
+
+    /// One counter family; series keys hold the label values joined by "|".
+    private static func counter(_ name: String, _ help: String, labels names: [String], _ series: [String: Int]) -> String {
+        var out = "# HELP \(name) \(help)\n# TYPE \(name) counter\n"
+        for (key, value) in series.sorted(by: { $0.key < $1.key }) {
+            out += "\(name){\(labels(names, key))} \(value)\n"
         }
         return out
+    }
+
+    private static func labels(_ names: [String], _ key: String) -> String {
+        zip(names, key.split(separator: "|", omittingEmptySubsequences: false))
+            .map { "\($0)=\"\($1)\"" }.joined(separator: ",")
     }
 }
