@@ -238,6 +238,17 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // The fleet load driver (loadtest/fleet.sh).
+        .executableTarget(
+            name: "sluice-load",
+            dependencies: [
+                "SluiceUpstream",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            path: "loadtest/Load",
+            swiftSettings: strict
+        ),
         // Benchmark driver (loadtest/redis-bench.sh, limiter-bench.sh, key-bench.sh).
         .executableTarget(
             name: "sluice-bench",
