@@ -199,6 +199,33 @@ def wrk(url, key, seconds, connections=128):
             "non_2xx": int(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", out)) else 0}
 
 
+def nginx_baseline(mock_port, workdir, seconds):
+    """nginx as a plain reverse proxy to the same mock, for the ratio in the same run."""
+    port = free_port()
+    conf = os.path.join(workdir, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write(f"""worker_processes auto;
+pid {workdir}/nginx.pid;
+error_log {workdir}/nginx-error.log;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    upstream mock {{ server 127.0.0.1:{mock_port}; keepalive 128; }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{ proxy_pass http://mock; proxy_http_version 1.1; proxy_set_header Connection ""; }}
+    }}
+}}
+""")
+    nginx = subprocess.Popen(["nginx", "-c", conf, "-g", "daemon off;"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_ready(f"http://127.0.0.1:{port}/health")
+        return wrk(f"http://127.0.0.1:{port}", "none", seconds)
+    finally:
+        nginx.terminate()
+        nginx.wait(timeout=10)
+
+
 def run(args):
     env = dict(os.environ, **stack_env(), SLUICE_ADMIN_JWT_SECRET=SECRET, SLUICE_KEY_PEPPER=PEPPER)
     env["SLUICE_DATABASE_URL"], env["SLUICE_REDIS_URL"] = env["SLUICE_TEST_DATABASE_URL"], env["SLUICE_TEST_REDIS_URL"]
@@ -224,7 +251,10 @@ def run(args):
                 results["scenarios"]["revocation"].append(scenario_revocation(ctx, fleet, args.short))
                 if not args.short and n in (1, 2, 4):
                     _, key = new_key(env, bin_dir, rpm=100_000_000, tpm=1_000_000_000)
-                    results["scenarios"]["throughput"].append({"replicas": n, "sluice": wrk(fleet.balancer, key, 10)})
+                    entry = {"replicas": n, "sluice": wrk(fleet.balancer, key, 10)}
+                    if n == 1:
+                        entry["nginx"] = nginx_baseline(fleet.mock_port, workdir, 10)
+                    results["scenarios"]["throughput"].append(entry)
             finally:
                 fleet.stop()
     verdicts = {name: all(r.get("pass", True) for r in runs) for name, runs in results["scenarios"].items()}
@@ -259,13 +289,18 @@ def report(results):
     for r in s["revocation"]:
         lines.append(f"| 4 revocation | {r['replicas']} | every replica refused the key after {r['slowest_ms']:.0f} ms "
                      f"| {'PASS' if r['pass'] else 'FAIL'} |")
+    baseline = next((r["nginx"] for r in s["throughput"] if "nginx" in r), None)
     for r in s["throughput"]:
         t = r["sluice"]
-        lines.append(f"| 5 throughput | {r['replicas']} | {t['rps']:.0f} req/s, p50 {t['p50_ms']} ms, p99 {t['p99_ms']} ms, "
-                     f"non-2xx {t['non_2xx']} | measured |")
+        ratio = f", {t['rps'] / baseline['rps']:.2f}x nginx" if baseline else ""
+        lines.append(f"| 5 throughput | {r['replicas']} | Sluice with limits via haproxy: {t['rps']:.0f} req/s{ratio}, "
+                     f"p50 {t['p50_ms']} ms, p99 {t['p99_ms']} ms, non-2xx {t['non_2xx']} | measured |")
+    if baseline:
+        lines.append(f"| 5 throughput | nginx | nginx → the same mock: {baseline['rps']:.0f} req/s, p50 {baseline['p50_ms']} ms, "
+                     f"p99 {baseline['p99_ms']} ms | baseline |")
     lines += ["", "Not run yet: scenario 3 (concurrency limits with `kill -9` of a replica) and scenario 6 "
-              "(Redis paused / restarted / SCRIPT FLUSH under load); throughput is measured without the nginx "
-              "baseline here (see loadtest/proxy-bench.sh for Sluice vs nginx in one run).", ""]
+              "(Redis paused / restarted / SCRIPT FLUSH under load); no PNG charts yet. All processes share one "
+              "2-core machine, so more replicas add contention, not capacity.", ""]
     return "\n".join(lines)
 
 
