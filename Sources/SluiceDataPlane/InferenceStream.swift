@@ -1,4 +1,5 @@
 import NIOCore
+import SluiceLimiter
 import SluiceUpstream
 import Synchronization
 
@@ -15,6 +16,8 @@ public final class InferenceStream: @unchecked Sendable {
     private var record: AccessRecord
     private let pipeline: InferencePipeline
     private let done = Mutex(false)
+    /// Renews the concurrency leases while the stream runs (streams may outlast a lease).
+    private let renewal: Task<Void, Never>?
 
     init(response: UpstreamResponse, backend: Backend, settler: Settler, filter: ServerSentEventsFilter,
          record: AccessRecord, pipeline: InferencePipeline) {
@@ -24,6 +27,15 @@ public final class InferenceStream: @unchecked Sendable {
         self.filter = filter
         self.record = record
         self.pipeline = pipeline
+        let limiter = settler.limiter
+        let admission = settler.admission
+        renewal = !admission.holdsConcurrencySlots || admission.degraded ? nil : Task {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: limiter.renewalInterval)
+                if Task.isCancelled { return }
+                await limiter.renew(admission)
+            }
+        }
     }
 
     /// The next bytes for the client; nil when the stream is over (and settled).
@@ -69,6 +81,7 @@ public final class InferenceStream: @unchecked Sendable {
             defer { done = true }
             return !done
         }) else { return }
+        renewal?.cancel()
         response.abandon()  // no-op after a clean end
         backend.releaseSlot()
         let usage = filter.usage

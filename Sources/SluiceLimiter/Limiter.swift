@@ -104,6 +104,21 @@ public final class Limiter: Sendable {
         }
     }
 
+    /// How often a running request should `renew` its leases: a third of the lease, so two
+    /// renewals can fail before the slot is lost.
+    public var renewalInterval: Duration { configuration.timings.lease / 3 }
+
+    /// Keeps a long request's concurrency slots (call every `renewalInterval` while it runs).
+    /// Best effort: a failure only means the lease may run out before the request ends.
+    public func renew(_ admission: Admission) async {
+        guard !admission.degraded, !admission.concurrencyKeys.isEmpty else { return }
+        do {
+            _ = try await store.renew(admission)
+        } catch {
+            logger.warning("lease renewal failed", metadata: ["request_id": "\(admission.requestID)", "error": "\(error)"])
+        }
+    }
+
     private func degradedAdmit(_ request: AdmitRequest, plan: LimitPlan, now: ContinuousClock.Instant) -> AdmitDecision {
         switch configuration.failurePolicy {
         case .closed:

@@ -54,6 +54,9 @@ public struct Admission: Sendable, Equatable {
     public let degraded: Bool
     let tokenLimits: [RateLimitSpec]
     let concurrencyKeys: [String]
+
+    /// Whether the request holds concurrency slots (and so long requests must renew them).
+    public var holdsConcurrencySlots: Bool { !concurrencyKeys.isEmpty }
 }
 
 public enum AdmitDecision: Sendable, Equatable {

@@ -42,6 +42,8 @@ public enum Gateway {
         let resolver = KeyResolver(database: store, redis: redis, hasher: hasher, logger: logger)
         var limiterConfiguration = LimiterConfiguration(failurePolicy: configuration.failurePolicy)
         limiterConfiguration.expectedReplicas = configuration.expectedReplicas
+        limiterConfiguration.timings.lease = .seconds(configuration.leaseSeconds)
+        limiterConfiguration.timings.reservationTTL = .seconds(configuration.leaseSeconds + 60)
         let limiter = Limiter(client: redis, configuration: limiterConfiguration, logger: logger)
         let upstream = try UpstreamClient(timeouts: configuration.upstream, logger: logger)
         let metrics = DataPlaneMetrics()

@@ -17,6 +17,8 @@ public struct GatewayConfiguration: Sendable {
     public var databaseURL = "postgres://sluice:sluice@127.0.0.1:5432/sluice"
     public var failurePolicy = RedisFailurePolicy.closed
     public var expectedReplicas = 1
+    /// Concurrency slots free themselves this long after a replica stops renewing them.
+    public var leaseSeconds = 120
     public var maxRequestBytes = 4 * 1024 * 1024
     public var upstream = UpstreamTimeouts()
     /// Path probed on every backend by the active health checks (vLLM and the mock serve /health).
@@ -92,7 +94,8 @@ public struct GatewayConfiguration: Sendable {
         guard let root = loaded as? [String: Any] else { throw ConfigurationError(key: "(file)", problem: "must be a mapping") }
         let reader = ConfigReader(root, path: "")
         try reader.allow(["listen", "admin_listen", "redis_url", "database_url", "failure_policy", "expected_replicas",
-                          "max_request_bytes", "upstream", "models"])
+                          "lease_seconds", "max_request_bytes", "upstream", "models"])
+        if let value = try reader.int("lease_seconds", 1...86_400) { leaseSeconds = value }
         if let value = try reader.string("listen") { listen = try HostPort(value, key: "listen") }
         if let value = try reader.string("admin_listen") { adminListen = try HostPort(value, key: "admin_listen") }
         if let value = try reader.string("redis_url") { redisURL = value }

@@ -9,7 +9,7 @@ struct EmbeddedScriptTests {
         .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
         .appendingPathComponent("lua")
 
-    @Test(arguments: [("admit", EmbeddedLua.admit), ("settle", EmbeddedLua.settle), ("calendar", EmbeddedLua.calendar)])
+    @Test(arguments: [("admit", EmbeddedLua.admit), ("settle", EmbeddedLua.settle), ("calendar", EmbeddedLua.calendar), ("renew", EmbeddedLua.renew)])
     func binaryCarriesExactlyWhatLuaFolderHolds(name: String, embedded: String) throws {
         let file = try String(contentsOf: Self.luaFolder.appendingPathComponent("\(name).lua"), encoding: .utf8)
         #expect(file == embedded + "\n", "lua/\(name).lua differs from the embedded copy: run scripts/embed.sh")
@@ -17,6 +17,6 @@ struct EmbeddedScriptTests {
 
     @Test func everyLuaFileIsEmbedded() throws {
         let files = try FileManager.default.contentsOfDirectory(atPath: Self.luaFolder.path).filter { $0.hasSuffix(".lua") }
-        #expect(Set(files) == ["admit.lua", "settle.lua", "calendar.lua"])
+        #expect(Set(files) == ["admit.lua", "settle.lua", "calendar.lua", "renew.lua"])
     }
 }

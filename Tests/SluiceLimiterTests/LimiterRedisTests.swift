@@ -220,3 +220,31 @@ struct LimiterRedisTests {
         }
     }
 }
+
+@Suite("Lease renewal")
+struct LeaseRenewalTests {
+    @Test func aRenewedLeaseOutlivesItsLengthAndFreesOnceRenewalStops() async throws {
+        var configuration = LimiterConfiguration()
+        configuration.timings.lease = .milliseconds(900)
+        let fixture = try LimiterFixture(configuration: configuration)
+        let limits = Limits(maxConcurrentRequests: 1)
+        let held = try #require(await fixture.limiter.admit(fixture.request(keyLimits: limits)).admission)
+        #expect(held.holdsConcurrencySlots)
+        // Renew for three lease lengths: the slot stays taken (leases run on Redis's clock;
+        // there is no event to wait for but time itself).
+        let clock = ContinuousClock()
+        let start = clock.now
+        while clock.now - start < .milliseconds(2_700) {
+            await fixture.limiter.renew(held)
+            #expect(await fixture.limiter.admit(fixture.request(keyLimits: limits)).denial?.limit == "key_max_concurrent_requests")
+            try await Task.sleep(for: fixture.limiter.renewalInterval)
+        }
+        // Renewal stopped (the replica died): the lease runs out by itself.
+        var freed = false
+        for _ in 0..<100 where !freed {
+            try await Task.sleep(for: .milliseconds(50))
+            freed = await fixture.limiter.admit(fixture.request(keyLimits: limits)).admission != nil
+        }
+        #expect(freed)
+    }
+}

@@ -154,6 +154,22 @@ struct GatewayEndToEndTests {
         }
     }
 
+    /// A stream that outlives its lease keeps its concurrency slot: the gateway renews it.
+    @Test func longStreamsKeepTheirSlotPastTheLease() async throws {
+        try await GatewayHarness.run(keyLimits: Limits(maxConcurrentRequests: 1), leaseSeconds: 1) { gateway in
+            let (started, signal) = AsyncStream.makeStream(of: Void.self)
+            async let stream = gateway.chat(model: "slow-model", stream: true, hangUpAfterBytes: 20_000,
+                                            onFirstBytes: { signal.yield() })
+            var iterator = started.makeAsyncIterator()
+            await iterator.next()
+            // Three lease lengths later the slot must still be taken (leases are time itself).
+            try await Task.sleep(for: .seconds(3))
+            let second = try await gateway.chat()
+            #expect(second.status == 429 && second.body.contains("key_max_concurrent_requests"))
+            _ = try await stream
+        }
+    }
+
     @Test func sigtermLetsAnInFlightStreamFinish() async throws {
         try await GatewayHarness.run { gateway in
             let (started, signal) = AsyncStream.makeStream(of: Void.self)

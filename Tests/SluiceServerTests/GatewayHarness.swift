@@ -25,7 +25,7 @@ struct GatewayHarness: Sendable {
 
     static let secret = "gateway-test-admin-secret-0123456789"
 
-    static func run(keyLimits: Limits = Limits(), models: [String]? = nil,
+    static func run(keyLimits: Limits = Limits(), models: [String]? = nil, leaseSeconds: Int = 120,
                     _ body: @escaping @Sendable (GatewayHarness) async throws -> Void) async throws {
         try await PostgresFixture.withClient { _, store in
             try await withThrowingTaskGroup(of: Void.self) { group in
@@ -56,6 +56,7 @@ struct GatewayHarness: Sendable {
                 configuration.adminJWTSecret = secret
                 configuration.keyPepper = "gateway-test-pepper"
                 configuration.maxRequestBytes = 64 * 1024
+                configuration.leaseSeconds = leaseSeconds
                 configuration.upstream.firstByte = .milliseconds(500)
                 configuration.models = zip(["mock-model", "slow-model", "dying-model", "hung-model", "paced-model"], ports).map { name, port in
                     .init(name: name, backends: [.init(url: "http://127.0.0.1:\(port)")])
