@@ -8,8 +8,9 @@ loadtest/results/<time>/.
     loadtest/fleet.py --short         # the CI version: short scenarios 1, 2 and 4, debug build
 
 Scenarios: 1 request limits (burst of 10·L from 512 clients; paced 2x overload in the full
-run), 2 token limits with refunds, 4 revocation time, 5 throughput vs nginx (full run).
-Not yet: 3 (concurrency with kill -9) and 6 (Redis trouble); see the report.
+run), 2 token limits with refunds, 3 concurrency limits with `kill -9` of a replica mid-stream
+(2+ replicas), 4 revocation time, 5 throughput vs nginx (full run).
+Not yet: 6 (Redis trouble); see the report.
 """
 import argparse
 import json
@@ -63,6 +64,8 @@ class Fleet:
         self.bin, self.env, self.n, self.dir = bin_dir, env, replicas, workdir
         self.processes = []
         self.mock_port = free_port()
+        self.slow_mock_port = free_port()
+        self.lease_seconds = 5
         self.balancer_port = free_port()
         self.ports = [(free_port(), free_port()) for _ in range(replicas)]
 
@@ -74,13 +77,17 @@ class Fleet:
     def start(self):
         self.spawn([f"{self.bin}/sluice-mock-upstream", "--port", str(self.mock_port), "--models", "fleet-model",
                     "--tokens", "16"], "mock.log")
+        self.spawn([f"{self.bin}/sluice-mock-upstream", "--port", str(self.slow_mock_port), "--models", "slow-model",
+                    "--tokens", "600", "--tokens-per-second", "10"], "slow-mock.log")
         self.replica_processes = []
         for index, (port, admin) in enumerate(self.ports):
             config = os.path.join(self.dir, f"replica{index}.yaml")
             with open(config, "w") as f:
                 f.write(f"listen: 127.0.0.1:{port}\nadmin_listen: 127.0.0.1:{admin}\n"
-                        f"expected_replicas: {self.n}\nmodels:\n  - name: fleet-model\n"
-                        f"    backends:\n      - url: http://127.0.0.1:{self.mock_port}\n")
+                        f"expected_replicas: {self.n}\nlease_seconds: {self.lease_seconds}\n"
+                        f"models:\n  - name: fleet-model\n"
+                        f"    backends:\n      - url: http://127.0.0.1:{self.mock_port}\n"
+                        f"  - name: slow-model\n    backends:\n      - url: http://127.0.0.1:{self.slow_mock_port}\n")
             self.replica_processes.append(
                 self.spawn([f"{self.bin}/sluice", "serve", "--config", config, "--log-level", "warning"], f"replica{index}.log"))
         servers = "\n".join(f"    server r{i} 127.0.0.1:{port}" for i, (port, _) in enumerate(self.ports))
@@ -126,10 +133,11 @@ def admin(env, bin_dir, *args):
     return sh(f"{bin_dir}/sluice", "admin", *args, env=env)
 
 
-def new_key(env, bin_dir, rpm=None, tpm=None):
+def new_key(env, bin_dir, rpm=None, tpm=None, concurrency=None):
     tenant = admin(env, bin_dir, "create-tenant", "--name", "fleet",
                    *(["--rpm", str(rpm)] if rpm else []), *(["--tpm", str(tpm)] if tpm else []))
-    return tenant, admin(env, bin_dir, "create-key", "--tenant", tenant, "--name", "fleet")
+    return tenant, admin(env, bin_dir, "create-key", "--tenant", tenant, "--name", "fleet",
+                         *(["--concurrency", str(concurrency)] if concurrency else []))
 
 
 def load(bin_dir, *args):
@@ -168,6 +176,35 @@ def scenario_token_limits(ctx, fleet, short):
             # Real usage (below the reservation) never exceeds the limit plus the refill during the run,
             # and the refunds of the first burst let part of the second in.
             "pass": first["tokens_admitted"] + second["tokens_admitted"] <= tpm + refill and second["admitted"] > 0}
+
+
+def scenario_concurrency(ctx, fleet, short):
+    """Long streams hold a key's slots across replicas; `kill -9` of the replica serving them
+    frees the slots within the lease."""
+    limit = 4
+    _, key = new_key(ctx["env"], ctx["bin"], concurrency=limit)
+    replica = [f"http://127.0.0.1:{port}" for port, _ in fleet.ports]
+    hold = subprocess.Popen([f"{ctx['bin']}/sluice-load", "hold", "--url", replica[0], "--key", key, "--count", str(limit),
+                             "--model", "slow-model", "--seconds", "120"], stdout=subprocess.PIPE, text=True)
+    try:
+        started = json.loads(hold.stdout.readline() or "{}")
+        refused = load(ctx["bin"], "burst", "--url", replica[1], "--key", key, "--count", "1", "--concurrency", "1")
+        fleet.replica_processes[0].kill()  # SIGKILL: no settle, no goodbye
+        killed = time.time()
+        freed_after = None
+        while time.time() - killed < fleet.lease_seconds + 20:
+            if load(ctx["bin"], "burst", "--url", replica[1], "--key", key, "--count", "1", "--concurrency", "1")["admitted"]:
+                freed_after = time.time() - killed
+                break
+            time.sleep(0.2)
+    finally:
+        hold.kill()
+        hold.wait()
+    return {"replicas": fleet.n, "limit": limit, "streams_started": started.get("started", 0),
+            "extra_request_statuses": refused["statuses"], "lease_seconds": fleet.lease_seconds,
+            "freed_after_seconds": freed_after,
+            "pass": started.get("started") == limit and refused["statuses"] == {"429": 1}
+                    and freed_after is not None and freed_after <= fleet.lease_seconds + 2}
 
 
 def scenario_revocation(ctx, fleet, short):
@@ -240,7 +277,7 @@ def run(args):
     os.makedirs(out_dir, exist_ok=True)
     results = {"command": " ".join(["loadtest/fleet.py"] + sys.argv[1:]), "started": stamp, "build": config,
                "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
-               "scenarios": {"request_limits": [], "token_limits": [], "revocation": [], "throughput": []}}
+               "scenarios": {"request_limits": [], "token_limits": [], "concurrency": [], "revocation": [], "throughput": []}}
     replica_counts = [1, 2] if args.short else [1, 2, 4, 8]
     with tempfile.TemporaryDirectory() as workdir:
         for n in replica_counts:
@@ -249,6 +286,9 @@ def run(args):
                 results["scenarios"]["request_limits"].append(scenario_request_limits(ctx, fleet, args.short))
                 results["scenarios"]["token_limits"].append(scenario_token_limits(ctx, fleet, args.short))
                 results["scenarios"]["revocation"].append(scenario_revocation(ctx, fleet, args.short))
+                if n >= 2:
+                    # Last: it kills a replica.
+                    results["scenarios"]["concurrency"].append(scenario_concurrency(ctx, fleet, args.short))
                 if not args.short and n in (1, 2, 4):
                     _, key = new_key(env, bin_dir, rpm=100_000_000, tpm=1_000_000_000)
                     entry = {"replicas": n, "sluice": wrk(fleet.balancer, key, 10)}
@@ -257,7 +297,8 @@ def run(args):
                     results["scenarios"]["throughput"].append(entry)
             finally:
                 fleet.stop()
-    verdicts = {name: all(r.get("pass", True) for r in runs) for name, runs in results["scenarios"].items()}
+    verdicts = {name: all(r.get("pass", True) for r in runs) for name, runs in results["scenarios"].items()
+                if runs and name != "throughput"}
     results["verdicts"] = verdicts
     with open(os.path.join(out_dir, "results.json"), "w") as f:
         json.dump(results, f, indent=2, sort_keys=True)
@@ -286,6 +327,11 @@ def report(results):
         lines.append(f"| 2 token limits | {r['replicas']} | {r['tokens_per_minute']} tokens/min; real usage admitted "
                      f"{r['first_burst']['tokens_admitted']} + {r['second_burst']['tokens_admitted']}; second burst after refunds "
                      f"admitted {r['second_burst']['admitted']} | {'PASS' if r['pass'] else 'FAIL'} |")
+    for r in s["concurrency"]:
+        freed = f"{r['freed_after_seconds']:.1f} s" if r["freed_after_seconds"] is not None else "never"
+        lines.append(f"| 3 concurrency | {r['replicas']} | {r['streams_started']} of {r['limit']} streams held on one replica; "
+                     f"an extra request via another replica: {r['extra_request_statuses']}; after `kill -9` of the "
+                     f"holder the slots freed in {freed} (lease {r['lease_seconds']} s) | {'PASS' if r['pass'] else 'FAIL'} |")
     for r in s["revocation"]:
         lines.append(f"| 4 revocation | {r['replicas']} | every replica refused the key after {r['slowest_ms']:.0f} ms "
                      f"| {'PASS' if r['pass'] else 'FAIL'} |")
@@ -298,7 +344,7 @@ def report(results):
     if baseline:
         lines.append(f"| 5 throughput | nginx | nginx → the same mock: {baseline['rps']:.0f} req/s, p50 {baseline['p50_ms']} ms, "
                      f"p99 {baseline['p99_ms']} ms | baseline |")
-    lines += ["", "Not run yet: scenario 3 (concurrency limits with `kill -9` of a replica) and scenario 6 "
+    lines += ["", "Not run yet: scenario 6 "
               "(Redis paused / restarted / SCRIPT FLUSH under load); no PNG charts yet. All processes share one "
               "2-core machine, so more replicas add contention, not capacity.", ""]
     return "\n".join(lines)

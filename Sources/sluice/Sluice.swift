@@ -134,13 +134,17 @@ struct Admin: AsyncParsableCommand {
         @Option(help: "tenant id") var tenant: String
         @Option var name: String = "default"
         @Option(help: "requests per minute for this key") var rpm: Int?
+        @Option(help: "tokens per minute for this key") var tpm: Int?
+        @Option(help: "maximum concurrent requests for this key") var concurrency: Int?
 
         func run() async throws {
             guard let tenantID = UUID(uuidString: tenant) else { throw ValidationError("--tenant must be a tenant id") }
             let hasher = KeyHasher(pepper: try Secrets.required("SLUICE_KEY_PEPPER"))
             try await database.withStore { store, _, _ in
                 let (_, key) = try await store.createKey(
-                    tenantID: tenantID, name: name, limits: Limits(requestsPerMinute: rpm), models: nil, expiresAt: nil,
+                    tenantID: tenantID, name: name,
+                    limits: Limits(requestsPerMinute: rpm, tokensPerMinute: tpm, maxConcurrentRequests: concurrency),
+                    models: nil, expiresAt: nil,
                     hasher: hasher, actor: "cli")
                 print(key)
             }

@@ -3,6 +3,8 @@
 //
 //   sluice-load burst    --url http://127.0.0.1:20000 --key K --count 1000 --concurrency 512 [--model M] [--max-tokens 30]
 //   sluice-load paced    --url ... --key K --rate 20 --seconds 60           (requests per second, open loop)
+//   sluice-load hold     --url ... --key K --count 4 --model slow-model --seconds 60
+//                        (opens count streams, prints {"started": count} once all are flowing, reads on)
 //   sluice-load revoke   --urls http://a,http://b --key K --key-id ID --admin http://127.0.0.1:20180 --token JWT
 import Foundation
 import NIOCore
@@ -78,9 +80,11 @@ func call(_ backend: Backend, key: String) async -> (Int, Int) {
     }
 }
 
+/// One JSON object per line, written unbuffered (the fleet runner reads lines as they come).
 func printJSON(_ object: [String: Any]) {
-    let data = try! JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
-    print(String(decoding: data, as: UTF8.self))
+    var data = try! JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
+    data.append(0x0A)
+    FileHandle.standardOutput.write(data)
 }
 
 func statuses(_ tally: Tally) async -> [String: Int] {
@@ -128,6 +132,38 @@ case "paced":
     }
     printJSON(["mode": "paced", "rate_per_second": rate, "seconds": seconds, "statuses": await statuses(tally),
                "admitted": await tally.statuses[200, default: 0]])
+case "hold":
+    let backend = try Backend(url: options.string("url"))
+    let key = options.string("key")
+    let count = options.int("count", 4)
+    let seconds = options.int("seconds", 60)
+    let streamBody = ByteBuffer(string: #"{"model": "\#(model)", "stream": true, "messages": [{"role": "user", "content": "hi"}]}"#)
+    let headers = HTTPHeaders([("content-type", "application/json"), ("authorization", "Bearer \(key)")])
+    let flowing = Tally()
+    let started = clock.now
+    await withTaskGroup(of: Void.self) { group in
+        for _ in 0..<count {
+            group.addTask {
+                guard let response = try? await client.send(
+                    UpstreamRequest(path: "/v1/chat/completions", headers: headers, body: streamBody), to: backend) else {
+                    await flowing.add(0)
+                    return
+                }
+                guard response.head.status == .ok, (try? await response.nextChunk()) != nil else {
+                    await flowing.add(Int(response.head.status.code))
+                    response.abandon()
+                    return
+                }
+                await flowing.add(200)
+                if await flowing.statuses[200, default: 0] == count {
+                    printJSON(["started": count])
+                }
+                while clock.now - started < .seconds(seconds), (try? await response.nextChunk()) != nil {}
+                response.abandon()
+            }
+        }
+    }
+    printJSON(["mode": "hold", "statuses": await statuses(flowing)])
 case "revoke":
     let replicas = try options.string("urls").split(separator: ",").map { try Backend(url: String($0)) }
     let key = options.string("key")
