@@ -1,3 +1,4 @@
+import Foundation
 import SluiceLimiter
 
 /// OpenAI's rate-limit header names and value formats.
@@ -36,5 +37,3 @@ enum RateLimitHeaderFields {
         return String(max(1, Int(seconds.rounded(.up))))
     }
 }
-
-import Foundation

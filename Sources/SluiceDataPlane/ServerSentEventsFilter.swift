@@ -66,9 +66,7 @@ struct ServerSentEventsFilter {
             return true
         }
         if let usage = json["usage"] as? [String: Any] {
-            let prompt = (usage["prompt_tokens"] as? NSNumber)?.intValue ?? 0
-            let completion = (usage["completion_tokens"] as? NSNumber)?.intValue ?? 0
-            self.usage = (prompt, completion)
+            self.usage = ResponseUsage.counts(usage)
             let choices = json["choices"] as? [Any] ?? []
             if choices.isEmpty { return !dropUsageChunk }
         }
@@ -84,9 +82,12 @@ enum ResponseUsage {
         let bytes = Array(body.readableBytesView)
         guard let object = usageObject(in: bytes),
               let usage = try? JSONSerialization.jsonObject(with: Data(object)) as? [String: Any] else { return nil }
-        let prompt = (usage["prompt_tokens"] as? NSNumber)?.intValue ?? 0
-        let completion = (usage["completion_tokens"] as? NSNumber)?.intValue ?? 0
-        return (prompt, completion)
+        return counts(usage)
+    }
+
+    /// Prompt and completion tokens of an OpenAI `usage` object (absent fields count 0).
+    static func counts(_ usage: [String: Any]) -> (prompt: Int, completion: Int) {
+        ((usage["prompt_tokens"] as? NSNumber)?.intValue ?? 0, (usage["completion_tokens"] as? NSNumber)?.intValue ?? 0)
     }
 
     private static let key = Array("\"usage\"".utf8)

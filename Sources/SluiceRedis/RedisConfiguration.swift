@@ -20,6 +20,14 @@ public struct RedisConfiguration: Sendable {
     /// Reconnect backoff: doubles from `minimum` after each failed attempt, up to `maximum`.
     public var reconnectBackoff: (minimum: TimeAmount, maximum: TimeAmount) = (.milliseconds(25), .seconds(2))
 
+    /// The wait before the next attempt after `failures` failed ones: `minimum · 2^(failures-1)`,
+    /// capped at `maximum`, scaled by `jitter` (0.5...1 spreads a fleet's reconnects).
+    static func backoffDelay(failures: Int, minimum: TimeAmount, maximum: TimeAmount, jitter: Double = 1) -> TimeAmount {
+        let exponent = min(max(failures - 1, 0), 20)
+        let raw = min(minimum.nanoseconds << exponent, maximum.nanoseconds)
+        return .nanoseconds(Int64(Double(raw) * jitter))
+    }
+
     public init(host: String = "127.0.0.1", port: Int = 6379, username: String? = nil,
                 password: String? = nil, database: Int = 0, tls: TLSConfiguration? = nil) {
         self.host = host

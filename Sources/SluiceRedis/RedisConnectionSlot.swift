@@ -65,9 +65,8 @@ struct RedisConnectionSlotStateMachine {
     /// The delay before the next attempt: `minimum · 2^(failures-1)`, capped, scaled by
     /// `jitter` in 0.5...1 so a fleet of replicas does not reconnect in lockstep.
     func delay(jitter: Double) -> TimeAmount {
-        let exponent = min(max(failedAttempts - 1, 0), 20)
-        let raw = min(backoff.minimum.nanoseconds << exponent, backoff.maximum.nanoseconds)
-        return .nanoseconds(Int64(Double(raw) * jitter))
+        RedisConfiguration.backoffDelay(failures: failedAttempts, minimum: backoff.minimum, maximum: backoff.maximum,
+                                        jitter: jitter)
     }
 
     mutating func closed(_ connection: RedisConnection) {

@@ -51,9 +51,10 @@ public final class RedisSubscriber: Service, Sendable {
                 }
             }
             continuation.yield(.disconnected)
-            let exponent = min(failures, 10)
-            let delay = min(backoff.minimum.nanoseconds << exponent, backoff.maximum.nanoseconds)
-            try? await Task.sleep(for: .nanoseconds(delay))
+            // One attempt more than failed so far: the wait doubles from the first failure on.
+            let delay = RedisConfiguration.backoffDelay(failures: failures + 1, minimum: backoff.minimum,
+                                                        maximum: backoff.maximum)
+            try? await Task.sleep(for: .nanoseconds(delay.nanoseconds))
         }
     }
 

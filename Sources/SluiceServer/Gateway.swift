@@ -4,13 +4,14 @@ import Logging
 import NIOCore
 import PostgresNIO
 import ServiceLifecycle
-import UnixSignals
 import SluiceAdminAPI
 import SluiceDataPlane
 import SluiceLimiter
 import SluiceRedis
 import SluiceTenancy
 import SluiceUpstream
+import Synchronization
+import UnixSignals
 
 /// One gateway replica: every long-running part is a `Service` in one `ServiceGroup`, so a
 /// SIGTERM stops the listeners accepting, lets in-flight requests and streams finish (bounded),
@@ -137,5 +138,3 @@ final class ListeningReporter: Sendable {
         if let ready { callback(ready) }
     }
 }
-
-import Synchronization

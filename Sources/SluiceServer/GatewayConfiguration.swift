@@ -215,7 +215,8 @@ public struct GatewayConfiguration: Sendable {
         return policy
     }
 
-    private static func secret(_ name: String, _ environment: [String: String]) throws(ConfigurationError) -> String {
+    /// A secret from `NAME`, or from the file named by `NAME_FILE`; "" when neither is set.
+    public static func secret(_ name: String, _ environment: [String: String]) throws(ConfigurationError) -> String {
         if let value = environment[name], !value.isEmpty { return value }
         if let path = environment["\(name)_FILE"] {
             do {

@@ -1,6 +1,7 @@
 import Foundation
 import Hummingbird
 import Logging
+import NIOCore
 import PostgresNIO
 import SluiceAdminAPI
 import SluiceDataPlane
@@ -68,5 +69,3 @@ struct OperationsRoutes: Sendable {
         Response(status: .ok, headers: [.contentType: "text/plain"], body: .init(byteBuffer: ByteBuffer(string: value)))
     }
 }
-
-import NIOCore

@@ -178,7 +178,7 @@ public final class KeyResolver: Sendable {
         let now = ContinuousClock.now
         memory.withLock { memory in
             if memory.count >= settings.memoryCapacity {
-                // Bounded: drop what is past even the stale window, then anything if still full.
+                // Bounded: drop entries no longer fresh (their stale copies go too), then anything if still full.
                 memory = memory.filter { now - $0.value.fetched < settings.memoryTTL }
                 if memory.count >= settings.memoryCapacity { memory.removeAll() }
             }

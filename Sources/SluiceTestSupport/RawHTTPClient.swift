@@ -1,3 +1,4 @@
+import Foundation
 import NIOCore
 import NIOPosix
 
@@ -76,5 +77,3 @@ public enum RawHTTPClient {
         return output
     }
 }
-
-import Foundation

@@ -53,7 +53,8 @@ public final class Backend: Sendable {
         }
     }
 
-    func release() {
+    /// Gives back the slot `BackendSelector.acquire` took.
+    public func releaseSlot() {
         state.withLock { $0.outstanding -= 1 }
     }
 
@@ -105,8 +106,4 @@ public struct BackendSelector: Sendable {
         }
         return nil
     }
-}
-
-extension Backend {
-    public func releaseSlot() { release() }
 }

@@ -155,12 +155,8 @@ struct Admin: AsyncParsableCommand {
 /// Secrets come only from the environment, or from a file named by `<NAME>_FILE`.
 enum Secrets {
     static func required(_ name: String) throws -> String {
-        let environment = ProcessInfo.processInfo.environment
-        if let value = environment[name], !value.isEmpty { return value }
-        if let path = environment["\(name)_FILE"] {
-            let value = try String(contentsOfFile: path, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
-            if !value.isEmpty { return value }
-        }
-        throw ValidationError("set \(name) (or \(name)_FILE)")
+        let value = try GatewayConfiguration.secret(name, ProcessInfo.processInfo.environment)
+        guard !value.isEmpty else { throw ValidationError("set \(name) (or \(name)_FILE)") }
+        return value
     }
 }
