@@ -5,12 +5,15 @@ scripts/stack-up.sh), tears all of it down, and writes results.json and report.m
 loadtest/results/<time>/.
 
     loadtest/fleet.py                 # full run (several minutes)
-    loadtest/fleet.py --short         # the CI version: short scenarios 1, 2 and 4, debug build
+    loadtest/fleet.py --short         # the CI version: short scenarios 1-4 and 6, debug build
 
 Scenarios: 1 request limits (burst of 10·L from 512 clients; paced 2x overload in the full
 run), 2 token limits with refunds, 3 concurrency limits with `kill -9` of a replica mid-stream
 (2+ replicas), 4 revocation time, 5 throughput vs nginx (full run).
-Not yet: 6 (Redis trouble); see the report.
+6 Redis paused / SCRIPT FLUSHed / restarted under load (2 replicas; policies closed, open and
+local in the full run, closed in the short one). PNG charts come from loadtest/charts.py.
+
+    loadtest/fleet.py --scenarios redis_trouble --replicas 2    # a subset
 """
 import argparse
 import json
@@ -60,8 +63,8 @@ def wait_ready(url, timeout=30):
 class Fleet:
     """The mock model server, N replicas and haproxy; stop() leaves nothing running."""
 
-    def __init__(self, bin_dir, env, replicas, workdir):
-        self.bin, self.env, self.n, self.dir = bin_dir, env, replicas, workdir
+    def __init__(self, bin_dir, env, replicas, workdir, policy="closed"):
+        self.bin, self.env, self.n, self.dir, self.policy = bin_dir, env, replicas, workdir, policy
         self.processes = []
         self.mock_port = free_port()
         self.slow_mock_port = free_port()
@@ -84,7 +87,7 @@ class Fleet:
             config = os.path.join(self.dir, f"replica{index}.yaml")
             with open(config, "w") as f:
                 f.write(f"listen: 127.0.0.1:{port}\nadmin_listen: 127.0.0.1:{admin}\n"
-                        f"expected_replicas: {self.n}\nlease_seconds: {self.lease_seconds}\n"
+                        f"expected_replicas: {self.n}\nlease_seconds: {self.lease_seconds}\nfailure_policy: {self.policy}\n"
                         f"models:\n  - name: fleet-model\n"
                         f"    backends:\n      - url: http://127.0.0.1:{self.mock_port}\n"
                         f"  - name: slow-model\n    backends:\n      - url: http://127.0.0.1:{self.slow_mock_port}\n")
@@ -141,7 +144,19 @@ def new_key(env, bin_dir, rpm=None, tpm=None, concurrency=None):
 
 
 def load(bin_dir, *args):
-    return json.loads(sh(f"{bin_dir}/sluice-load", *args))
+    """Runs the driver; its last line is the result."""
+    return json.loads(sh(f"{bin_dir}/sluice-load", *args).splitlines()[-1])
+
+
+def cumulative(times, seconds):
+    """How many of `times` fall before the end of each second 1..seconds."""
+    times = sorted(times)
+    counts, index = [], 0
+    for second in range(1, seconds + 1):
+        while index < len(times) and times[index] < second:
+            index += 1
+        counts.append(index)
+    return counts
 
 
 def scenario_request_limits(ctx, fleet, short):
@@ -149,17 +164,19 @@ def scenario_request_limits(ctx, fleet, short):
     _, key = new_key(ctx["env"], ctx["bin"], rpm=limit)
     burst = load(ctx["bin"], "burst", "--url", fleet.balancer, "--key", key, "--count", str(10 * limit),
                  "--concurrency", "256" if short else "512")
-    # GCRA refills one request every 60/limit seconds; a burst that takes longer may see refills.
-    refill = int(burst["seconds"] * limit / 60)
-    result = {"replicas": fleet.n, "limit_per_minute": limit, "burst": burst, "allowed_max": limit + refill,
-              "pass": limit <= burst["admitted"] <= limit + refill and burst["statuses"].get("0", 0) == 0}
+    # Exactly `limit`: the driver opens its connections first so the burst ends within one
+    # emission interval (60/limit s), before the limiter's first refill is due.
+    result = {"replicas": fleet.n, "limit_per_minute": limit, "burst": burst, "emission_interval_s": 60 / limit,
+              "pass": burst["admitted"] == limit and burst["statuses"].get("0", 0) == 0}
     if not short:
         # Paced overload at twice the rate, after the burst drained the bucket.
         seconds = 180
         paced = load(ctx["bin"], "paced", "--url", fleet.balancer, "--key", key, "--rate", str(2 * limit / 60 * 1),
                      "--seconds", str(seconds))
         expected = seconds * limit / 60
-        result["paced"] = dict(paced, expected=expected)
+        outcomes = paced.pop("outcomes")
+        result["paced"] = dict(paced, expected=expected,
+                               admitted_by_second=cumulative([row[0] for row in outcomes if row[1] == 200], seconds))
         result["pass"] = result["pass"] and abs(paced["admitted"] - expected) <= 0.01 * expected + 1
     return result
 
@@ -218,11 +235,128 @@ def scenario_revocation(ctx, fleet, short):
     return {"replicas": fleet.n, **result, "pass": 0 <= result["slowest_ms"] < 1000}
 
 
+class PrivateRedis:
+    """A Redis of the scenario's own (no persistence), so it can be paused and restarted."""
+
+    def __init__(self, workdir):
+        self.port, self.dir, self.process = free_port(), workdir, None
+
+    @property
+    def url(self):
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self):
+        self.process = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                                         "--appendonly", "no", "--dir", self.dir], stdout=subprocess.DEVNULL)
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("private redis-server did not start")
+
+    def stop(self):
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)
+            self.process.terminate()
+            self.process.wait(timeout=10)
+
+    def command(self, *args):
+        return sh("redis-cli", "-p", str(self.port), *args)
+
+
+# Scenario 6's schedule, in seconds after the first request: (event, start, end).
+REDIS_TROUBLE = [("pause", 4, 9), ("script_flush", 14, 14), ("restart", 19, 21)]
+# The longest a request may take while Redis misbehaves: one admit and three settle attempts,
+# each capped by the 1 s Redis command timeout, plus a second of slack.
+REDIS_TROUBLE_BOUND_MS = 5_000
+
+
+def scenario_redis_trouble(ctx, policy, replicas, workdir, short):
+    """Under steady load through the balancer, Redis is paused (SIGSTOP), its scripts flushed,
+    and it is restarted empty. Judged against the failure policy: `closed` refuses with 503
+    while Redis is unreachable and recovers; `open` and `local` keep admitting. No request may
+    take longer than the timeouts allow, and none may fail at the transport."""
+    redis = PrivateRedis(workdir).start()
+    env = dict(ctx["env"], SLUICE_REDIS_URL=redis.url)
+    fleet = Fleet(ctx["bin"], env, replicas, workdir, policy=policy).start()
+    seconds, rate = 30, 40 if short else 100
+    try:
+        _, key = new_key(ctx["env"], ctx["bin"], rpm=1_000_000, tpm=100_000_000)
+        driver = subprocess.Popen([f"{ctx['bin']}/sluice-load", "paced", "--url", fleet.balancer, "--key", key,
+                                   "--rate", str(rate), "--seconds", str(seconds)], stdout=subprocess.PIPE, text=True)
+        json.loads(driver.stdout.readline())
+        started = time.time()
+        happened = {}
+        for event, begin, end in REDIS_TROUBLE:
+            time.sleep(max(0, started + begin - time.time()))
+            happened[event] = [round(time.time() - started, 3)]
+            if event == "pause":
+                redis.process.send_signal(signal.SIGSTOP)
+                time.sleep(max(0, started + end - time.time()))
+                redis.process.send_signal(signal.SIGCONT)
+            elif event == "script_flush":
+                redis.command("SCRIPT", "FLUSH")
+            else:
+                redis.stop()
+                time.sleep(max(0, started + end - time.time()))
+                redis.start()
+            happened[event].append(round(time.time() - started, 3))
+        result = json.loads(driver.communicate(timeout=seconds + 60)[0].splitlines()[-1])
+    finally:
+        if redis.process.poll() is None:
+            redis.process.send_signal(signal.SIGCONT)
+        fleet.stop()
+        redis.stop()
+    return judge_redis_trouble(policy, replicas, rate, happened, result.pop("outcomes"), result)
+
+
+def judge_redis_trouble(policy, replicas, rate, happened, outcomes, result):
+    (pause_start, pause_end), (flush, _), (down, up) = happened["pause"], happened["script_flush"], happened["restart"]
+    outage = lambda t: pause_start <= t < pause_end or down <= t < up
+    def recovered_after(end, until):
+        """Seconds from `end` until every later request (before `until`) was admitted."""
+        failures = [start for start, status, _ in outcomes if end <= start < until and status != 200]
+        return round(max(failures) - end, 2) if failures else 0.0
+    before = [status for start, status, _ in outcomes if start < pause_start]
+    during = [status for start, status, _ in outcomes if outage(start)]
+    after_flush = [status for start, status, _ in outcomes if flush <= start < flush + 3]
+    slowest = max(ms for _, _, ms in outcomes)
+    recovery = {"pause": recovered_after(pause_end, flush), "restart": recovered_after(up, float("inf"))}
+    statuses = {str(code): sum(1 for _, status, _ in outcomes if status == code) for code in sorted({o[1] for o in outcomes})}
+    during_statuses = {str(code): during.count(code) for code in sorted(set(during))}
+    if policy == "closed":
+        # Unreachable Redis means 503 limiter_unavailable (a request already admitted may finish).
+        policy_ok = set(during) <= {200, 503} and 503 in during and max(recovery.values()) <= 5
+    else:
+        policy_ok = set(during) == {200}
+    checks = {"steady_before": set(before) == {200}, "policy_during_outage": policy_ok,
+              "script_flush_transparent": set(after_flush) == {200}, "no_transport_errors": 0 not in statuses,
+              "no_hang": slowest <= REDIS_TROUBLE_BOUND_MS}
+    return {"policy": policy, "replicas": replicas, "rate_per_second": rate, "events": happened,
+            "statuses": statuses, "statuses_during_outage": during_statuses, "recovered_after_s": recovery,
+            "slowest_ms": slowest, "bound_ms": REDIS_TROUBLE_BOUND_MS, "latency": result["latency"], "checks": checks,
+            "per_second": per_second(outcomes), "pass": all(checks.values())}
+
+
+def per_second(outcomes):
+    """[second, admitted, refused or failed, slowest ms] for each second of a run."""
+    rows = {}
+    for start, status, ms in outcomes:
+        row = rows.setdefault(int(start), [int(start), 0, 0, 0.0])
+        row[1 if status == 200 else 2] += 1
+        row[3] = max(row[3], ms)
+    return [rows[second] for second in sorted(rows)]
+
+
 def wrk(url, key, seconds, connections=128):
     script = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)
     script.write('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
                  f'wrk.headers["Authorization"] = "Bearer {key}"\n'
-                 'wrk.body = \'{"model": "fleet-model", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 16}\'\n')
+                 'wrk.body = \'{"model": "fleet-model", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 16}\'\n'
+                 'function done(summary, latency, requests) io.write(string.format("p999_us %d\\n", latency:percentile(99.9))) end\n')
     script.close()
     out = sh("wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", script.name, f"{url}/v1/chat/completions")
     os.unlink(script.name)
@@ -234,6 +368,7 @@ def wrk(url, key, seconds, connections=128):
         return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
     return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
             "p50_ms": percentile("50%"), "p99_ms": percentile("99%"),
+            "p999_ms": int(re.search(r"^p999_us (\d+)", out, re.M).group(1)) / 1000,
             "non_2xx": int(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", out)) else 0}
 
 
@@ -264,6 +399,15 @@ http {{
         nginx.wait(timeout=10)
 
 
+SCENARIOS = ["request_limits", "token_limits", "concurrency", "revocation", "throughput", "redis_trouble"]
+
+
+def machine():
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    memory = next((int(line.split()[1]) // 1024 for line in open("/proc/meminfo") if line.startswith("MemTotal")), 0)
+    return {"cpus": os.cpu_count(), "cpu": cpu, "memory_mib": memory, "platform": platform.platform()}
+
+
 def run(args):
     env = dict(os.environ, **stack_env(), SLUICE_ADMIN_JWT_SECRET=SECRET, SLUICE_KEY_PEPPER=PEPPER)
     env["SLUICE_DATABASE_URL"], env["SLUICE_REDIS_URL"] = env["SLUICE_TEST_DATABASE_URL"], env["SLUICE_TEST_REDIS_URL"]
@@ -277,77 +421,126 @@ def run(args):
     out_dir = args.output or os.path.join(ROOT, "loadtest", "results", ("short-" if args.short else "") + stamp)
     os.makedirs(out_dir, exist_ok=True)
     results = {"command": " ".join(["loadtest/fleet.py"] + sys.argv[1:]), "started": stamp, "build": config,
-               "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
-               "scenarios": {"request_limits": [], "token_limits": [], "concurrency": [], "revocation": [], "throughput": []}}
-    replica_counts = [1, 2] if args.short else [1, 2, 4, 8]
+               "machine": machine(), "scenarios": {name: [] for name in SCENARIOS}}
+    wanted = set(args.scenarios.split(",")) if args.scenarios else set(SCENARIOS)
+    unknown = wanted - set(SCENARIOS)
+    if unknown:
+        sys.exit(f"unknown scenarios {sorted(unknown)}; known: {', '.join(SCENARIOS)}")
+    replica_counts = [int(n) for n in args.replicas.split(",")] if args.replicas else [1, 2] if args.short else [1, 2, 4, 8]
+    fleet_scenarios = [("request_limits", scenario_request_limits), ("token_limits", scenario_token_limits),
+                       ("revocation", scenario_revocation)]
     with tempfile.TemporaryDirectory() as workdir:
         for n in replica_counts:
+            if not wanted & {"request_limits", "token_limits", "revocation", "concurrency", "throughput"}:
+                break
             fleet = Fleet(bin_dir, env, n, workdir).start()
             try:
-                results["scenarios"]["request_limits"].append(scenario_request_limits(ctx, fleet, args.short))
-                results["scenarios"]["token_limits"].append(scenario_token_limits(ctx, fleet, args.short))
-                results["scenarios"]["revocation"].append(scenario_revocation(ctx, fleet, args.short))
-                if n >= 2:
+                for name, scenario in fleet_scenarios:
+                    if name in wanted:
+                        results["scenarios"][name].append(scenario(ctx, fleet, args.short))
+                if "throughput" in wanted and not args.short and n in (1, 2, 4):
+                    results["scenarios"]["throughput"].append(scenario_throughput(ctx, fleet, workdir))
+                if "concurrency" in wanted and n >= 2:
                     # Last: it kills a replica.
                     results["scenarios"]["concurrency"].append(scenario_concurrency(ctx, fleet, args.short))
-                if not args.short and n in (1, 2, 4):
-                    _, key = new_key(env, bin_dir, rpm=100_000_000, tpm=1_000_000_000)
-                    entry = {"replicas": n, "sluice": wrk(fleet.balancer, key, 10)}
-                    if n == 1:
-                        entry["nginx"] = nginx_baseline(fleet.mock_port, workdir, 10)
-                    results["scenarios"]["throughput"].append(entry)
             finally:
                 fleet.stop()
+        if "redis_trouble" in wanted:
+            for policy in ["closed"] if args.short else ["closed", "open", "local"]:
+                results["scenarios"]["redis_trouble"].append(scenario_redis_trouble(ctx, policy, 2, workdir, args.short))
     verdicts = {name: all(r.get("pass", True) for r in runs) for name, runs in results["scenarios"].items()
                 if runs and name != "throughput"}
     results["verdicts"] = verdicts
     with open(os.path.join(out_dir, "results.json"), "w") as f:
-        json.dump(results, f, indent=2, sort_keys=True)
+        json.dump(results, f, indent=1, sort_keys=True)
+    charts = draw_charts(out_dir) if args.charts or not args.short else []
     with open(os.path.join(out_dir, "report.md"), "w") as f:
-        f.write(report(results))
-    print(report(results))
+        f.write(report(results, charts))
+    print(report(results, charts))
     passed = sum(verdicts.values())
     print(f"fleet: {passed} passed, {len(verdicts) - passed} failed")
     return 0 if all(verdicts.values()) else 1
 
 
-def report(results):
-    s = results["scenarios"]
+def scenario_throughput(ctx, fleet, workdir):
+    _, key = new_key(ctx["env"], ctx["bin"], rpm=100_000_000, tpm=1_000_000_000)
+    entry = {"replicas": fleet.n, "sluice": wrk(fleet.balancer, key, 10)}
+    if fleet.n == 1:
+        entry["nginx"] = nginx_baseline(fleet.mock_port, workdir, 10)
+    return entry
+
+
+def draw_charts(out_dir):
+    """PNG charts through loadtest/charts.py, in a venv of its own with matplotlib from PyPI."""
+    venv = os.path.join(stack_env().get("SLUICE_STACK_DIR", "/tmp/sluice-stack"), "venv-charts")
+    try:
+        if not os.path.exists(os.path.join(venv, "bin", "python")):
+            sh("python3", "-m", "venv", venv)
+        sh(os.path.join(venv, "bin", "pip"), "install", "-q", "matplotlib")
+        return sh(os.path.join(venv, "bin", "python"), os.path.join(ROOT, "loadtest", "charts.py"), out_dir).split()
+    except subprocess.CalledProcessError as error:
+        print(f"charts skipped: {error.stderr.strip()[-500:]}", file=sys.stderr)
+        return []
+
+
+def verdict(run):
+    return "PASS" if run["pass"] else "FAIL"
+
+
+def report(results, charts=()):
+    s, m = results["scenarios"], results["machine"]
     lines = [f"# Sluice fleet load test ({results['started']})", "",
-             f"Command: `{results['command']}` ({results['build']} build) on {results['machine']['cpus']} CPUs, "
-             f"{results['machine']['platform']}. Everything on loopback: haproxy (round robin) in front of N replicas, "
-             "one Redis, one PostgreSQL, one mock model server.", "",
+             f"Command: `{results['command']}` ({results['build']} build). Machine: {m['cpus']} × {m.get('cpu', '?')}, "
+             f"{m.get('memory_mib', '?')} MiB, {m['platform']}. Everything on loopback: haproxy (round robin) in front "
+             "of N replicas, one Redis, one PostgreSQL, one mock model server; all share the same CPUs, so more "
+             "replicas add contention, not capacity.", "",
              "| scenario | replicas | result | verdict |", "| --- | --- | --- | --- |"]
     for r in s["request_limits"]:
-        detail = f"limit {r['limit_per_minute']}/min, burst of {r['burst']['count']} from {r['burst']['concurrency']} clients: " \
-                 f"admitted {r['burst']['admitted']} (allowed {r['limit_per_minute']}..{r['allowed_max']})"
+        b = r["burst"]
+        detail = (f"limit {r['limit_per_minute']}/min, burst of {b['count']} from {b['concurrency']} clients in "
+                  f"{b['seconds']:.2f} s: admitted {b['admitted']} (must be exactly {r['limit_per_minute']}); statuses {b['statuses']}")
         if "paced" in r:
-            detail += f"; paced 2x for {r['paced']['seconds']} s: admitted {r['paced']['admitted']} (expected {r['paced']['expected']:.0f} ±1%)"
-        lines.append(f"| 1 request limits | {r['replicas']} | {detail} | {'PASS' if r['pass'] else 'FAIL'} |")
+            detail += (f"; paced 2x for {r['paced']['seconds']} s: admitted {r['paced']['admitted']} "
+                       f"(expected {r['paced']['expected']:.0f} ±1%)")
+        lines.append(f"| 1 request limits | {r['replicas']} | {detail} | {verdict(r)} |")
     for r in s["token_limits"]:
         lines.append(f"| 2 token limits | {r['replicas']} | {r['tokens_per_minute']} tokens/min; real usage admitted "
                      f"{r['first_burst']['tokens_admitted']} + {r['second_burst']['tokens_admitted']}; second burst after refunds "
-                     f"admitted {r['second_burst']['admitted']} | {'PASS' if r['pass'] else 'FAIL'} |")
+                     f"admitted {r['second_burst']['admitted']} | {verdict(r)} |")
     for r in s["concurrency"]:
         freed = f"{r['freed_after_seconds']:.1f} s" if r["freed_after_seconds"] is not None else "never"
         lines.append(f"| 3 concurrency | {r['replicas']} | {r['streams_started']} of {r['limit']} streams held on one replica; "
                      f"an extra request via another replica: {r['extra_request_statuses']}; after `kill -9` of the "
-                     f"holder the slots freed in {freed} (lease {r['lease_seconds']} s) | {'PASS' if r['pass'] else 'FAIL'} |")
+                     f"holder the slots freed in {freed} (lease {r['lease_seconds']} s) | {verdict(r)} |")
     for r in s["revocation"]:
         lines.append(f"| 4 revocation | {r['replicas']} | every replica refused the key after {r['slowest_ms']:.0f} ms "
-                     f"| {'PASS' if r['pass'] else 'FAIL'} |")
+                     f"| {verdict(r)} |")
     baseline = next((r["nginx"] for r in s["throughput"] if "nginx" in r), None)
     for r in s["throughput"]:
         t = r["sluice"]
         ratio = f", {t['rps'] / baseline['rps']:.2f}x nginx" if baseline else ""
         lines.append(f"| 5 throughput | {r['replicas']} | Sluice with limits via haproxy: {t['rps']:.0f} req/s{ratio}, "
-                     f"p50 {t['p50_ms']} ms, p99 {t['p99_ms']} ms, non-2xx {t['non_2xx']} | measured |")
+                     f"p50 {t['p50_ms']} ms, p99 {t['p99_ms']} ms, p999 {t.get('p999_ms')} ms, non-2xx {t['non_2xx']} | measured |")
     if baseline:
         lines.append(f"| 5 throughput | nginx | nginx → the same mock: {baseline['rps']:.0f} req/s, p50 {baseline['p50_ms']} ms, "
-                     f"p99 {baseline['p99_ms']} ms | baseline |")
-    lines += ["", "Not run yet: scenario 6 "
-              "(Redis paused / restarted / SCRIPT FLUSH under load); no PNG charts yet. All processes share one "
-              "2-core machine, so more replicas add contention, not capacity.", ""]
+                     f"p99 {baseline['p99_ms']} ms, p999 {baseline.get('p999_ms')} ms | baseline |")
+    for r in s["redis_trouble"]:
+        e = r["events"]
+        failed = [name for name, ok in r["checks"].items() if not ok]
+        lines.append(f"| 6 Redis trouble, policy `{r['policy']}` | {r['replicas']} | {r['rate_per_second']} req/s; paused "
+                     f"{e['pause'][0]:.0f}–{e['pause'][1]:.0f} s, SCRIPT FLUSH at {e['script_flush'][0]:.0f} s, restarted empty "
+                     f"{e['restart'][0]:.0f}–{e['restart'][1]:.0f} s; statuses {r['statuses']}, while unreachable "
+                     f"{r['statuses_during_outage']}; all admitted again {r['recovered_after_s']['pause']} s after the pause and "
+                     f"{r['recovered_after_s']['restart']} s after the restart; slowest request {r['slowest_ms']:.0f} ms "
+                     f"(bound {r['bound_ms']} ms)" + (f"; failed checks: {', '.join(failed)}" if failed else "")
+                     + f" | {verdict(r)} |")
+    if charts:
+        lines += [""] + [f"![{name}]({name})" for name in charts]
+    lines += ["", "How to read it: scenario 1's burst must admit exactly the limit (the driver opens its connections "
+              "first, so the burst ends before the first refill is due); scenario 6 expects `closed` to answer 503 "
+              "`limiter_unavailable` while Redis is unreachable and to recover within 5 s, and `open`/`local` to keep "
+              "admitting; no request may take longer than one admit plus three settle attempts at the 1 s Redis "
+              "command timeout (5 s with slack).", ""]
     return "\n".join(lines)
 
 
@@ -355,4 +548,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--short", action="store_true", help="CI version: short scenarios, debug build")
     parser.add_argument("--output", help="results folder (default loadtest/results/<time>)")
+    parser.add_argument("--scenarios", help=f"comma-separated subset of {','.join(SCENARIOS)}")
+    parser.add_argument("--replicas", help="comma-separated replica counts (default 1,2,4,8; short 1,2)")
+    parser.add_argument("--charts", action="store_true", help="draw PNG charts in a short run too")
     sys.exit(run(parser.parse_args()))

@@ -2,7 +2,9 @@
 // replicas) and prints one JSON object with every outcome counted. loadtest/fleet.sh runs it.
 //
 //   sluice-load burst    --url http://127.0.0.1:20000 --key K --count 1000 --concurrency 512 [--model M] [--max-tokens 30]
-//   sluice-load paced    --url ... --key K --rate 20 --seconds 60           (requests per second, open loop)
+//                        (opens every client's connection first, then fires the burst at once)
+//   sluice-load paced    --url ... --key K --rate 20 --seconds 60           (requests per second, open loop;
+//                        prints {"started": true} when the first request goes, then the result with every outcome)
 //   sluice-load hold     --url ... --key K --count 4 --model slow-model --seconds 60
 //                        (opens count streams, prints {"started": count} once all are flowing, reads on)
 //   sluice-load revoke   --urls http://a,http://b --key K --key-id ID --admin http://127.0.0.1:20180 --token JWT
@@ -32,14 +34,34 @@ struct Options {
     func int(_ name: String, _ fallback: Int) -> Int { values[name].flatMap(Int.init) ?? fallback }
 }
 
-/// Outcome counts of a run, by HTTP status (0 = transport error).
+/// Every request's outcome: when it started (seconds into the run), its HTTP status (0 =
+/// transport error), how long it took, and the tokens it reported.
+struct Outcome {
+    var start: Double
+    var status: Int
+    var milliseconds: Double
+    var tokens: Int
+}
+
 actor Tally {
-    var statuses: [Int: Int] = [:]
-    var tokensAdmitted = 0
-    func add(_ status: Int, tokens: Int = 0) {
-        statuses[status, default: 0] += 1
-        tokensAdmitted += tokens
+    private(set) var outcomes: [Outcome] = []
+    func add(_ outcome: Outcome) { outcomes.append(outcome) }
+
+    var statuses: [String: Int] { outcomes.reduce(into: [:]) { $0[String($1.status), default: 0] += 1 } }
+    var admitted: Int { outcomes.count { $0.status == 200 } }
+    var tokensAdmitted: Int { outcomes.reduce(0) { $0 + $1.tokens } }
+
+    /// p50 / p99 / p999 / max latency in milliseconds.
+    var latency: [String: Double] {
+        let sorted = outcomes.map(\.milliseconds).sorted()
+        func at(_ fraction: Double) -> Double {
+            sorted.isEmpty ? 0 : sorted[min(sorted.count - 1, Int(Double(sorted.count) * fraction))]
+        }
+        return ["p50_ms": at(0.5), "p99_ms": at(0.99), "p999_ms": at(0.999), "max_ms": sorted.last ?? 0]
     }
+
+    /// Every outcome as [start s, status, ms], for the runner's own phase and chart arithmetic.
+    var rows: [[Double]] { outcomes.map { [($0.start * 1_000).rounded() / 1_000, Double($0.status), ($0.milliseconds * 10).rounded() / 10] } }
 }
 
 /// Hands out request numbers up to a limit.
@@ -61,10 +83,20 @@ let client = try UpstreamClient(timeouts: timeouts, maxIdlePerPool: 1_024)
 let model = options.string("model", "fleet-model")
 let maxTokens = options.int("max-tokens", 16)
 let body = ByteBuffer(string: #"{"model": "\#(model)", "messages": [{"role": "user", "content": "hi"}], "max_tokens": \#(maxTokens)}"#)
+let clock = ContinuousClock()
 
-/// One chat completion; returns the status and the completion tokens reported.
-func call(_ backend: Backend, key: String) async -> (Int, Int) {
-    let headers = HTTPHeaders([("content-type", "application/json"), ("authorization", "Bearer \(key)")])
+func seconds(_ duration: Duration) -> Double {
+    Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+}
+
+/// One chat completion; `key` nil sends none (a cheap 401 that opens a keep-alive connection).
+func call(_ backend: Backend, key: String?, runStart: ContinuousClock.Instant) async -> Outcome {
+    var headers = HTTPHeaders([("content-type", "application/json")])
+    if let key { headers.add(name: "authorization", value: "Bearer \(key)") }
+    let started = clock.now
+    func outcome(_ status: Int, tokens: Int = 0) -> Outcome {
+        Outcome(start: seconds(started - runStart), status: status, milliseconds: seconds(clock.now - started) * 1_000, tokens: tokens)
+    }
     do {
         let response = try await client.send(UpstreamRequest(path: "/v1/chat/completions", headers: headers, body: body), to: backend)
         let payload = try await response.collect(limit: 1 << 20)
@@ -74,9 +106,9 @@ func call(_ backend: Backend, key: String) async -> (Int, Int) {
            let usage = json["usage"] as? [String: Any] {
             tokens = (usage["total_tokens"] as? Int) ?? 0
         }
-        return (Int(response.head.status.code), tokens)
+        return outcome(Int(response.head.status.code), tokens: tokens)
     } catch {
-        return (0, 0)
+        return outcome(0)
     }
 }
 
@@ -87,51 +119,48 @@ func printJSON(_ object: [String: Any]) {
     FileHandle.standardOutput.write(data)
 }
 
-func statuses(_ tally: Tally) async -> [String: Int] {
-    Dictionary(uniqueKeysWithValues: await tally.statuses.map { (String($0.key), $0.value) })
-}
-
-let clock = ContinuousClock()
 switch options.mode {
 case "burst":
     let backend = try Backend(url: options.string("url"))
     let key = options.string("key")
     let count = options.int("count", 1_000)
     let concurrency = options.int("concurrency", 512)
+    // Connections first, so the burst itself is short: a burst that lasts longer than one
+    // emission interval (60/limit s) would rightly see the limiter refill.
+    await withTaskGroup(of: Void.self) { group in
+        for _ in 0..<concurrency { group.addTask { _ = await call(backend, key: nil, runStart: clock.now) } }
+    }
     let tally = Tally()
     let tickets = Tickets(limit: count)
     let started = clock.now
     await withTaskGroup(of: Void.self) { group in
         for _ in 0..<concurrency {
             group.addTask {
-                while await tickets.take() {
-                    let (status, tokens) = await call(backend, key: key)
-                    await tally.add(status, tokens: tokens)
-                }
+                while await tickets.take() { await tally.add(await call(backend, key: key, runStart: started)) }
             }
         }
     }
-    let seconds = Double((clock.now - started).components.attoseconds) / 1e18 + Double((clock.now - started).components.seconds)
-    printJSON(["mode": "burst", "count": count, "concurrency": concurrency, "seconds": seconds,
-               "statuses": await statuses(tally), "admitted": await tally.statuses[200, default: 0],
-               "tokens_admitted": await tally.tokensAdmitted])
+    printJSON(["mode": "burst", "count": count, "concurrency": concurrency, "seconds": seconds(clock.now - started),
+               "statuses": await tally.statuses, "admitted": await tally.admitted,
+               "tokens_admitted": await tally.tokensAdmitted, "latency": await tally.latency])
 case "paced":
     let backend = try Backend(url: options.string("url"))
     let key = options.string("key")
     let rate = Double(options.int("rate", 20))
-    let seconds = options.int("seconds", 60)
+    let duration = options.int("seconds", 60)
     let tally = Tally()
     let started = clock.now
+    printJSON(["started": true])
     await withTaskGroup(of: Void.self) { group in
         var sent = 0
-        while clock.now - started < .seconds(seconds) {
+        while clock.now - started < .seconds(duration) {
             try? await clock.sleep(until: started + .seconds(Double(sent) / rate))
             sent += 1
-            group.addTask { await tally.add((await call(backend, key: key)).0) }
+            group.addTask { await tally.add(await call(backend, key: key, runStart: started)) }
         }
     }
-    printJSON(["mode": "paced", "rate_per_second": rate, "seconds": seconds, "statuses": await statuses(tally),
-               "admitted": await tally.statuses[200, default: 0]])
+    printJSON(["mode": "paced", "rate_per_second": rate, "seconds": duration, "statuses": await tally.statuses,
+               "admitted": await tally.admitted, "latency": await tally.latency, "outcomes": await tally.rows])
 case "hold":
     let backend = try Backend(url: options.string("url"))
     let key = options.string("key")
@@ -146,16 +175,16 @@ case "hold":
             group.addTask {
                 guard let response = try? await client.send(
                     UpstreamRequest(path: "/v1/chat/completions", headers: headers, body: streamBody), to: backend) else {
-                    await flowing.add(0)
+                    await flowing.add(Outcome(start: 0, status: 0, milliseconds: 0, tokens: 0))
                     return
                 }
                 guard response.head.status == .ok, (try? await response.nextChunk()) != nil else {
-                    await flowing.add(Int(response.head.status.code))
+                    await flowing.add(Outcome(start: 0, status: Int(response.head.status.code), milliseconds: 0, tokens: 0))
                     response.abandon()
                     return
                 }
-                await flowing.add(200)
-                if await flowing.statuses[200, default: 0] == count {
+                await flowing.add(Outcome(start: 0, status: 200, milliseconds: 0, tokens: 0))
+                if await flowing.admitted == count {
                     printJSON(["started": count])
                 }
                 while clock.now - started < .seconds(seconds), (try? await response.nextChunk()) != nil {}
@@ -163,12 +192,12 @@ case "hold":
             }
         }
     }
-    printJSON(["mode": "hold", "statuses": await statuses(flowing)])
+    printJSON(["mode": "hold", "statuses": await flowing.statuses])
 case "revoke":
     let replicas = try options.string("urls").split(separator: ",").map { try Backend(url: String($0)) }
     let key = options.string("key")
     for replica in replicas {
-        let (status, _) = await call(replica, key: key)
+        let status = await call(replica, key: key, runStart: clock.now).status
         precondition(status == 200, "key refused before revocation (\(status))")
     }
     let admin = try Backend(url: options.string("admin"))
@@ -183,16 +212,15 @@ case "revoke":
         for replica in replicas {
             group.addTask {
                 while clock.now - started < .seconds(10) {
-                    if await call(replica, key: key).0 == 401 { break }
+                    if await call(replica, key: key, runStart: started).status == 401 { break }
                 }
-                let elapsed = clock.now - started
-                return (replica.url, Double(elapsed.components.seconds) * 1_000 + Double(elapsed.components.attoseconds) / 1e15)
+                return (replica.url, seconds(clock.now - started) * 1_000)
             }
         }
         for await (url, milliseconds) in group { refusedAfter[url] = milliseconds }
     }
     printJSON(["mode": "revoke", "refused_after_ms": refusedAfter, "slowest_ms": refusedAfter.values.max() ?? -1])
 default:
-    fatalError("mode must be burst, paced or revoke")
+    fatalError("mode must be burst, paced, hold or revoke")
 }
 client.shutdown()
