@@ -95,7 +95,7 @@ let package = Package(
         .target(
             name: "SluiceAdminAPI",
             dependencies: [
-                "SluiceTenancy", "SluiceLimiter", "SluiceRedis",
+                "SluiceTenancy", "SluiceLimiter", "SluiceRedis", "SluiceErrorBody",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "JWTKit", package: "jwt-kit"),
                 .product(name: "Logging", package: "swift-log"),
@@ -129,12 +129,18 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // The OpenAI-shaped error body, shared by the inference and admin APIs.
+        .target(
+            name: "SluiceErrorBody",
+            dependencies: [.product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: strict
+        ),
         // The inference request pipeline: key → admit → route → forward → settle. No HTTP
         // framework here: the listener is a thin adapter.
         .target(
             name: "SluiceDataPlane",
             dependencies: [
-                "SluiceTenancy", "SluiceLimiter", "SluiceUpstream",
+                "SluiceTenancy", "SluiceLimiter", "SluiceUpstream", "SluiceErrorBody",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

@@ -12,20 +12,29 @@ import matplotlib.pyplot as plt
 
 
 def admitted_vs_limit(scenarios, out_dir):
-    """Scenario 1's paced overload: admitted so far against what the limit allows so far."""
+    """Scenario 1's paced 2x overload: admitted so far against what the limit allows so far, and
+    the difference between the two (over-admission would climb above zero)."""
     runs = [r for r in scenarios["request_limits"] if "paced" in r]
     if not runs:
         return None
-    figure, axes = plt.subplots(figsize=(8, 4.5))
+    figure, (total, difference) = plt.subplots(1, 2, figsize=(11, 4.5))
+    limit, seconds = runs[0]["limit_per_minute"], runs[0]["paced"]["seconds"]
+    allowed = [second * limit / 60 for second in range(1, seconds + 1)]
     for r in runs:
         counts = r["paced"]["admitted_by_second"]
-        axes.plot(range(1, len(counts) + 1), counts, label=f"admitted, {r['replicas']} replicas")
-    limit, seconds = runs[0]["limit_per_minute"], runs[0]["paced"]["seconds"]
-    axes.plot([0, seconds], [0, seconds * limit / 60], "k--", label=f"limit ({limit}/min)")
+        label = f"{r['replicas']} replica{'s' if r['replicas'] > 1 else ''}"
+        total.plot(range(1, len(counts) + 1), counts, label=f"admitted, {label}")
+        difference.plot(range(1, len(counts) + 1), [c - a for c, a in zip(counts, allowed)], label=label)
+    total.plot(range(1, seconds + 1), allowed, "k--", label=f"limit ({limit}/min)")
     offered = runs[0]["paced"]["rate_per_second"]
-    axes.plot([0, seconds], [0, seconds * offered], ":", color="grey", label=f"offered ({offered:g}/s)")
-    axes.set(xlabel="seconds", ylabel="requests (cumulative)", title="Paced 2x overload: admitted vs limit")
-    axes.legend()
+    total.set(xlabel="seconds", ylabel="requests (cumulative)",
+              title=f"Paced overload ({offered:g}/s offered): admitted vs limit")
+    total.legend(fontsize="small")
+    difference.axhline(0, color="black", linewidth=0.8)
+    difference.set(xlabel="seconds", ylabel="admitted − allowed so far", ylim=(-5, 5),
+                   title="Difference (whole requests)")
+    difference.legend(fontsize="small")
+    figure.tight_layout()
     return save(figure, out_dir, "admitted_vs_limit.png")
 
 

@@ -171,7 +171,7 @@ def scenario_request_limits(ctx, fleet, short):
     if not short:
         # Paced overload at twice the rate, after the burst drained the bucket.
         seconds = 180
-        paced = load(ctx["bin"], "paced", "--url", fleet.balancer, "--key", key, "--rate", str(2 * limit / 60 * 1),
+        paced = load(ctx["bin"], "paced", "--url", fleet.balancer, "--key", key, "--rate", str(2 * limit / 60),
                      "--seconds", str(seconds))
         expected = seconds * limit / 60
         outcomes = paced.pop("outcomes")
@@ -236,7 +236,8 @@ def scenario_revocation(ctx, fleet, short):
 
 
 class PrivateRedis:
-    """A Redis of the scenario's own (no persistence), so it can be paused and restarted."""
+    """A Redis of the scenario's own, so it can be paused and restarted. AOF persistence is on, as
+    in production: a restart keeps the usage streams, but never the script cache."""
 
     def __init__(self, workdir):
         self.port, self.dir, self.process = free_port(), workdir, None
@@ -247,7 +248,8 @@ class PrivateRedis:
 
     def start(self):
         self.process = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                                         "--appendonly", "no", "--dir", self.dir], stdout=subprocess.DEVNULL)
+                                         "--appendonly", "yes", "--appendfsync", "everysec",
+                                         "--appendfilename", f"fleet-{self.port}.aof", "--dir", self.dir], stdout=subprocess.DEVNULL)
         deadline = time.time() + 10
         while time.time() < deadline:
             try:
@@ -276,15 +278,16 @@ REDIS_TROUBLE_BOUND_MS = 5_000
 
 def scenario_redis_trouble(ctx, policy, replicas, workdir, short):
     """Under steady load through the balancer, Redis is paused (SIGSTOP), its scripts flushed,
-    and it is restarted empty. Judged against the failure policy: `closed` refuses with 503
-    while Redis is unreachable and recovers; `open` and `local` keep admitting. No request may
-    take longer than the timeouts allow, and none may fail at the transport."""
+    and it is restarted (its script cache empty). Judged against the failure policy: `closed`
+    refuses with 503 while Redis is unreachable and recovers; `open` and `local` keep admitting.
+    No request may take longer than the timeouts allow or fail at the transport, and every
+    admitted request must reach the billing ledger once."""
     redis = PrivateRedis(workdir).start()
     env = dict(ctx["env"], SLUICE_REDIS_URL=redis.url)
     fleet = Fleet(ctx["bin"], env, replicas, workdir, policy=policy).start()
     seconds, rate = 30, 40 if short else 100
     try:
-        _, key = new_key(ctx["env"], ctx["bin"], rpm=1_000_000, tpm=100_000_000)
+        tenant, key = new_key(ctx["env"], ctx["bin"], rpm=1_000_000, tpm=100_000_000)
         driver = subprocess.Popen([f"{ctx['bin']}/sluice-load", "paced", "--url", fleet.balancer, "--key", key,
                                    "--rate", str(rate), "--seconds", str(seconds)], stdout=subprocess.PIPE, text=True)
         json.loads(driver.stdout.readline())
@@ -305,12 +308,23 @@ def scenario_redis_trouble(ctx, policy, replicas, workdir, short):
                 redis.start()
             happened[event].append(round(time.time() - started, 3))
         result = json.loads(driver.communicate(timeout=seconds + 60)[0].splitlines()[-1])
+        # The metering workers drain the usage streams every 500 ms; give them time.
+        deadline = time.time() + 15
+        while ledger_rows(ctx, tenant) < result["admitted"] and time.time() < deadline:
+            time.sleep(0.5)
     finally:
         if redis.process.poll() is None:
             redis.process.send_signal(signal.SIGCONT)
-        fleet.stop()
+        fleet.stop()  # graceful: each replica writes its pending fallback usage
         redis.stop()
+    result["ledger_rows"] = ledger_rows(ctx, tenant)
     return judge_redis_trouble(policy, replicas, rate, happened, result.pop("outcomes"), result)
+
+
+def ledger_rows(ctx, tenant):
+    """Requests of this tenant in the billing ledger."""
+    return int(sh("psql", ctx["env"]["SLUICE_DATABASE_URL"], "-Atc",
+                  f"SELECT count(*) FROM usage_ledger WHERE tenant_id = '{tenant}'"))
 
 
 def judge_redis_trouble(policy, replicas, rate, happened, outcomes, result):
@@ -333,11 +347,14 @@ def judge_redis_trouble(policy, replicas, rate, happened, outcomes, result):
     else:
         policy_ok = set(during) == {200}
     checks = {"steady_before": set(before) == {200}, "policy_during_outage": policy_ok,
-              "script_flush_transparent": set(after_flush) == {200}, "no_transport_errors": 0 not in statuses,
+              "script_flush_transparent": set(after_flush) == {200}, "no_transport_errors": "0" not in statuses,
+              # Every admitted request billed once: through the Redis stream, or directly when Redis could not take it.
+              "usage_all_ledgered": result["ledger_rows"] == result["admitted"],
               "no_hang": slowest <= REDIS_TROUBLE_BOUND_MS}
     return {"policy": policy, "replicas": replicas, "rate_per_second": rate, "events": happened,
             "statuses": statuses, "statuses_during_outage": during_statuses, "recovered_after_s": recovery,
             "slowest_ms": slowest, "bound_ms": REDIS_TROUBLE_BOUND_MS, "latency": result["latency"], "checks": checks,
+            "admitted": result["admitted"], "ledger_rows": result["ledger_rows"],
             "per_second": per_second(outcomes), "pass": all(checks.values())}
 
 
@@ -528,18 +545,18 @@ def report(results, charts=()):
         e = r["events"]
         failed = [name for name, ok in r["checks"].items() if not ok]
         lines.append(f"| 6 Redis trouble, policy `{r['policy']}` | {r['replicas']} | {r['rate_per_second']} req/s; paused "
-                     f"{e['pause'][0]:.0f}–{e['pause'][1]:.0f} s, SCRIPT FLUSH at {e['script_flush'][0]:.0f} s, restarted empty "
+                     f"{e['pause'][0]:.0f}–{e['pause'][1]:.0f} s, SCRIPT FLUSH at {e['script_flush'][0]:.0f} s, restarted "
                      f"{e['restart'][0]:.0f}–{e['restart'][1]:.0f} s; statuses {r['statuses']}, while unreachable "
                      f"{r['statuses_during_outage']}; all admitted again {r['recovered_after_s']['pause']} s after the pause and "
                      f"{r['recovered_after_s']['restart']} s after the restart; slowest request {r['slowest_ms']:.0f} ms "
-                     f"(bound {r['bound_ms']} ms)" + (f"; failed checks: {', '.join(failed)}" if failed else "")
+                     f"(bound {r['bound_ms']} ms); ledger rows {r['ledger_rows']} for {r['admitted']} admitted" + (f"; failed checks: {', '.join(failed)}" if failed else "")
                      + f" | {verdict(r)} |")
     if charts:
         lines += [""] + [f"![{name}]({name})" for name in charts]
     lines += ["", "How to read it: scenario 1's burst must admit exactly the limit (the driver opens its connections "
               "first, so the burst ends before the first refill is due); scenario 6 expects `closed` to answer 503 "
               "`limiter_unavailable` while Redis is unreachable and to recover within 5 s, and `open`/`local` to keep "
-              "admitting; no request may take longer than one admit plus three settle attempts at the 1 s Redis "
+              "admitting; every admitted request must reach the billing ledger exactly once; no request may take longer than one admit plus three settle attempts at the 1 s Redis "
               "command timeout (5 s with slack).", ""]
     return "\n".join(lines)
 

@@ -1,5 +1,6 @@
 import Foundation
 import Hummingbird
+import SluiceErrorBody
 
 /// Admin API errors, in the same shape as the inference API's:
 /// `{"error": {"message", "type", "param", "code"}}`.
@@ -27,30 +28,7 @@ public struct AdminError: Error, HTTPResponseError, Sendable {
 
     public func response(from request: Request, context: some RequestContext) throws -> Response {
         let type = status == .badRequest ? "invalid_request_error" : code
-        let data = try JSONEncoder().encode(ErrorBody(error: .init(message: message, type: type, param: param, code: code)))
         return Response(status: status, headers: [.contentType: "application/json"],
-                        body: .init(byteBuffer: ByteBuffer(bytes: data)))
+                        body: .init(byteBuffer: ErrorBody.render(message: message, type: type, code: code, param: param)))
     }
-}
-
-/// `{"error": {"message", "type", "param", "code"}}`, with `param` written as null when absent.
-struct ErrorBody: Encodable {
-    struct Detail: Encodable {
-        let message: String
-        let type: String
-        let param: String?
-        let code: String
-
-        func encode(to encoder: any Encoder) throws {
-            var container = encoder.container(keyedBy: CodingKeys.self)
-            try container.encode(message, forKey: .message)
-            try container.encode(type, forKey: .type)
-            try container.encode(param, forKey: .param)
-            try container.encode(code, forKey: .code)
-        }
-
-        enum CodingKeys: String, CodingKey { case message, type, param, code }
-    }
-
-    let error: Detail
 }

@@ -46,18 +46,21 @@ public final class InferencePipeline: Sendable {
     let resolver: KeyResolver
     let limiter: Limiter
     let upstream: UpstreamClient
+    let usageFallback: any UsageFallback
     let settings: DataPlaneSettings
     let logger: Logger
     let metrics: DataPlaneMetrics
     private let selector = BackendSelector()
 
+    /// `usageFallback` takes the usage Redis could not (see `Settler`).
     public init(catalog: ModelCatalog, resolver: KeyResolver, limiter: Limiter, upstream: UpstreamClient,
-                settings: DataPlaneSettings = .init(), metrics: DataPlaneMetrics = .init(),
-                logger: Logger = Logger(label: "sluice.access")) {
+                usageFallback: any UsageFallback, settings: DataPlaneSettings = .init(),
+                metrics: DataPlaneMetrics = .init(), logger: Logger = Logger(label: "sluice.access")) {
         self.catalog = catalog
         self.resolver = resolver
         self.limiter = limiter
         self.upstream = upstream
+        self.usageFallback = usageFallback
         self.settings = settings
         self.metrics = metrics
         self.logger = logger
@@ -107,7 +110,7 @@ public final class InferencePipeline: Sendable {
         let admission = try await admit(call, key: key, body: body, reserve: body.promptEstimate + output, &record)
         record.rateLimitHeaders = RateLimitHeaderFields.fields(admission.headers)
         let settler = Settler(limiter: limiter, admission: admission, route: route, promptEstimate: body.promptEstimate,
-                              logger: logger)
+                              fallback: usageFallback, logger: logger)
         do {
             return try await forward(call, body: body, route: route, settler: settler, &record)
         } catch {
@@ -258,31 +261,46 @@ public final class InferencePipeline: Sendable {
     }
 }
 
-/// Settles one admission exactly once, with the cost of the real usage.
+/// Settles one admission exactly once, with the cost of the real usage. Usage that Redis does
+/// not take (a degraded admission under the `open`/`local` policy, or a settle that failed
+/// after its retries) goes to the fallback, which writes it straight to the ledger.
 final class Settler: Sendable {
     let limiter: Limiter
     let admission: Admission
     let route: ModelRoute
     let promptEstimate: Int
+    let fallback: any UsageFallback
     let logger: Logger
 
-    init(limiter: Limiter, admission: Admission, route: ModelRoute, promptEstimate: Int, logger: Logger) {
+    init(limiter: Limiter, admission: Admission, route: ModelRoute, promptEstimate: Int, fallback: any UsageFallback,
+         logger: Logger) {
         self.limiter = limiter
         self.admission = admission
         self.route = route
         self.promptEstimate = promptEstimate
+        self.fallback = fallback
         self.logger = logger
     }
 
     func settle(prompt: Int, completion: Int, status: Int) async {
-        let usage = Usage(promptTokens: prompt, completionTokens: completion,
-                          costMicroUSD: route.costMicroUSD(prompt: prompt, completion: completion),
+        let cost = route.costMicroUSD(prompt: prompt, completion: completion)
+        let usage = Usage(promptTokens: prompt, completionTokens: completion, costMicroUSD: cost,
                           attributes: ["status": String(status)])
         do {
-            _ = try await limiter.settle(admission, usage: usage)
+            if try await limiter.settle(admission, usage: usage) == .skipped { recordDirectly(usage) }
         } catch {
-            // The reservation expires on its own; the usage of this request is lost to metering.
-            logger.error("settle failed", metadata: ["request_id": "\(admission.requestID)", "error": "\(error)"])
+            // The reservation expires on its own; the ledger still gets the usage.
+            logger.error("settle failed; usage goes to the ledger directly",
+                         metadata: ["request_id": "\(admission.requestID)", "error": "\(error)"])
+            recordDirectly(usage)
         }
+    }
+
+    private func recordDirectly(_ usage: Usage) {
+        guard let tenant = UUID(uuidString: admission.tenantID) else { return }
+        fallback.record(UsageEntry(requestID: admission.requestID, tenantID: tenant, keyID: admission.keyID,
+                                 model: admission.model, promptTokens: usage.promptTokens,
+                                 completionTokens: usage.completionTokens, costMicroUSD: Int(usage.costMicroUSD),
+                                 at: Date()))
     }
 }

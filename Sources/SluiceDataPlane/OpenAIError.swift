@@ -1,5 +1,6 @@
 import Foundation
 import NIOCore
+import SluiceErrorBody
 
 /// An error in OpenAI's shape, with the status and code interface.md assigns to it.
 public struct OpenAIError: Error, Sendable, Equatable {
@@ -56,14 +57,12 @@ public struct OpenAIError: Error, Sendable, Equatable {
         OpenAIError(status: status, type: "server_error", code: code, message: message)
     }
 
-    public static let notFound = OpenAIError(status: 404, type: "invalid_request_error", code: "not_found",
-                                             message: "no such endpoint")
+    /// An unknown path or method on the public listener (the path is cut at 200 characters).
+    public static func unknownEndpoint(method: String, path: String) -> OpenAIError {
+        OpenAIError(status: 404, type: "invalid_request_error", code: "not_found",
+                    message: "no such endpoint: \(method) \(path.prefix(200))")
+    }
 
     /// `{"error": {"message", "type", "param", "code"}}`.
-    public var body: ByteBuffer {
-        var object: [String: Any] = ["message": message, "type": type, "code": code]
-        object["param"] = param ?? NSNull()
-        let data = (try? JSONSerialization.data(withJSONObject: ["error": object], options: [.sortedKeys])) ?? Data()
-        return ByteBuffer(bytes: data)
-    }
+    public var body: ByteBuffer { ErrorBody.render(message: message, type: type, code: code, param: param) }
 }

@@ -51,8 +51,10 @@ public enum Gateway {
         var settings = DataPlaneSettings()
         settings.maxRequestBodyBytes = configuration.maxRequestBytes
         let catalog = try configuration.catalog()
-        let pipeline = InferencePipeline(catalog: catalog, resolver: resolver, limiter: limiter,
-                                         upstream: upstream, settings: settings, metrics: metrics, logger: logger)
+        let ledger = UsageLedger(client: postgres, logger: logger)
+        let usageFallback = LedgerFallbackWriter(ledger: ledger, logger: logger)
+        let pipeline = InferencePipeline(catalog: catalog, resolver: resolver, limiter: limiter, upstream: upstream,
+                                         usageFallback: usageFallback, settings: settings, metrics: metrics, logger: logger)
 
         let listening = ListeningReporter(onListening)
         let publicApp = Application(
@@ -74,12 +76,14 @@ public enum Gateway {
             logger: logger)
 
         let subscriber = resolver.makeSubscriber(redis: redis)
-        let metering = MeteringWorker(redis: redis, postgres: postgres,
+        let metering = MeteringWorker(redis: redis, postgres: postgres, ledger: ledger,
                                       consumer: "\(ProcessInfo.processInfo.hostName)-\(ProcessInfo.processInfo.processIdentifier)",
                                       logger: logger)
         var groupConfiguration = ServiceGroupConfiguration(
             services: [
                 .init(service: postgres),
+                // Stops after the listeners, so it writes the usage of the last requests too.
+                .init(service: usageFallback),
                 .init(service: subscriber),
                 .init(service: InvalidationFollower(resolver: resolver, subscriber: subscriber),
                       successTerminationBehavior: .ignore),

@@ -4,6 +4,7 @@ import PostgresNIO
 import ServiceLifecycle
 import SluiceLimiter
 import SluiceRedis
+import SluiceTenancy
 
 /// Moves usage events from the tenants' Redis Streams into the PostgreSQL ledger: a consumer
 /// group shared by every replica, batches inserted idempotently by request id, then acknowledged.
@@ -12,6 +13,7 @@ struct MeteringWorker: Service {
     static let group = "sl-metering"
     let redis: RedisClient
     let postgres: PostgresClient
+    let ledger: UsageLedger
     let consumer: String
     let logger: Logger
     var interval: Duration = .milliseconds(500)
@@ -64,8 +66,7 @@ struct MeteringWorker: Service {
             return
         }
         guard !entries.isEmpty else { return }
-        let rows = entries.compactMap(UsageEvent.init)
-        if !rows.isEmpty { try await insert(rows) }
+        try await ledger.insert(entries.compactMap(UsageEntry.init(streamEntry:)))
         let ids = entries.compactMap { $0.array?.first?.string }
         _ = try await redis.send(RedisCommand("XACK", [stream, Self.group] + ids))
     }
@@ -78,30 +79,11 @@ struct MeteringWorker: Service {
                                                       "STREAMS", stream, ">"))
         return (claimed.array?.dropFirst().first?.array ?? []) + (fresh.array?.first?.array?.dropFirst().first?.array ?? [])
     }
-
-    private func insert(_ rows: [UsageEvent]) async throws {
-        _ = try await postgres.query("""
-            INSERT INTO usage_ledger (request_id, tenant_id, key_id, model, prompt_tokens, completion_tokens, cost_micro_usd, at)
-            SELECT * FROM unnest(\(rows.map(\.requestID))::text[], \(rows.map(\.tenantID))::uuid[], \(rows.map(\.keyID))::text[],
-                                 \(rows.map(\.model))::text[], \(rows.map(\.promptTokens))::int[], \(rows.map(\.completionTokens))::int[],
-                                 \(rows.map(\.costMicroUSD))::bigint[], \(rows.map(\.at))::timestamptz[])
-            ON CONFLICT (request_id) DO NOTHING
-            """, logger: logger)
-    }
 }
 
-/// One entry of a usage stream (fields written by settle.lua).
-struct UsageEvent {
-    let requestID: String
-    let tenantID: UUID
-    let keyID: String
-    let model: String
-    let promptTokens: Int
-    let completionTokens: Int
-    let costMicroUSD: Int
-    let at: Date
-
-    init?(_ entry: RESPValue) {
+extension UsageEntry {
+    /// One entry of a usage stream (fields written by settle.lua).
+    init?(streamEntry entry: RESPValue) {
         guard let parts = entry.array, parts.count == 2, let list = parts[1].array else { return nil }
         var fields: [String: String] = [:]
         var index = 0
@@ -111,13 +93,10 @@ struct UsageEvent {
         }
         guard let requestID = fields["request_id"], let tenant = fields["tenant_id"].flatMap(UUID.init(uuidString:)),
               let keyID = fields["key_id"], let model = fields["model"] else { return nil }
-        self.requestID = requestID
-        self.tenantID = tenant
-        self.keyID = keyID
-        self.model = model
-        self.promptTokens = Int(fields["prompt_tokens"] ?? "") ?? 0
-        self.completionTokens = Int(fields["completion_tokens"] ?? "") ?? 0
-        self.costMicroUSD = Int(fields["cost_micro_usd"] ?? "") ?? 0
-        self.at = Date(timeIntervalSince1970: (Double(fields["ts_us"] ?? "") ?? 0) / 1_000_000)
+        self.init(requestID: requestID, tenantID: tenant, keyID: keyID, model: model,
+                  promptTokens: Int(fields["prompt_tokens"] ?? "") ?? 0,
+                  completionTokens: Int(fields["completion_tokens"] ?? "") ?? 0,
+                  costMicroUSD: Int(fields["cost_micro_usd"] ?? "") ?? 0,
+                  at: Date(timeIntervalSince1970: (Double(fields["ts_us"] ?? "") ?? 0) / 1_000_000))
     }
 }

@@ -24,6 +24,7 @@ struct PublicListener {
 
     func router() -> Router<PublicRequestContext> {
         let router = Router(context: PublicRequestContext.self)
+        router.add(middleware: OpenAIShapedRoutingErrors(pipeline: pipeline))
         for endpoint in InferenceEndpoint.allCases {
             router.post(RouterPath(endpoint.rawValue)) { request, context in
                 try await inference(endpoint, request, context)
@@ -92,5 +93,22 @@ struct PublicListener {
             return nil
         }
         return value
+    }
+}
+
+/// Unknown paths and methods get OpenAI's error shape, an `x-request-id` and an access-log line,
+/// like every other answer of the public listener, instead of the router's bare status.
+struct OpenAIShapedRoutingErrors: RouterMiddleware {
+    let pipeline: InferencePipeline
+
+    func handle(_ request: Request, context: PublicRequestContext,
+                next: (Request, PublicRequestContext) async throws -> Response) async throws -> Response {
+        do {
+            return try await next(request, context)
+        } catch let error as HTTPError where error.status == .notFound {
+            // One "unknown" label, not the path: metrics labels must stay bounded.
+            return PublicListener.response(pipeline.reject(.unknownEndpoint(method: request.method.rawValue, path: request.uri.path),
+                                                           requestID: PublicListener.requestID(request), endpoint: "unknown"))
+        }
     }
 }

@@ -76,6 +76,12 @@ struct GatewayEndToEndTests {
                 #expect(response.status == 401 && response.errorCode == "invalid_api_key", "\(name) key: \(response.status)")
                 #expect(!response.body.contains(gateway.key))
             }
+            for (method, path) in [("GET", "/v1/nothing"), ("GET", "/v1/chat/completions"), ("DELETE", "/v1/models")] {
+                let response = try await RawHTTPClient.request(port: gateway.publicPort, method: method, path: path,
+                                                               headers: [("authorization", "Bearer \(gateway.key)")])
+                #expect(response.status == 404 && response.errorCode == "not_found", "\(method) \(path): \(response.status)")
+                #expect(response.header("x-request-id") != nil)
+            }
         }
     }
 
@@ -152,6 +158,30 @@ struct GatewayEndToEndTests {
             }
             #expect(found, "the metering worker did not ledger the request")
         }
+    }
+
+    /// With Redis unreachable and the `open` policy, requests are admitted without Redis; their
+    /// usage goes straight to the ledger, and a graceful shutdown writes what is still pending.
+    @Test func usageOfDegradedAdmissionsReachesTheLedger() async throws {
+        let deadRedis = "redis://127.0.0.1:\(try await RedisServerProcess.freePort())/0"
+        let requestIDs = (0..<3).map { _ in "degraded-\(UUID().uuidString)" }
+        try await GatewayHarness.run(redisURL: deadRedis, failurePolicy: .open) { gateway in
+            for requestID in requestIDs {
+                let response = try await gateway.chat(headers: [("x-request-id", requestID)])
+                #expect(response.status == 200)
+            }
+            await gateway.triggerGracefulShutdown()  // returns once every service has stopped
+        }
+        let ledgered = try await PostgresFixture.withClient { client, _ in
+            var tokens: [Int] = []
+            for try await count in try await client.query(
+                "SELECT completion_tokens FROM usage_ledger WHERE request_id = ANY(\(requestIDs))", logger: Logger(label: "t"))
+                .decode(Int.self) {
+                tokens.append(count)
+            }
+            return tokens
+        }
+        #expect(ledgered == [8, 8, 8], "usage of requests admitted without Redis was lost")
     }
 
     /// A stream that outlives its lease keeps its concurrency slot: the gateway renews it.

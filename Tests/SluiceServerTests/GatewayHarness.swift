@@ -26,6 +26,7 @@ struct GatewayHarness: Sendable {
     static let secret = "gateway-test-admin-secret-0123456789"
 
     static func run(keyLimits: Limits = Limits(), models: [String]? = nil, leaseSeconds: Int = 120,
+                    redisURL: String = TestEnvironment.redisURL, failurePolicy: RedisFailurePolicy = .closed,
                     _ body: @escaping @Sendable (GatewayHarness) async throws -> Void) async throws {
         try await PostgresFixture.withClient { _, store in
             try await withThrowingTaskGroup(of: Void.self) { group in
@@ -51,7 +52,8 @@ struct GatewayHarness: Sendable {
                 var configuration = GatewayConfiguration()
                 configuration.listen = .init(host: "127.0.0.1", port: 0)
                 configuration.adminListen = .init(host: "127.0.0.1", port: 0)
-                configuration.redisURL = TestEnvironment.redisURL
+                configuration.redisURL = redisURL
+                configuration.failurePolicy = failurePolicy
                 configuration.databaseURL = TestEnvironment.databaseURL
                 configuration.adminJWTSecret = secret
                 configuration.keyPepper = "gateway-test-pepper"

@@ -206,4 +206,32 @@ struct TenancyPostgresTests {
             redis.shutdown()
         }
     }
+
+    /// The fallback writer is idempotent with the stream path (same request id counts once) and
+    /// bounded: rows beyond its capacity are dropped, not queued without limit.
+    @Test func ledgerFallbackIsIdempotentAndBounded() async throws {
+        try await PostgresFixture.withClient { client, _ in
+            let tenant = UUID()
+            let rows = (0..<3).map { index in
+                UsageEntry(requestID: "fallback-\(UUID().uuidString)", tenantID: tenant, keyID: "k\(index)", model: "m",
+                         promptTokens: 1, completionTokens: index, costMicroUSD: 0, at: Date())
+            }
+            let ledger = UsageLedger(client: client, logger: Logger(label: "t"))
+            try await ledger.insert([rows[0]])  // as if the stream path had already ledgered it
+
+            let writer = LedgerFallbackWriter(ledger: ledger, logger: Logger(label: "t"), capacity: 2)
+            for row in rows { writer.record(row) }
+            #expect(writer.pending == 2)
+            await writer.flush()
+            #expect(writer.pending == 0)
+
+            var stored: [Int] = []
+            for try await tokens in try await client.query(
+                "SELECT completion_tokens FROM usage_ledger WHERE tenant_id = \(tenant) ORDER BY completion_tokens",
+                logger: Logger(label: "t")).decode(Int.self) {
+                stored.append(tokens)
+            }
+            #expect(stored == [0, 1], "row 0 once, row 1 written, row 2 dropped at capacity")
+        }
+    }
 }

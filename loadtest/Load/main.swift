@@ -31,7 +31,15 @@ struct Options {
         return value
     }
 
-    func int(_ name: String, _ fallback: Int) -> Int { values[name].flatMap(Int.init) ?? fallback }
+    func int(_ name: String, _ fallback: Int) -> Int { number(name, fallback, Int.init) }
+    func double(_ name: String, _ fallback: Double) -> Double { number(name, fallback, Double.init) }
+
+    /// A mistyped number stops the run: a silent fallback would run a different test.
+    private func number<T>(_ name: String, _ fallback: T, _ parse: (String) -> T?) -> T {
+        guard let text = values[name] else { return fallback }
+        guard let value = parse(text) else { fatalError("--\(name) must be a number, not \(text)") }
+        return value
+    }
 }
 
 /// Every request's outcome: when it started (seconds into the run), its HTTP status (0 =
@@ -146,7 +154,7 @@ case "burst":
 case "paced":
     let backend = try Backend(url: options.string("url"))
     let key = options.string("key")
-    let rate = Double(options.int("rate", 20))
+    let rate = options.double("rate", 20)
     let duration = options.int("seconds", 60)
     let tally = Tally()
     let started = clock.now
