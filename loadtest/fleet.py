@@ -437,7 +437,8 @@ def run(args):
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     out_dir = args.output or os.path.join(ROOT, "loadtest", "results", ("short-" if args.short else "") + stamp)
     os.makedirs(out_dir, exist_ok=True)
-    results = {"command": " ".join(["loadtest/fleet.py"] + sys.argv[1:]), "started": stamp, "build": config,
+    commit = sh("git", "describe", "--always", "--dirty", cwd=ROOT)
+    results = {"command": " ".join(["loadtest/fleet.py"] + sys.argv[1:]), "started": stamp, "build": config, "commit": commit,
                "machine": machine(), "scenarios": {name: [] for name in SCENARIOS}}
     wanted = set(args.scenarios.split(",")) if args.scenarios else set(SCENARIOS)
     unknown = wanted - set(SCENARIOS)
@@ -507,7 +508,7 @@ def verdict(run):
 def report(results, charts=()):
     s, m = results["scenarios"], results["machine"]
     lines = [f"# Sluice fleet load test ({results['started']})", "",
-             f"Command: `{results['command']}` ({results['build']} build). Machine: {m['cpus']} × {m.get('cpu', '?')}, "
+             f"Command: `{results['command']}` ({results['build']} build of {results.get('commit', '?')}). Machine: {m['cpus']} × {m.get('cpu', '?')}, "
              f"{m.get('memory_mib', '?')} MiB, {m['platform']}. Everything on loopback: haproxy (round robin) in front "
              "of N replicas, one Redis, one PostgreSQL, one mock model server; all share the same CPUs, so more "
              "replicas add contention, not capacity.", "",

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Runs the whole test suite against a real Redis and PostgreSQL: starts the development stack
 # (installing what is missing), runs `swift test`, then the end-to-end tests with the official
-# OpenAI Python SDK (Tests/sdk, pytest) and the short fleet load test (loadtest/fleet.py
-# --short: 1 and 2 replicas behind haproxy). Exits non-zero when any test fails. Arguments go to
-# `swift test`; SLUICE_SKIP_SDK_TESTS=1 skips the Python part, SLUICE_SKIP_FLEET=1 the fleet.
+# OpenAI Python SDK (Tests/sdk, pytest; promtool checks /metrics and the alert rules there) and
+# the short fleet load test (loadtest/fleet.py --short: 1 and 2 replicas behind haproxy). Exits
+# non-zero when any test fails. Arguments go to `swift test`; SLUICE_SKIP_SDK_TESTS=1 skips the Python part, SLUICE_SKIP_FLEET=1 the fleet.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/stack-up.sh >/dev/null
@@ -11,6 +11,8 @@ source scripts/stack-env.sh
 swift build
 swift test "$@"
 if [ "${SLUICE_SKIP_SDK_TESTS:-0}" != "1" ]; then
+    # promtool checks /metrics and deploy/prometheus-alerts.yaml in the SDK suite.
+    command -v promtool >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
     venv="${SLUICE_STACK_DIR}/venv"
     [ -x "$venv/bin/pytest" ] || { python3 -m venv "$venv" && "$venv/bin/pip" install -q openai pytest; }
     SLUICE_BIN_DIR="$(swift build --show-bin-path)" "$venv/bin/pytest" -q Tests/sdk

@@ -67,7 +67,8 @@ public enum Gateway {
         let adminRouter = Router(context: AdminRequestContext.self)
         let authenticator = try await AdminAuthenticator(hmacSecret: configuration.adminJWTSecret)
         AdminAPI(store: store, hasher: hasher, authenticator: authenticator, redis: redis, logger: logger).addRoutes(to: adminRouter)
-        OperationsRoutes(redis: redis, postgres: postgres, limiter: limiter, metrics: metrics, logger: logger).add(to: adminRouter)
+        OperationsRoutes(redis: redis, postgres: postgres, limiter: limiter, metrics: metrics,
+                         usageFallback: usageFallback, logger: logger).add(to: adminRouter)
         let adminApp = Application(
             router: adminRouter,
             configuration: .init(address: .hostname(configuration.adminListen.host, port: configuration.adminListen.port),

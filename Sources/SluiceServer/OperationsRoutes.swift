@@ -7,6 +7,7 @@ import SluiceAdminAPI
 import SluiceDataPlane
 import SluiceLimiter
 import SluiceRedis
+import SluiceTenancy
 
 /// `/healthz`, `/readyz` and `/metrics` on the admin listener.
 struct OperationsRoutes: Sendable {
@@ -14,6 +15,7 @@ struct OperationsRoutes: Sendable {
     let postgres: PostgresClient
     let limiter: Limiter
     let metrics: DataPlaneMetrics
+    let usageFallback: LedgerFallbackWriter
     let logger: Logger
 
     func add(to router: Router<AdminRequestContext>) {
@@ -23,6 +25,7 @@ struct OperationsRoutes: Sendable {
             var text = metrics.render()
             text += "# HELP sluice_limiter_degraded 1 while Redis is unreachable and the failure policy decides.\n"
             text += "# TYPE sluice_limiter_degraded gauge\nsluice_limiter_degraded \(limiter.isDegraded ? 1 : 0)\n"
+            text += usageFallback.renderMetrics()
             return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
                             body: .init(byteBuffer: ByteBuffer(string: text)))
         }

@@ -64,7 +64,14 @@ public protocol UsageFallback: Sendable {
 public final class LedgerFallbackWriter: UsageFallback, Service {
     private struct Buffer {
         var rows: [UsageEntry] = []
+        var droppedUnlogged = 0
+        var written = 0
         var dropped = 0
+
+        mutating func drop(_ count: Int) {
+            droppedUnlogged += count
+            dropped += count
+        }
     }
 
     private let buffer = Mutex(Buffer())
@@ -85,12 +92,31 @@ public final class LedgerFallbackWriter: UsageFallback, Service {
 
     public func record(_ row: UsageEntry) {
         buffer.withLock { buffer in
-            if buffer.rows.count < capacity { buffer.rows.append(row) } else { buffer.dropped += 1 }
+            if buffer.rows.count < capacity { buffer.rows.append(row) } else { buffer.drop(1) }
         }
     }
 
-    /// Rows waiting to be written.
-    public var pending: Int { buffer.withLock { $0.rows.count } }
+    /// Rows waiting to be written, rows written, rows dropped (since start).
+    public var counts: (pending: Int, written: Int, dropped: Int) {
+        buffer.withLock { ($0.rows.count, $0.written, $0.dropped) }
+    }
+
+    /// For `/metrics`.
+    public func renderMetrics() -> String {
+        let (pending, written, dropped) = counts
+        return """
+            # HELP sluice_usage_direct_pending Usage rows Redis could not take, waiting to be written to the ledger.
+            # TYPE sluice_usage_direct_pending gauge
+            sluice_usage_direct_pending \(pending)
+            # HELP sluice_usage_direct_written_total Usage rows written to the ledger directly (Redis could not take them).
+            # TYPE sluice_usage_direct_written_total counter
+            sluice_usage_direct_written_total \(written)
+            # HELP sluice_usage_direct_dropped_total Usage rows lost: the direct-write buffer was full.
+            # TYPE sluice_usage_direct_dropped_total counter
+            sluice_usage_direct_dropped_total \(dropped)
+
+            """
+    }
 
     public func run() async throws {
         await cancelWhenGracefulShutdown { [self] in
@@ -109,8 +135,8 @@ public final class LedgerFallbackWriter: UsageFallback, Service {
             let (rows, dropped) = buffer.withLock { buffer in
                 let rows = Array(buffer.rows.prefix(batch))
                 buffer.rows.removeFirst(rows.count)
-                defer { buffer.dropped = 0 }
-                return (rows, buffer.dropped)
+                defer { buffer.droppedUnlogged = 0 }
+                return (rows, buffer.droppedUnlogged)
             }
             if dropped > 0 {
                 logger.error("usage fallback buffer full; usage rows dropped", metadata: ["dropped": "\(dropped)"])
@@ -118,12 +144,13 @@ public final class LedgerFallbackWriter: UsageFallback, Service {
             guard !rows.isEmpty else { return }
             do {
                 try await ledger.insert(rows)
+                buffer.withLock { $0.written += rows.count }
             } catch {
                 logger.warning("usage fallback write failed; will retry", metadata: ["rows": "\(rows.count)", "error": "\(error)"])
                 buffer.withLock { buffer in
                     let room = max(0, capacity - buffer.rows.count)
                     buffer.rows.insert(contentsOf: rows.prefix(room), at: 0)
-                    buffer.dropped += rows.count - min(room, rows.count)
+                    buffer.drop(rows.count - min(room, rows.count))
                 }
                 return
             }

@@ -227,6 +227,7 @@ struct GatewayEndToEndTests {
             #expect(metrics.status == 200)
             #expect(metrics.body.contains("sluice_requests_total{endpoint=\"/v1/chat/completions\",model=\"mock-model\",status=\"200\"}"))
             #expect(metrics.body.contains("sluice_limiter_degraded 0"))
+            #expect(metrics.body.contains("sluice_usage_direct_dropped_total 0"))
             #expect(!metrics.body.contains(gateway.key))
         }
     }

@@ -221,9 +221,9 @@ struct TenancyPostgresTests {
 
             let writer = LedgerFallbackWriter(ledger: ledger, logger: Logger(label: "t"), capacity: 2)
             for row in rows { writer.record(row) }
-            #expect(writer.pending == 2)
+            #expect(writer.counts == (pending: 2, written: 0, dropped: 1))
             await writer.flush()
-            #expect(writer.pending == 0)
+            #expect(writer.counts == (pending: 0, written: 2, dropped: 1))
 
             var stored: [Int] = []
             for try await tokens in try await client.query(

@@ -5,6 +5,7 @@ loopback ports over the development stack (SLUICE_TEST_REDIS_URL / SLUICE_TEST_D
 creates a tenant and keys with the CLI, and talks to it only through the SDK.
 """
 import os
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -66,6 +67,7 @@ models:
         tenant = cli("create-tenant", "--name", "sdk")
         yield {
             "base_url": f"http://127.0.0.1:{port}/v1",
+            "admin_url": f"http://127.0.0.1:{admin_port}",
             "key": cli("create-key", "--tenant", tenant, "--name", "main"),
             "limited_key": cli("create-key", "--tenant", tenant, "--name", "limited", "--rpm", "1"),
         }
@@ -130,3 +132,18 @@ def test_unknown_model_is_not_found(gateway):
     with pytest.raises(openai.NotFoundError) as raised:
         client(gateway).chat.completions.create(model="nope", messages=[{"role": "user", "content": "hi"}])
     assert raised.value.code == "model_not_found"
+
+
+PROMTOOL = shutil.which("promtool")
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.mark.skipif(PROMTOOL is None, reason="promtool (Debian package prometheus) is not installed")
+def test_metrics_and_alert_rules_pass_promtool(gateway):
+    client(gateway).chat.completions.create(model="sdk-model", messages=[{"role": "user", "content": "hi"}])
+    metrics = urllib.request.urlopen(f"{gateway['admin_url']}/metrics", timeout=5).read()
+    checked = subprocess.run([PROMTOOL, "check", "metrics"], input=metrics, capture_output=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    rules = subprocess.run([PROMTOOL, "check", "rules", os.path.join(ROOT, "deploy", "prometheus-alerts.yaml")],
+                           capture_output=True, text=True)
+    assert rules.returncode == 0, rules.stdout + rules.stderr
