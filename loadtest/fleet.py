@@ -437,7 +437,10 @@ def run(args):
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     out_dir = args.output or os.path.join(ROOT, "loadtest", "results", ("short-" if args.short else "") + stamp)
     os.makedirs(out_dir, exist_ok=True)
-    commit = sh("git", "describe", "--always", "--dirty", cwd=ROOT)
+    try:
+        commit = sh("git", "describe", "--always", "--dirty", cwd=ROOT)
+    except (subprocess.CalledProcessError, FileNotFoundError):
+        commit = "unknown"  # not a git checkout
     results = {"command": " ".join(["loadtest/fleet.py"] + sys.argv[1:]), "started": stamp, "build": config, "commit": commit,
                "machine": machine(), "scenarios": {name: [] for name in SCENARIOS}}
     wanted = set(args.scenarios.split(",")) if args.scenarios else set(SCENARIOS)
