@@ -83,7 +83,10 @@ public final class Limiter: Sendable {
         }
     }
 
-    /// Books the real usage. Idempotent, so transport failures are retried (three attempts).
+    /// Books the real usage. Idempotent, so a dropped connection is retried (three attempts in
+    /// all). A timeout is not: Redis is stuck, and the client would wait another full timeout
+    /// for nothing. Nor is anything once the breaker is open. The caller then records the usage
+    /// another way, and the reservation expires with its lease.
     public func settle(_ admission: Admission, usage: Usage) async throws(RedisClientError) -> SettleOutcome {
         if admission.degraded {
             localLimiter.release(admission)
@@ -98,7 +101,7 @@ public final class Limiter: Sendable {
             } catch {
                 attempt += 1
                 recordFailure(error)
-                if attempt >= 3 || error.serverErrorCode != nil { throw error }
+                if attempt >= 3 || error.serverErrorCode != nil || error == .timeout || isDegraded { throw error }
                 try? await Task.sleep(for: .milliseconds(20 * attempt))
             }
         }

@@ -164,13 +164,22 @@ public final class KeyResolver: Sendable {
             recent[keyID] = nil
             return false
         }
-        if !skipRedis, let fromRedis = await readRedis(keyID) {
-            remember(keyID, fromRedis)
-            return fromRedis
+        var redisAnswered = skipRedis
+        if !skipRedis {
+            do {
+                if let fromRedis = try await readRedis(keyID) {
+                    remember(keyID, fromRedis)
+                    return fromRedis
+                }
+                redisAnswered = true
+            } catch {
+                // Unreachable or stuck: PostgreSQL answers, and the request does not wait on
+                // Redis a second time just to cache that answer.
+            }
         }
         let fromDatabase = try await database.lookupKey(keyID)
         remember(keyID, fromDatabase)
-        if let fromDatabase { await writeRedis(fromDatabase) }
+        if let fromDatabase, redisAnswered { await writeRedis(fromDatabase) }
         return fromDatabase
     }
 
@@ -186,9 +195,11 @@ public final class KeyResolver: Sendable {
         }
     }
 
-    private func readRedis(_ keyID: String) async -> ResolvedKey? {
+    /// The Redis tier: the cached key, or nil on a miss (or an unreadable entry). Throws when
+    /// Redis did not answer.
+    private func readRedis(_ keyID: String) async throws(RedisClientError) -> ResolvedKey? {
         guard let redis else { return nil }
-        guard let bytes = try? await redis.send(RedisCommand("GET", Self.cacheKey(keyID))).bytes else { return nil }
+        guard let bytes = try await redis.send(RedisCommand("GET", Self.cacheKey(keyID))).bytes else { return nil }
         return try? JSONDecoder().decode(ResolvedKey.self, from: Data(bytes.readableBytesView))
     }
 
