@@ -160,14 +160,16 @@ struct GatewayEndToEndTests {
         }
     }
 
-    /// With Redis unreachable and the `open` policy, requests are admitted without Redis; their
-    /// usage goes straight to the ledger, and a graceful shutdown writes what is still pending.
+    /// With Redis unreachable and the `open` policy, requests (and a stream) are admitted without
+    /// Redis; their usage goes straight to the ledger, and a graceful shutdown writes what is
+    /// still pending.
     @Test func usageOfDegradedAdmissionsReachesTheLedger() async throws {
         let deadRedis = "redis://127.0.0.1:\(try await RedisServerProcess.freePort())/0"
-        let requestIDs = (0..<3).map { _ in "degraded-\(UUID().uuidString)" }
+        let requestIDs = (0..<4).map { _ in "degraded-\(UUID().uuidString)" }
         try await GatewayHarness.run(redisURL: deadRedis, failurePolicy: .open) { gateway in
-            for requestID in requestIDs {
-                let response = try await gateway.chat(headers: [("x-request-id", requestID)])
+            for (index, requestID) in requestIDs.enumerated() {
+                // The last one streams: its usage comes from the stream's usage chunk.
+                let response = try await gateway.chat(stream: index == 3, headers: [("x-request-id", requestID)])
                 #expect(response.status == 200)
             }
             await gateway.triggerGracefulShutdown()  // returns once every service has stopped
@@ -181,7 +183,7 @@ struct GatewayEndToEndTests {
             }
             return tokens
         }
-        #expect(ledgered == [8, 8, 8], "usage of requests admitted without Redis was lost")
+        #expect(ledgered == [8, 8, 8, 8], "usage of requests admitted without Redis was lost")
     }
 
     /// A stream that outlives its lease keeps its concurrency slot: the gateway renews it.
