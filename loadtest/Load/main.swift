@@ -49,6 +49,8 @@ struct Outcome {
     var status: Int
     var milliseconds: Double
     var tokens: Int
+    /// The OpenAI error code of a refusal (e.g. `limiter_unavailable`), else empty.
+    var code = ""
 }
 
 actor Tally {
@@ -70,6 +72,8 @@ actor Tally {
 
     /// Every outcome as [start s, status, ms], for the runner's own phase and chart arithmetic.
     var rows: [[Double]] { outcomes.map { [($0.start * 1_000).rounded() / 1_000, Double($0.status), ($0.milliseconds * 10).rounded() / 10] } }
+    /// The error code of each row (same order).
+    var codes: [String] { outcomes.map(\.code) }
 }
 
 /// Hands out request numbers up to a limit.
@@ -102,21 +106,22 @@ func call(_ backend: Backend, key: String?, runStart: ContinuousClock.Instant) a
     var headers = HTTPHeaders([("content-type", "application/json")])
     if let key { headers.add(name: "authorization", value: "Bearer \(key)") }
     let started = clock.now
-    func outcome(_ status: Int, tokens: Int = 0) -> Outcome {
-        Outcome(start: seconds(started - runStart), status: status, milliseconds: seconds(clock.now - started) * 1_000, tokens: tokens)
+    func outcome(_ status: Int, tokens: Int = 0, code: String = "") -> Outcome {
+        Outcome(start: seconds(started - runStart), status: status, milliseconds: seconds(clock.now - started) * 1_000,
+                tokens: tokens, code: code)
     }
     do {
         let response = try await client.send(UpstreamRequest(path: "/v1/chat/completions", headers: headers, body: body), to: backend)
         let payload = try await response.collect(limit: 1 << 20)
-        var tokens = 0
-        if response.head.status == .ok,
-           let json = try? JSONSerialization.jsonObject(with: Data(payload.readableBytesView)) as? [String: Any],
-           let usage = json["usage"] as? [String: Any] {
-            tokens = (usage["total_tokens"] as? Int) ?? 0
+        let json = try? JSONSerialization.jsonObject(with: Data(payload.readableBytesView)) as? [String: Any]
+        if response.head.status == .ok {
+            let usage = json?["usage"] as? [String: Any]
+            return outcome(200, tokens: (usage?["total_tokens"] as? Int) ?? 0)
         }
-        return outcome(Int(response.head.status.code), tokens: tokens)
+        let code = ((json?["error"] as? [String: Any])?["code"] as? String) ?? ""
+        return outcome(Int(response.head.status.code), code: code)
     } catch {
-        return outcome(0)
+        return outcome(0, code: "\(error)")
     }
 }
 
@@ -168,7 +173,8 @@ case "paced":
         }
     }
     printJSON(["mode": "paced", "rate_per_second": rate, "seconds": duration, "statuses": await tally.statuses,
-               "admitted": await tally.admitted, "latency": await tally.latency, "outcomes": await tally.rows])
+               "admitted": await tally.admitted, "latency": await tally.latency, "outcomes": await tally.rows,
+               "codes": await tally.codes])
 case "hold":
     let backend = try Backend(url: options.string("url"))
     let key = options.string("key")
