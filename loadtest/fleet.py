@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import platform
+import random
 import re
 import signal
 import socket
@@ -43,10 +44,24 @@ def stack_env():
     return dict(line.split("=", 1) for line in out.splitlines() if line.startswith("SLUICE_"))
 
 
+_handed_out = set()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port below the kernel's ephemeral range: a port from that range can be taken by one
+    of the load's thousands of outgoing connections before the server binds it."""
+    low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+    while True:
+        port = random.randrange(max(1024, low - 12_000), low)
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
 
 
 def wait_ready(url, timeout=30):
@@ -78,6 +93,19 @@ class Fleet:
         return self.processes[-1]
 
     def start(self):
+        """Starts everything and waits until it answers; on failure stops what it started and
+        shows the tail of each log."""
+        try:
+            return self._start()
+        except Exception:
+            self.stop()
+            for log in sorted(os.listdir(self.dir)):
+                if log.endswith(".log"):
+                    with open(os.path.join(self.dir, log)) as f:
+                        print(f"--- {log} (last lines)\n" + "".join(f.readlines()[-15:]), file=sys.stderr)
+            raise
+
+    def _start(self):
         self.spawn([f"{self.bin}/sluice-mock-upstream", "--port", str(self.mock_port), "--models", "fleet-model",
                     "--tokens", "16"], "mock.log")
         self.spawn([f"{self.bin}/sluice-mock-upstream", "--port", str(self.slow_mock_port), "--models", "slow-model",
@@ -290,7 +318,11 @@ def scenario_redis_trouble(ctx, policy, replicas, workdir, short):
     admitted request must reach the billing ledger once."""
     redis = PrivateRedis(workdir).start()
     env = dict(ctx["env"], SLUICE_REDIS_URL=redis.url)
-    fleet = Fleet(ctx["bin"], env, replicas, workdir, policy=policy).start()
+    try:
+        fleet = Fleet(ctx["bin"], env, replicas, workdir, policy=policy).start()
+    except Exception:
+        redis.stop()
+        raise
     seconds, rate = 30, 40 if short else 100
     try:
         tenant, key = new_key(ctx["env"], ctx["bin"], rpm=1_000_000, tpm=100_000_000)
