@@ -114,7 +114,7 @@ public final class Limiter: Sendable {
     /// Keeps a long request's concurrency slots (call every `renewalInterval` while it runs).
     /// Best effort: a failure only means the lease may run out before the request ends.
     public func renew(_ admission: Admission) async {
-        guard !admission.degraded, !admission.concurrencyKeys.isEmpty else { return }
+        guard !admission.degraded, admission.holdsConcurrencySlots else { return }
         do {
             _ = try await store.renew(admission)
         } catch {

@@ -84,9 +84,8 @@ struct RedisLimiterStore: Sendable {
         return .settled(refunded: Int(fields[2].int ?? 0), reservationExpired: fields[1].int == -1)
     }
 
-    /// Extends the request's concurrency leases; returns how many were still held.
+    /// Extends the request's concurrency leases (it holds some); returns how many were still held.
     func renew(_ admission: Admission) async throws(RedisClientError) -> Int {
-        guard !admission.concurrencyKeys.isEmpty else { return 0 }
         let reply = try await client.evalScript(LimiterScripts.renew, keys: admission.concurrencyKeys,
                                                 arguments: [admission.requestID, timings.lease.microseconds])
         return Int(reply.int ?? 0)

@@ -22,10 +22,16 @@ struct OperationsRoutes: Sendable {
         router.get("/healthz") { _, _ in Self.text("ok\n") }
         router.get("/readyz") { _, _ in await readiness() }
         router.get("/metrics") { _, _ in
-            var text = metrics.render()
-            text += "# HELP sluice_limiter_degraded 1 while Redis is unreachable and the failure policy decides.\n"
-            text += "# TYPE sluice_limiter_degraded gauge\nsluice_limiter_degraded \(limiter.isDegraded ? 1 : 0)\n"
-            text += usageFallback.renderMetrics()
+            let direct = usageFallback.counts
+            let text = metrics.render()
+                + Self.metric("sluice_limiter_degraded", "gauge", "1 while Redis is unreachable and the failure policy decides.",
+                              limiter.isDegraded ? 1 : 0)
+                + Self.metric("sluice_usage_direct_pending", "gauge",
+                              "Usage rows Redis could not take, waiting to be written to the ledger.", direct.pending)
+                + Self.metric("sluice_usage_direct_written_total", "counter",
+                              "Usage rows written to the ledger directly (Redis could not take them).", direct.written)
+                + Self.metric("sluice_usage_direct_dropped_total", "counter",
+                              "Usage rows lost: the direct-write buffer was full.", direct.dropped)
             return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
                             body: .init(byteBuffer: ByteBuffer(string: text)))
         }
@@ -70,5 +76,10 @@ struct OperationsRoutes: Sendable {
 
     static func text(_ value: String) -> Response {
         Response(status: .ok, headers: [.contentType: "text/plain"], body: .init(byteBuffer: ByteBuffer(string: value)))
+    }
+
+    /// One unlabelled series in the Prometheus text format.
+    private static func metric(_ name: String, _ type: String, _ help: String, _ value: Int) -> String {
+        "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n\(name) \(value)\n"
     }
 }

@@ -164,22 +164,22 @@ public final class KeyResolver: Sendable {
             recent[keyID] = nil
             return false
         }
-        var redisAnswered = skipRedis
+        var cacheInRedis = true
         if !skipRedis {
             do {
                 if let fromRedis = try await readRedis(keyID) {
                     remember(keyID, fromRedis)
                     return fromRedis
                 }
-                redisAnswered = true
             } catch {
                 // Unreachable or stuck: PostgreSQL answers, and the request does not wait on
                 // Redis a second time just to cache that answer.
+                cacheInRedis = false
             }
         }
         let fromDatabase = try await database.lookupKey(keyID)
         remember(keyID, fromDatabase)
-        if let fromDatabase, redisAnswered { await writeRedis(fromDatabase) }
+        if let fromDatabase, cacheInRedis { await writeRedis(fromDatabase) }
         return fromDatabase
     }
 

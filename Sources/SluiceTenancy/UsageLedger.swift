@@ -101,23 +101,6 @@ public final class LedgerFallbackWriter: UsageFallback, Service {
         buffer.withLock { ($0.rows.count, $0.written, $0.dropped) }
     }
 
-    /// For `/metrics`.
-    public func renderMetrics() -> String {
-        let (pending, written, dropped) = counts
-        return """
-            # HELP sluice_usage_direct_pending Usage rows Redis could not take, waiting to be written to the ledger.
-            # TYPE sluice_usage_direct_pending gauge
-            sluice_usage_direct_pending \(pending)
-            # HELP sluice_usage_direct_written_total Usage rows written to the ledger directly (Redis could not take them).
-            # TYPE sluice_usage_direct_written_total counter
-            sluice_usage_direct_written_total \(written)
-            # HELP sluice_usage_direct_dropped_total Usage rows lost: the direct-write buffer was full.
-            # TYPE sluice_usage_direct_dropped_total counter
-            sluice_usage_direct_dropped_total \(dropped)
-
-            """
-    }
-
     public func run() async throws {
         await cancelWhenGracefulShutdown { [self] in
             while !Task.isCancelled {
@@ -135,8 +118,9 @@ public final class LedgerFallbackWriter: UsageFallback, Service {
             let (rows, dropped) = buffer.withLock { buffer in
                 let rows = Array(buffer.rows.prefix(batch))
                 buffer.rows.removeFirst(rows.count)
-                defer { buffer.droppedUnlogged = 0 }
-                return (rows, buffer.droppedUnlogged)
+                let dropped = buffer.droppedUnlogged
+                buffer.droppedUnlogged = 0
+                return (rows, dropped)
             }
             if dropped > 0 {
                 logger.error("usage fallback buffer full; usage rows dropped", metadata: ["dropped": "\(dropped)"])

@@ -56,6 +56,8 @@ struct Outcome {
 actor Tally {
     private(set) var outcomes: [Outcome] = []
     func add(_ outcome: Outcome) { outcomes.append(outcome) }
+    /// An outcome known only by its status (the `hold` mode's streams).
+    func add(status: Int) { add(Outcome(start: 0, status: status, milliseconds: 0, tokens: 0)) }
 
     var statuses: [String: Int] { outcomes.reduce(into: [:]) { $0[String($1.status), default: 0] += 1 } }
     var admitted: Int { outcomes.count { $0.status == 200 } }
@@ -189,15 +191,15 @@ case "hold":
             group.addTask {
                 guard let response = try? await client.send(
                     UpstreamRequest(path: "/v1/chat/completions", headers: headers, body: streamBody), to: backend) else {
-                    await flowing.add(Outcome(start: 0, status: 0, milliseconds: 0, tokens: 0))
+                    await flowing.add(status: 0)
                     return
                 }
                 guard response.head.status == .ok, (try? await response.nextChunk()) != nil else {
-                    await flowing.add(Outcome(start: 0, status: Int(response.head.status.code), milliseconds: 0, tokens: 0))
+                    await flowing.add(status: Int(response.head.status.code))
                     response.abandon()
                     return
                 }
-                await flowing.add(Outcome(start: 0, status: 200, milliseconds: 0, tokens: 0))
+                await flowing.add(status: 200)
                 if await flowing.admitted == count {
                     printJSON(["started": count])
                 }
