@@ -29,6 +29,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
         .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
+        .package(url: "https://github.com/apple/swift-nio-extras.git", from: "1.35.2"),
     ],
     targets: [
         // hiredis (Debian 12: 0.14; newer distributions: 1.x). Only the reply reader is used.
@@ -169,6 +170,7 @@ let package = Package(
             dependencies: [
                 "SluiceDataPlane", "SluiceAdminAPI", "SluiceTenancy", "SluiceLimiter", "SluiceRedis", "SluiceUpstream",
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
@@ -198,7 +200,9 @@ let package = Package(
             name: "SluiceServerTests",
             dependencies: [
                 "SluiceServer", "SluiceMockUpstream", "SluiceTenancy", "SluiceLimiter", "SluiceRedis", "SluiceTestSupport", "SluiceUpstream",
+                "SluiceDataPlane",
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Logging", package: "swift-log"),

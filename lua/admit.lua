@@ -1,7 +1,7 @@
 -- admit: checks every limit that applies to one request and writes only if all pass.
 --
 -- KEYS[1]  request       sl:{t:<tenant>}:req:<request id>
---                        "R <tokens> <6 header values>" while reserved, "S" once settled
+--                        "R <tokens>" while reserved, "S" once settled
 -- KEYS[2]  spend         sl:{t:<tenant>}:spend   (hash: m = YYYYMM, u = micro-USD spent in m)
 -- KEYS[3 .. 2+nr]        GCRA keys, one per rate limit (string: theoretical arrival time, µs)
 -- KEYS[3+nr .. ]         in-flight sets, one per concurrency limit (zset: request id -> lease expiry, µs)
@@ -13,25 +13,16 @@
 -- then per concurrency limit: max, name
 --
 -- Returns {decision, limit name, retry after µs,
---          request limit, remaining, reset µs, token limit, remaining, reset µs, duplicate}
+--          request limit, remaining, reset µs, token limit, remaining, reset µs}
 -- decision: 1 admitted, 0 denied by a rate or concurrency limit, 2 denied by the budget,
 --           -1 can never fit (cost above the burst). Limits absent from the request give -1 headers.
 -- Time is Redis's own clock (TIME), never a replica's. calendar.lua is prepended when embedded.
 -- Each redis.call costs about a microsecond of Redis CPU, so reads are batched (MGET).
+-- The request id is the server's own, unique per request: there is no "admitted before" case
+-- (a client-chosen id must never turn a request into a free repeat of an earlier one).
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-
-local existing = redis.call('GET', KEYS[1])
-if existing then
-  -- Admitted before under this request id: the same decision, nothing new reserved.
-  local h = {}
-  for v in string.gmatch(existing, '%S+') do h[#h + 1] = v end
-  if h[1] == 'R' then
-    return {1, '', 0, tonumber(h[3]), tonumber(h[4]), tonumber(h[5]), tonumber(h[6]), tonumber(h[7]), tonumber(h[8]), 1}
-  end
-  return {1, '', 0, -1, -1, -1, -1, -1, -1, 1}
-end
 
 local reserve = tonumber(ARGV[2])
 local lease = tonumber(ARGV[3])
@@ -56,7 +47,7 @@ for i = 1, nr do
   a = a + 5
   local cost = kind == 't' and reserve or 1
   if cost > burst then
-    return {-1, name, 0, -1, -1, -1, -1, -1, -1, 0}
+    return {-1, name, 0, -1, -1, -1, -1, -1, -1}
   end
   local tat = tonumber(tats[i]) or now
   if tat < now then tat = now end
@@ -103,7 +94,7 @@ end
 
 local headers = {hdr.r[1], hdr.r[2], hdr.r[3], hdr.t[1], hdr.t[2], hdr.t[3]}
 if decision ~= 1 then
-  return {decision, denied_by, retry, headers[1], headers[2], headers[3], headers[4], headers[5], headers[6], 0}
+  return {decision, denied_by, retry, headers[1], headers[2], headers[3], headers[4], headers[5], headers[6]}
 end
 
 -- Every limit passed: write.
@@ -121,6 +112,5 @@ for i = 1, nc do
   -- Every lease has the same length, so this one expires last: the set lives as long as it.
   redis.call('PEXPIRE', key, lease_ms)
 end
-redis.call('SET', KEYS[1], string.format('R %d %.0f %.0f %.0f %.0f %.0f %.0f', reserve,
-  headers[1], headers[2], headers[3], headers[4], headers[5], headers[6]), 'PX', tonumber(ARGV[4]))
-return {1, '', 0, headers[1], headers[2], headers[3], headers[4], headers[5], headers[6], 0}
+redis.call('SET', KEYS[1], 'R ' .. ARGV[2], 'PX', tonumber(ARGV[4]))
+return {1, '', 0, headers[1], headers[2], headers[3], headers[4], headers[5], headers[6]}

@@ -57,6 +57,8 @@ psql_pg() { as_pg psql -h "$pgsock" -p "$SLUICE_STACK_PG_PORT" -U postgres -v ON
 if [ "$(psql_pg -c "select 1 from pg_roles where rolname='sluice'")" != "1" ]; then
     psql_pg -c "create role sluice login password 'sluice'"
 fi
+# CREATEDB: the migration test builds a scratch database at an old schema version.
+psql_pg -c "alter role sluice createdb" >/dev/null
 if [ "$(psql_pg -c "select 1 from pg_database where datname='sluice'")" != "1" ]; then
     psql_pg -c "create database sluice owner sluice"
 fi

@@ -41,7 +41,8 @@ public struct AdminAPI: Sendable {
             Response(status: .ok, headers: [.contentType: "application/yaml"],
                      body: .init(byteBuffer: ByteBuffer(string: EmbeddedOpenAPI.adminAPI)))
         }
-        let api = router.group("/admin/v1").add(middleware: AdminAuthMiddleware(authenticator: authenticator))
+        let api = router.group("/admin/v1").add(middleware: AdminErrorMiddleware(logger: logger))
+            .add(middleware: AdminAuthMiddleware(authenticator: authenticator))
         api.post("tenants") { request, context in try await createTenant(request, context) }
         api.get("tenants") { request, context in try await listTenants(request, context) }
         api.get("tenants/:tenant_id") { _, context in try await getTenant(context) }

@@ -2,7 +2,8 @@ import Foundation
 import Synchronization
 
 /// Prometheus metrics of the data plane, rendered in the text exposition format. Labels are
-/// bounded: endpoint, model (configured names only), status, and limiter decision.
+/// bounded: endpoint, model (configured names only, else `other`), status, and limiter
+/// decision; values are escaped as the format requires.
 public final class DataPlaneMetrics: Sendable {
     private struct State {
         var requests: [String: Int] = [:]          // endpoint|model|status
@@ -18,9 +19,10 @@ public final class DataPlaneMetrics: Sendable {
 
     public init() {}
 
-    func request(_ record: AccessRecord) {
+    /// `modelLabel` is the caller's bounded choice, never the client's string.
+    func request(_ record: AccessRecord, modelLabel: String) {
         let seconds = Double(record.latency.components.seconds) + Double(record.latency.components.attoseconds) / 1e18
-        let series = "\(record.endpoint)|\(record.model)"
+        let series = "\(record.endpoint)|\(modelLabel)"
         state.withLock { state in
             state.requests["\(series)|\(record.status)", default: 0] += 1
             var counts = state.latencyBuckets[series] ?? Array(repeating: 0, count: Self.buckets.count)
@@ -28,8 +30,8 @@ public final class DataPlaneMetrics: Sendable {
             state.latencyBuckets[series] = counts
             state.latencySum[series, default: 0] += seconds
             state.latencyCount[series, default: 0] += 1
-            if record.promptTokens > 0 { state.tokens["\(record.model)|in", default: 0] += record.promptTokens }
-            if record.completionTokens > 0 { state.tokens["\(record.model)|out", default: 0] += record.completionTokens }
+            if record.promptTokens > 0 { state.tokens["\(modelLabel)|in", default: 0] += record.promptTokens }
+            if record.completionTokens > 0 { state.tokens["\(modelLabel)|out", default: 0] += record.completionTokens }
         }
     }
 
@@ -71,6 +73,13 @@ public final class DataPlaneMetrics: Sendable {
 
     private static func labels(_ names: [String], _ key: String) -> String {
         zip(names, key.split(separator: "|", omittingEmptySubsequences: false))
-            .map { "\($0)=\"\($1)\"" }.joined(separator: ",")
+            .map { "\($0)=\"\(escape($1))\"" }.joined(separator: ",")
+    }
+
+    /// Label value escaping of the text format: backslash, double quote and line feed.
+    static func escape(_ value: Substring) -> String {
+        guard value.contains(where: { $0 == "\\" || $0 == "\"" || $0 == "\n" }) else { return String(value) }
+        return value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
+            .replacingOccurrences(of: "\n", with: "\\n")
     }
 }

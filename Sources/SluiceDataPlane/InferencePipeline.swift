@@ -13,26 +13,33 @@ public struct DataPlaneSettings: Sendable {
     public init() {}
 }
 
-/// One inference call as the listener hands it over: no HTTP framework types.
+/// One inference call as the listener hands it over: no HTTP framework types. The body is
+/// not part of it: the pipeline reads it (`InferenceBodyReader`) only once the headers passed.
 public struct InferenceCall: Sendable {
     public var endpoint: InferenceEndpoint
     public var authorization: String?
-    public var body: ByteBuffer
+    /// The server's id for this request: unique, the one limits and the ledger use.
     public var requestID: String
+    /// The client's `x-request-id`, sanitised: for correlation only (echoed, logged, sent
+    /// upstream, kept on the ledger row), never for a decision or a bill.
+    public var clientRequestID: String?
     public var traceparent: String?
     /// The inbound connection's event loop: upstream connections are pooled per loop.
     public var eventLoop: (any EventLoop)?
 
-    public init(endpoint: InferenceEndpoint, authorization: String?, body: ByteBuffer, requestID: String,
-                traceparent: String? = nil, eventLoop: (any EventLoop)? = nil) {
+    public init(endpoint: InferenceEndpoint, authorization: String?, requestID: String,
+                clientRequestID: String? = nil, traceparent: String? = nil, eventLoop: (any EventLoop)? = nil) {
         self.endpoint = endpoint
         self.authorization = authorization
-        self.body = body
         self.requestID = requestID
+        self.clientRequestID = clientRequestID
         self.traceparent = traceparent
         self.eventLoop = eventLoop
     }
 }
+
+/// Reads the whole request body (bounded); throws `OpenAIError` (413, or 400 when it broke off).
+public typealias InferenceBodyReader = @Sendable () async throws(OpenAIError) -> ByteBuffer
 
 public enum InferenceResult: Sendable {
     case complete(status: Int, headers: [(String, String)], body: ByteBuffer)
@@ -66,24 +73,27 @@ public final class InferencePipeline: Sendable {
         self.logger = logger
     }
 
-    public func handle(_ call: InferenceCall) async -> InferenceResult {
-        var record = AccessRecord(requestID: call.requestID, endpoint: call.endpoint.rawValue)
+    /// Decides from the headers first (the key), then reads the body: a caller that will be
+    /// refused costs no body buffering.
+    public func handle(_ call: InferenceCall, readBody: InferenceBodyReader) async -> InferenceResult {
+        var record = AccessRecord(requestID: call.requestID, clientRequestID: call.clientRequestID,
+                                  endpoint: call.endpoint.rawValue)
         do {
-            return try await proceed(call, &record)
+            return try await proceed(call, readBody: readBody, &record)
         } catch {
             return finish(error, &record)
         }
     }
 
     /// An answer for a request refused before the pipeline (e.g. a body over the limit).
-    public func reject(_ error: OpenAIError, requestID: String, endpoint: String) -> InferenceResult {
-        var record = AccessRecord(requestID: requestID, endpoint: endpoint)
+    public func reject(_ error: OpenAIError, requestID: String, clientRequestID: String?, endpoint: String) -> InferenceResult {
+        var record = AccessRecord(requestID: requestID, clientRequestID: clientRequestID, endpoint: endpoint)
         return finish(error, &record)
     }
 
     /// `GET /v1/models`: the configured models this key may use.
-    public func listModels(authorization: String?, requestID: String) async -> InferenceResult {
-        var record = AccessRecord(requestID: requestID, endpoint: "/v1/models")
+    public func listModels(authorization: String?, requestID: String, clientRequestID: String?) async -> InferenceResult {
+        var record = AccessRecord(requestID: requestID, clientRequestID: clientRequestID, endpoint: "/v1/models")
         do {
             let key = try await authenticate(authorization, &record)
             let models = catalog.routes.keys.sorted().filter { key.allows(model: $0) }.map { name -> [String: Any] in
@@ -92,16 +102,17 @@ public final class InferencePipeline: Sendable {
             let data = try JSONSerialization.data(withJSONObject: ["object": "list", "data": models], options: [.sortedKeys])
             record.status = 200
             emit(record)
-            return .complete(status: 200, headers: [("content-type", "application/json"), ("x-request-id", requestID)],
+            return .complete(status: 200, headers: responseHeaders(record, contentType: "application/json"),
                              body: ByteBuffer(bytes: data))
         } catch {
             return finish(error, &record)
         }
     }
 
-    private func proceed(_ call: InferenceCall, _ record: inout AccessRecord) async throws -> InferenceResult {
+    private func proceed(_ call: InferenceCall, readBody: InferenceBodyReader,
+                         _ record: inout AccessRecord) async throws -> InferenceResult {
         let key = try await authenticate(call.authorization, &record)
-        let body = try InferenceRequestBody.parse(call.body, endpoint: call.endpoint)
+        let body = try InferenceRequestBody.parse(try await readBody(), endpoint: call.endpoint)
         record.model = body.model
         guard let route = catalog.routes[body.model] else { throw OpenAIError.modelNotFound(body.model) }
         guard key.allows(model: body.model) else { throw OpenAIError.modelNotAllowed(body.model) }
@@ -110,11 +121,12 @@ public final class InferencePipeline: Sendable {
         let admission = try await admit(call, key: key, body: body, reserve: body.promptEstimate + output, &record)
         record.rateLimitHeaders = RateLimitHeaderFields.fields(admission.headers)
         let settler = Settler(limiter: limiter, admission: admission, route: route, promptEstimate: body.promptEstimate,
-                              fallback: usageFallback, logger: logger)
+                              clientRequestID: call.clientRequestID, fallback: usageFallback, logger: logger)
         do {
             return try await forward(call, body: body, route: route, settler: settler, &record)
         } catch {
-            await settler.settle(prompt: 0, completion: 0, status: (error as? OpenAIError)?.status ?? 500)
+            // Nothing reached the client: nothing to bill.
+            await settler.settle(.nothing, status: (error as? OpenAIError)?.status ?? 500)
             throw error
         }
     }
@@ -172,8 +184,8 @@ public final class InferencePipeline: Sendable {
 
     private func forward(_ call: InferenceCall, body: InferenceRequestBody, route: ModelRoute, settler: Settler,
                          _ record: inout AccessRecord) async throws -> InferenceResult {
-        var headers = HTTPHeaders([("content-type", "application/json"), ("x-request-id", call.requestID),
-                                   ("user-agent", "sluice")])
+        var headers = HTTPHeaders([("content-type", "application/json"),
+                                   ("x-request-id", call.clientRequestID ?? call.requestID), ("user-agent", "sluice")])
         if let traceparent = call.traceparent { headers.add(name: "traceparent", value: traceparent) }
         let request = UpstreamRequest(path: call.endpoint.rawValue, headers: headers, body: body.upstreamBody)
         var tried: [Backend] = []
@@ -228,11 +240,15 @@ public final class InferencePipeline: Sendable {
             if status >= 500 {
                 throw OpenAIError.upstream(502, "upstream_error", "the model server answered \(status)")
             }
-            let usage = status < 300 ? ResponseUsage.parse(payload) : nil
+            // A refusal by the backend generated nothing; an answer is billed even without usage.
+            let usage = status < 300
+                ? BilledUsage(reported: ResponseUsage.parse(payload), promptEstimate: body.promptEstimate,
+                              delivered: BilledUsage.deliveredEstimate(bytes: payload.readableBytes),
+                              expectsCompletion: call.endpoint != .embeddings)
+                : .nothing
             record.status = status
-            record.promptTokens = usage?.prompt ?? 0
-            record.completionTokens = usage?.completion ?? 0
-            await settler.settle(prompt: usage?.prompt ?? 0, completion: usage?.completion ?? 0, status: status)
+            record.bill(usage)
+            await settler.settle(usage, status: status)
             emit(record)
             let contentType = response.head.headers.first(name: "content-type") ?? "application/json"
             return .complete(status: status, headers: responseHeaders(record, contentType: contentType), body: payload)
@@ -240,8 +256,9 @@ public final class InferencePipeline: Sendable {
         throw lastError
     }
 
+    /// `x-request-id` echoes the client's id when it sent one, so it can correlate.
     func responseHeaders(_ record: AccessRecord, contentType: String) -> [(String, String)] {
-        [("content-type", contentType), ("x-request-id", record.requestID)] + record.rateLimitHeaders
+        [("content-type", contentType), ("x-request-id", record.clientRequestID ?? record.requestID)] + record.rateLimitHeaders
     }
 
     private func finish(_ error: any Error, _ record: inout AccessRecord) -> InferenceResult {
@@ -256,7 +273,9 @@ public final class InferencePipeline: Sendable {
     }
 
     func emit(_ record: AccessRecord) {
-        metrics.request(record)
+        // Labels come from configuration only: a model the catalogue does not know is `other`.
+        let model = record.model.isEmpty || catalog.routes[record.model] != nil ? record.model : "other"
+        metrics.request(record, modelLabel: model)
         logger.info("request", metadata: record.metadata)
     }
 }
@@ -269,38 +288,43 @@ final class Settler: Sendable {
     let admission: Admission
     let route: ModelRoute
     let promptEstimate: Int
+    let clientRequestID: String?
     let fallback: any UsageFallback
     let logger: Logger
 
-    init(limiter: Limiter, admission: Admission, route: ModelRoute, promptEstimate: Int, fallback: any UsageFallback,
-         logger: Logger) {
+    init(limiter: Limiter, admission: Admission, route: ModelRoute, promptEstimate: Int, clientRequestID: String?,
+         fallback: any UsageFallback, logger: Logger) {
         self.limiter = limiter
         self.admission = admission
         self.route = route
         self.promptEstimate = promptEstimate
+        self.clientRequestID = clientRequestID
         self.fallback = fallback
         self.logger = logger
     }
 
-    func settle(prompt: Int, completion: Int, status: Int) async {
-        let cost = route.costMicroUSD(prompt: prompt, completion: completion)
-        let usage = Usage(promptTokens: prompt, completionTokens: completion, costMicroUSD: cost,
-                          attributes: ["status": String(status)])
+    func settle(_ billed: BilledUsage, status: Int) async {
+        let cost = route.costMicroUSD(prompt: billed.prompt, completion: billed.completion)
+        var attributes = ["status": String(status), UsageEntry.Field.usageSource: billed.source.rawValue]
+        if billed.clamped { attributes[UsageEntry.Field.usageClamped] = "1" }
+        if let clientRequestID { attributes[UsageEntry.Field.clientRequestID] = clientRequestID }
+        let usage = Usage(promptTokens: billed.prompt, completionTokens: billed.completion, costMicroUSD: cost,
+                          attributes: attributes)
         do {
-            if try await limiter.settle(admission, usage: usage) == .skipped { recordDirectly(usage) }
+            if try await limiter.settle(admission, usage: usage) == .skipped { recordDirectly(billed, cost: cost) }
         } catch {
             // The reservation expires on its own; the ledger still gets the usage.
             logger.error("settle failed; usage goes to the ledger directly",
                          metadata: ["request_id": "\(admission.requestID)", "error": "\(error)"])
-            recordDirectly(usage)
+            recordDirectly(billed, cost: cost)
         }
     }
 
-    private func recordDirectly(_ usage: Usage) {
+    private func recordDirectly(_ billed: BilledUsage, cost: Int64) {
         guard let tenant = UUID(uuidString: admission.tenantID) else { return }
         fallback.record(UsageEntry(requestID: admission.requestID, tenantID: tenant, keyID: admission.keyID,
-                                 model: admission.model, promptTokens: usage.promptTokens,
-                                 completionTokens: usage.completionTokens, costMicroUSD: Int(usage.costMicroUSD),
-                                 at: Date()))
+                                   model: admission.model, promptTokens: billed.prompt, completionTokens: billed.completion,
+                                   costMicroUSD: Int(cost), at: Date(), clientRequestID: clientRequestID,
+                                   usageSource: billed.source.rawValue, usageClamped: billed.clamped))
     }
 }

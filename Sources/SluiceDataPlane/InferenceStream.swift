@@ -77,20 +77,41 @@ public final class InferenceStream: @unchecked Sendable {
     }
 
     private func end(status: Int) async {
+        guard let (usage, record) = close(status: status) else { return }
+        await settler.settle(usage, status: status)
+        pipeline.emit(record)
+    }
+
+    /// The stream was dropped unended: the listener never ran its body (for instance the
+    /// client was gone before the head was written). Nobody else can settle it now, so this
+    /// does, with what was delivered: "settled exactly once" does not depend on the listener.
+    deinit {
+        guard let (usage, record) = close(status: 499, errorCode: "client_disconnected") else { return }
+        let settler = settler
+        let pipeline = pipeline
+        Task {
+            await settler.settle(usage, status: 499)
+            pipeline.emit(record)
+        }
+    }
+
+    /// The synchronous half of ending, once only: stops renewing, frees the backend slot and
+    /// says what to bill.
+    private func close(status: Int, errorCode: String? = nil) -> (BilledUsage, AccessRecord)? {
         guard done.withLock({ done in
             defer { done = true }
             return !done
-        }) else { return }
+        }) else { return nil }
         renewal?.cancel()
         response.abandon()  // no-op after a clean end
         backend.releaseSlot()
-        let usage = filter.usage
-        let prompt = usage?.prompt ?? settler.promptEstimate
-        let completion = usage?.completion ?? filter.contentChunks
-        record.promptTokens = prompt
-        record.completionTokens = completion
+        // Without the usage chunk (a cut stream, a backend that never sends one): the prompt
+        // estimate plus one token per chunk that delivered text.
+        let usage = BilledUsage(reported: filter.usage, promptEstimate: settler.promptEstimate,
+                                delivered: filter.contentChunks)
+        record.bill(usage)
+        if let errorCode { record.errorCode = errorCode }
         if status != 200 { record.status = status }
-        await settler.settle(prompt: prompt, completion: completion, status: status)
-        pipeline.emit(record)
+        return (usage, record)
     }
 }

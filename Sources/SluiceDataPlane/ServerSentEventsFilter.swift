@@ -3,14 +3,14 @@ import NIOCore
 
 /// Watches an OpenAI-style SSE stream as it passes: finds the usage chunk the gateway asked
 /// for (`stream_options.include_usage`), drops it when the client did not ask, and counts the
-/// content chunks delivered (the fallback usage when a stream is cut).
+/// chunks that delivered text (the fallback usage when a stream is cut or reports none).
 ///
 /// Events are passed on whole: bytes of an incomplete event wait for the rest (events are
 /// small; a partial one is held for one upstream read at most).
 struct ServerSentEventsFilter {
     let dropUsageChunk: Bool
     private var pending = ByteBuffer()
-    private(set) var usage: (prompt: Int, completion: Int)?
+    private(set) var usage: ReportedUsage?
     private(set) var contentChunks = 0
 
     init(dropUsageChunk: Bool) {
@@ -60,34 +60,37 @@ struct ServerSentEventsFilter {
         guard let dataStart = text.range(of: "data:") else { return true }
         let payload = text[dataStart.upperBound...].trimmingCharacters(in: .whitespacesAndNewlines)
         if payload == "[DONE]" { return true }
+        if Self.carriesText(payload) { contentChunks += 1 }
         guard payload.contains("\"usage\""), let json = try? JSONSerialization.jsonObject(with: Data(payload.utf8)) as? [String: Any]
-        else {
-            contentChunks += 1
-            return true
-        }
+        else { return true }
         if let usage = json["usage"] as? [String: Any] {
-            self.usage = ResponseUsage.counts(usage)
+            self.usage = ReportedUsage(usage)
             let choices = json["choices"] as? [Any] ?? []
             if choices.isEmpty { return !dropUsageChunk }
         }
-        contentChunks += 1
         return true
+    }
+
+    /// Whether a chunk delivers generated text: a non-empty `"content"` (chat) or `"text"`
+    /// (completions) string. Role-only and finish chunks carry none. About one token each.
+    static func carriesText(_ payload: String) -> Bool {
+        for field in ["\"content\":", "\"text\":"] {
+            guard let found = payload.range(of: field) else { continue }
+            let rest = payload[found.upperBound...].drop { $0 == " " }
+            if rest.hasPrefix("\""), !rest.dropFirst().hasPrefix("\"") { return true }
+        }
+        return false
     }
 }
 
 /// Usage from a complete (non-streamed) response body. Only the `"usage"` object is parsed
 /// (found by a byte scan): parsing the whole answer cost more than the rest of the request path.
 enum ResponseUsage {
-    static func parse(_ body: ByteBuffer) -> (prompt: Int, completion: Int)? {
+    static func parse(_ body: ByteBuffer) -> ReportedUsage? {
         let bytes = Array(body.readableBytesView)
         guard let object = usageObject(in: bytes),
               let usage = try? JSONSerialization.jsonObject(with: Data(object)) as? [String: Any] else { return nil }
-        return counts(usage)
-    }
-
-    /// Prompt and completion tokens of an OpenAI `usage` object (absent fields count 0).
-    static func counts(_ usage: [String: Any]) -> (prompt: Int, completion: Int) {
-        ((usage["prompt_tokens"] as? NSNumber)?.intValue ?? 0, (usage["completion_tokens"] as? NSNumber)?.intValue ?? 0)
+        return ReportedUsage(usage)
     }
 
     private static let key = Array("\"usage\"".utf8)

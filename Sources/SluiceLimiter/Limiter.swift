@@ -101,7 +101,7 @@ public final class Limiter: Sendable {
             } catch {
                 attempt += 1
                 recordFailure(error)
-                if attempt >= 3 || error.serverErrorCode != nil || error == .timeout || isDegraded { throw error }
+                if attempt >= 3 || error.serverErrorCode != nil || error == .timeout || error == .overloaded || isDegraded { throw error }
                 try? await Task.sleep(for: .milliseconds(20 * attempt))
             }
         }
@@ -129,7 +129,7 @@ public final class Limiter: Sendable {
         case .open:
             return .admitted(Admission(
                 requestID: request.requestID, tenantID: request.tenantID, keyID: request.keyID, model: request.model,
-                reservedTokens: request.tokensToReserve, headers: .none, duplicate: false, degraded: true,
+                reservedTokens: request.tokensToReserve, headers: .none, degraded: true,
                 tokenLimits: [], concurrencyKeys: []))
         case .local:
             return localLimiter.admit(request, plan: plan, now: now)

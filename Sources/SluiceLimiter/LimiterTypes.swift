@@ -48,8 +48,6 @@ public struct Admission: Sendable, Equatable {
     public let model: String
     public let reservedTokens: Int
     public let headers: RateLimitHeaders
-    /// True when this request id had been admitted before: nothing new was reserved.
-    public let duplicate: Bool
     /// Admitted without Redis (fail-open or local policy): settle books nothing in Redis.
     public let degraded: Bool
     let tokenLimits: [RateLimitSpec]

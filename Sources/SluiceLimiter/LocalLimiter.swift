@@ -49,7 +49,7 @@ final class LocalLimiter: Sendable {
             for limit in plan.concurrency { state.inFlight[limit.key, default: 0] += 1 }
             return .admitted(Admission(
                 requestID: request.requestID, tenantID: request.tenantID, keyID: request.keyID, model: request.model,
-                reservedTokens: request.tokensToReserve, headers: .none, duplicate: false, degraded: true,
+                reservedTokens: request.tokensToReserve, headers: .none, degraded: true,
                 tokenLimits: [], concurrencyKeys: plan.concurrency.map(\.key)))
         }
     }

@@ -35,7 +35,7 @@ struct RedisLimiterStore: Sendable {
             arguments += [limit.max, limit.name] as [any RESPArgument]
         }
         let reply = try await client.evalScript(LimiterScripts.admit, keys: scriptKeys, arguments: arguments)
-        guard let fields = reply.array, fields.count == 10, let decision = fields[0].int else {
+        guard let fields = reply.array, fields.count == 9, let decision = fields[0].int else {
             throw .protocolError("admit returned \(reply)")
         }
         let name = fields[1].string ?? ""
@@ -45,8 +45,7 @@ struct RedisLimiterStore: Sendable {
         case 1:
             return .admitted(Admission(
                 requestID: request.requestID, tenantID: request.tenantID, keyID: request.keyID, model: request.model,
-                reservedTokens: request.tokensToReserve, headers: headers, duplicate: fields[9].int == 1,
-                degraded: false, tokenLimits: plan.rates.filter { $0.kind == .tokens },
+                reservedTokens: request.tokensToReserve, headers: headers, degraded: false, tokenLimits: plan.rates.filter { $0.kind == .tokens },
                 concurrencyKeys: plan.concurrency.map(\.key)))
         case 0:
             return .denied(Denial(reason: .rateLimited, limit: name, retryAfter: retry, headers: headers, fromCache: false))

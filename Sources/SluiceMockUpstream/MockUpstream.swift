@@ -22,6 +22,16 @@ public struct MockUpstreamBehavior: Sendable {
     public var hang = false
     /// Report usage less (or more) than the tokens sent, to exercise refunds and debt.
     public var usageScale: Double = 1
+    /// What the `usage` object says (a misbehaving backend can omit it or report nonsense).
+    public var usageReport = UsageReport.honest
+
+    public enum UsageReport: Sendable {
+        case honest
+        /// No `usage` object at all (nor a usage chunk on streams).
+        case omitted
+        /// This JSON text as the `usage` value, verbatim.
+        case raw(String)
+    }
 
     public init() {}
 }
@@ -70,7 +80,7 @@ public struct MockUpstream: Sendable {
         if kind == .embedding {
             return json(["object": "list", "model": model,
                          "data": [["object": "embedding", "index": 0, "embedding": (0..<8).map { Double($0) / 8 }]],
-                         "usage": ["prompt_tokens": prompt, "total_tokens": prompt]])
+                         "usage": ["prompt_tokens": prompt, "total_tokens": prompt]], usage: behavior.usageReport)
         }
         let limit = (body["max_completion_tokens"] as? Int) ?? (body["max_tokens"] as? Int) ?? behavior.completionTokens
         let tokens = max(0, min(limit, behavior.completionTokens))
@@ -86,7 +96,8 @@ public struct MockUpstream: Sendable {
                 ? ["index": 0, "message": ["role": "assistant", "content": text], "finish_reason": "stop"]
                 : ["index": 0, "text": text, "finish_reason": "stop"]
             return json(["id": id, "object": kind == .chat ? "chat.completion" : "text_completion", "created": created,
-                         "model": model, "choices": [choice], "usage": usage, "system_fingerprint": fingerprint])
+                         "model": model, "choices": [choice], "usage": usage, "system_fingerprint": fingerprint],
+                        usage: behavior.usageReport)
         }
         let includeUsage = ((body["stream_options"] as? [String: Any])?["include_usage"] as? Bool) == true
         let behavior = self.behavior
@@ -105,8 +116,12 @@ public struct MockUpstream: Sendable {
             sent += count
         }
         var tail = [event(chunk(nil, finish: "stop"))]
-        if includeUsage {
-            tail.append(event(["id": id, "object": object, "created": created, "model": model, "choices": [Any](), "usage": usage]))
+        if includeUsage, let usageEvent = encode(["id": id, "object": object, "created": created, "model": model,
+                                                  "choices": [Any](), "usage": usage], usage: behavior.usageReport) {
+            var buffer = ByteBuffer(string: "data: ")
+            buffer.writeBytes(usageEvent)
+            buffer.writeString("\n\n")
+            tail.append(buffer)
         }
         tail.append(ByteBuffer(string: "data: [DONE]\n\n"))
         let closing = tail
@@ -137,7 +152,27 @@ private func event(_ object: [String: Any]) -> ByteBuffer {
     return buffer
 }
 
-private func json(_ object: [String: Any], status: HTTPResponse.Status = .ok) -> Response {
-    let data = (try? JSONSerialization.data(withJSONObject: object)) ?? Data()
+private func json(_ object: [String: Any], status: HTTPResponse.Status = .ok,
+                  usage: MockUpstreamBehavior.UsageReport = .honest) -> Response {
+    let data = encode(object, usage: usage) ?? Data()
     return Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: data)))
+}
+
+/// JSON for `object`, its `usage` as the behaviour says; nil when a usage-only object loses its usage.
+private func encode(_ object: [String: Any], usage report: MockUpstreamBehavior.UsageReport) -> Data? {
+    var object = object
+    switch report {
+    case .honest:
+        return try? JSONSerialization.data(withJSONObject: object)
+    case .omitted:
+        guard object["usage"] != nil else { return try? JSONSerialization.data(withJSONObject: object) }
+        if (object["choices"] as? [Any])?.isEmpty == true { return nil }
+        object["usage"] = nil
+        return try? JSONSerialization.data(withJSONObject: object)
+    case .raw(let text):
+        guard object["usage"] != nil else { return try? JSONSerialization.data(withJSONObject: object) }
+        object["usage"] = "__MOCK_USAGE__"
+        guard let data = try? JSONSerialization.data(withJSONObject: object) else { return nil }
+        return Data(String(decoding: data, as: UTF8.self).replacingOccurrences(of: "\"__MOCK_USAGE__\"", with: text).utf8)
+    }
 }

@@ -13,6 +13,8 @@ public enum RedisClientError: Error, Sendable, Equatable, CustomStringConvertibl
     case protocolError(String)
     /// The client was shut down.
     case shutdown
+    /// Too many commands already wait for replies on the connection; nothing was sent.
+    case overloaded
 
     public var description: String {
         switch self {
@@ -22,6 +24,7 @@ public enum RedisClientError: Error, Sendable, Equatable, CustomStringConvertibl
         case .timeout: return "redis did not answer in time"
         case .protocolError(let reason): return "redis protocol error: \(reason)"
         case .shutdown: return "redis client shut down"
+        case .overloaded: return "too many redis commands waiting for replies"
         }
     }
 

@@ -17,6 +17,9 @@ public struct RedisConfiguration: Sendable {
     public var commandTimeout: TimeAmount = .seconds(1)
     /// Multiplexed connections in the pool; each carries many pipelined commands.
     public var poolSize: Int = 2
+    /// Commands waiting for replies on one connection. Past this a call fails at once with
+    /// `.overloaded`: a stalled Redis costs bounded memory, and callers their failure policy.
+    public var maxPendingCommands = 10_000
     /// Reconnect backoff: doubles from `minimum` after each failed attempt, up to `maximum`.
     public var reconnectBackoff: (minimum: TimeAmount, maximum: TimeAmount) = (.milliseconds(25), .seconds(2))
 

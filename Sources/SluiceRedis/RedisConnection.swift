@@ -36,7 +36,7 @@ public final class RedisConnection: Sendable {
                             serverHostname: configuration.host.isIPAddress ? nil : configuration.host)
                         try sync.addHandler(handler)
                     }
-                    try sync.addHandler(RedisPipelineHandler(onPush: onPush))
+                    try sync.addHandler(RedisPipelineHandler(maxPending: configuration.maxPendingCommands, onPush: onPush))
                     return channel.eventLoop.makeSucceededVoidFuture()
                 } catch {
                     return channel.eventLoop.makeFailedFuture(error)

@@ -23,9 +23,9 @@ final class RedisPipelineHandler: ChannelDuplexHandler {
     private var timer: Scheduled<Void>?
     private var flushScheduled = false
 
-    init(onPush: ((RESPValue) -> Void)? = nil) {
+    init(maxPending: Int = 10_000, onPush: ((RESPValue) -> Void)? = nil) {
         self.onPush = onPush
-        self.state = RedisPipelineStateMachine(acceptsPushes: onPush != nil)
+        self.state = RedisPipelineStateMachine(acceptsPushes: onPush != nil, maxPending: maxPending)
     }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {

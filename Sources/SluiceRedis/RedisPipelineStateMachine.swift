@@ -36,15 +36,19 @@ struct RedisPipelineStateMachine {
     private var queue = CircularBuffer<Pending>(initialCapacity: 16)
     private var closedWith: RedisClientError?
     private let acceptsPushes: Bool
+    private let maxPending: Int
 
-    init(acceptsPushes: Bool) {
+    init(acceptsPushes: Bool, maxPending: Int = 10_000) {
         self.acceptsPushes = acceptsPushes
+        self.maxPending = maxPending
     }
 
     var pendingCount: Int { queue.count }
 
     mutating func enqueue(_ promise: EventLoopPromise<RESPValue>, deadline: NIODeadline) -> WriteAction {
         if let closedWith { return .fail(promise, closedWith) }
+        // Bounded: a Redis that stops answering must not grow this queue without limit.
+        if queue.count >= maxPending { return .fail(promise, .overloaded) }
         queue.append(Pending(promise: promise, deadline: deadline))
         return .write
     }

@@ -29,6 +29,7 @@ public enum Gateway {
     ) async throws -> ServiceGroup {
         var redisConfiguration = try RedisConfiguration(url: configuration.redisURL)
         redisConfiguration.poolSize = max(2, System.coreCount)
+        redisConfiguration.maxPendingCommands = configuration.redisMaxPendingCommands
         let redis = try RedisClient(configuration: redisConfiguration, logger: logger)
         let postgres = PostgresClient(configuration: try DatabaseURL.configuration(configuration.databaseURL),
                                       backgroundLogger: logger)
@@ -40,7 +41,9 @@ public enum Gateway {
 
         let store = TenantStore(client: postgres, logger: logger)
         let hasher = KeyHasher(pepper: configuration.keyPepper)
-        let resolver = KeyResolver(database: store, redis: redis, hasher: hasher, logger: logger)
+        var keySettings = KeyResolverSettings()
+        keySettings.staleTTL = .seconds(configuration.keyStaleSeconds)
+        let resolver = KeyResolver(database: store, redis: redis, hasher: hasher, settings: keySettings, logger: logger)
         var limiterConfiguration = LimiterConfiguration(failurePolicy: configuration.failurePolicy)
         limiterConfiguration.expectedReplicas = configuration.expectedReplicas
         limiterConfiguration.timings.lease = .seconds(configuration.leaseSeconds)
@@ -57,8 +60,11 @@ public enum Gateway {
                                          usageFallback: usageFallback, settings: settings, metrics: metrics, logger: logger)
 
         let listening = ListeningReporter(onListening)
+        let connections = ConnectionCounter(maximum: configuration.listenerLimits.maxConnections)
+        let limits = configuration.listenerLimits
         let publicApp = Application(
             router: PublicListener(pipeline: pipeline, maxRequestBytes: configuration.maxRequestBytes).router(),
+            server: .http1(configuration: .init(additionalChannelHandlers: [ConnectionGuardHandler(limits: limits, counter: connections)])),
             configuration: .init(address: .hostname(configuration.listen.host, port: configuration.listen.port),
                                  serverName: "sluice"),
             onServerRunning: { channel in listening.report(public: channel.localAddress?.port) },

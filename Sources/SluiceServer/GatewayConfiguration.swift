@@ -20,6 +20,14 @@ public struct GatewayConfiguration: Sendable {
     /// Concurrency slots free themselves this long after a replica stops renewing them.
     public var leaseSeconds = 120
     public var maxRequestBytes = 4 * 1024 * 1024
+    /// The public listener's timeouts and connection cap.
+    public var listenerLimits = ListenerLimits()
+    /// How long a cached key is still honoured while Redis and PostgreSQL are both unreachable
+    /// (a key revoked meanwhile keeps working this long at most).
+    public var keyStaleSeconds = 60
+    /// Commands waiting for replies on one Redis connection; past this, calls fail at once and
+    /// the failure policy answers.
+    public var redisMaxPendingCommands = 10_000
     public var upstream = UpstreamTimeouts()
     /// Path probed on every backend by the active health checks (vLLM and the mock serve /health).
     public var healthPath = "/health"
@@ -94,7 +102,17 @@ public struct GatewayConfiguration: Sendable {
         guard let root = loaded as? [String: Any] else { throw ConfigurationError(key: "(file)", problem: "must be a mapping") }
         let reader = ConfigReader(root, path: "")
         try reader.allow(["listen", "admin_listen", "redis_url", "database_url", "failure_policy", "expected_replicas",
-                          "lease_seconds", "max_request_bytes", "upstream", "models"])
+                          "lease_seconds", "max_request_bytes", "upstream", "models", "listener", "key_stale_seconds",
+                          "redis_max_pending_commands"])
+        if let value = try reader.int("key_stale_seconds", 0...86_400) { keyStaleSeconds = value }
+        if let value = try reader.int("redis_max_pending_commands", 1...1_000_000) { redisMaxPendingCommands = value }
+        if let listener = try reader.mapping("listener") {
+            try listener.allow(["header_timeout_ms", "body_timeout_ms", "idle_timeout_ms", "max_connections"])
+            if let value = try listener.int("header_timeout_ms", 1...600_000) { listenerLimits.headerTimeout = .milliseconds(Int64(value)) }
+            if let value = try listener.int("body_timeout_ms", 1...3_600_000) { listenerLimits.bodyTimeout = .milliseconds(Int64(value)) }
+            if let value = try listener.int("idle_timeout_ms", 1...3_600_000) { listenerLimits.idleTimeout = .milliseconds(Int64(value)) }
+            if let value = try listener.int("max_connections", 1...10_000_000) { listenerLimits.maxConnections = value }
+        }
         if let value = try reader.int("lease_seconds", 1...86_400) { leaseSeconds = value }
         if let value = try reader.string("listen") { listen = try HostPort(value, key: "listen") }
         if let value = try reader.string("admin_listen") { adminListen = try HostPort(value, key: "admin_listen") }
@@ -154,6 +172,12 @@ public struct GatewayConfiguration: Sendable {
                 throw ConfigurationError(key: "SLUICE_EXPECTED_REPLICAS", problem: "must be a positive integer")
             }
             expectedReplicas = number
+        }
+        if let value = environment["SLUICE_KEY_STALE_SECONDS"] {
+            guard let number = Int(value), (0...86_400).contains(number) else {
+                throw ConfigurationError(key: "SLUICE_KEY_STALE_SECONDS", problem: "must be an integer from 0 to 86400")
+            }
+            keyStaleSeconds = number
         }
         adminJWTSecret = try Self.secret("SLUICE_ADMIN_JWT_SECRET", environment)
         keyPepper = try Self.secret("SLUICE_KEY_PEPPER", environment)

@@ -66,7 +66,17 @@ struct MeteringWorker: Service {
             return
         }
         guard !entries.isEmpty else { return }
-        try await ledger.insert(entries.compactMap(UsageEntry.init(streamEntry:)))
+        var rows: [UsageEntry] = []
+        for entry in entries {
+            do {
+                rows.append(try UsageEntry(streamEntry: entry))
+            } catch {
+                // Acknowledged below like the rest: kept in the dead-letter table, never retried forever.
+                try await ledger.deadLetter(tenantID: tenant, requestID: error.requestID, reason: error.reason,
+                                            payload: "\(entry)")
+            }
+        }
+        try await ledger.insert(rows)
         let ids = entries.compactMap { $0.array?.first?.string }
         _ = try await redis.send(RedisCommand("XACK", [stream, Self.group] + ids))
     }
@@ -81,22 +91,46 @@ struct MeteringWorker: Service {
     }
 }
 
+/// A usage event the ledger cannot take as it is.
+struct MalformedUsageEvent: Error {
+    let reason: String
+    let requestID: String?
+}
+
 extension UsageEntry {
-    /// One entry of a usage stream (fields written by settle.lua).
-    init?(streamEntry entry: RESPValue) {
-        guard let parts = entry.array, parts.count == 2, let list = parts[1].array else { return nil }
+    /// One entry of a usage stream (fields written by settle.lua). Counts are clamped to the
+    /// ledger's range, so a replica that wrote nonsense cannot make PostgreSQL refuse the batch.
+    init(streamEntry entry: RESPValue) throws(MalformedUsageEvent) {
+        guard let parts = entry.array, parts.count == 2, let list = parts[1].array else {
+            throw MalformedUsageEvent(reason: "not a stream entry", requestID: nil)
+        }
         var fields: [String: String] = [:]
         var index = 0
         while index + 1 < list.count {
             if let name = list[index].string, let value = list[index + 1].string { fields[name] = value }
             index += 2
         }
-        guard let requestID = fields["request_id"], let tenant = fields["tenant_id"].flatMap(UUID.init(uuidString:)),
-              let keyID = fields["key_id"], let model = fields["model"] else { return nil }
-        self.init(requestID: requestID, tenantID: tenant, keyID: keyID, model: model,
-                  promptTokens: Int(fields["prompt_tokens"] ?? "") ?? 0,
-                  completionTokens: Int(fields["completion_tokens"] ?? "") ?? 0,
-                  costMicroUSD: Int(fields["cost_micro_usd"] ?? "") ?? 0,
-                  at: Date(timeIntervalSince1970: (Double(fields["ts_us"] ?? "") ?? 0) / 1_000_000))
+        guard let requestID = fields["request_id"], !requestID.isEmpty else {
+            throw MalformedUsageEvent(reason: "no request_id", requestID: nil)
+        }
+        guard let tenant = fields["tenant_id"].flatMap(UUID.init(uuidString:)), let keyID = fields["key_id"],
+              let model = fields["model"] else {
+            throw MalformedUsageEvent(reason: "tenant_id, key_id or model missing or malformed", requestID: requestID)
+        }
+        var clamped = fields[Field.usageClamped] == "1"
+        func count(_ name: String, limit: Int) throws(MalformedUsageEvent) -> Int {
+            guard let text = fields[name] else { return 0 }
+            guard let value = Int(text) else { throw MalformedUsageEvent(reason: "\(name) is not an integer", requestID: requestID) }
+            if value < 0 || value > limit { clamped = true }
+            return min(max(value, 0), limit)
+        }
+        let prompt = try count("prompt_tokens", limit: 1_000_000_000)
+        let completion = try count("completion_tokens", limit: 1_000_000_000)
+        let cost = try count("cost_micro_usd", limit: Int(Int64.max / 2))
+        let source = fields[Field.usageSource] == "estimated" ? "estimated" : "backend"
+        self.init(requestID: requestID, tenantID: tenant, keyID: keyID, model: model, promptTokens: prompt,
+                  completionTokens: completion, costMicroUSD: cost,
+                  at: Date(timeIntervalSince1970: (Double(fields["ts_us"] ?? "") ?? 0) / 1_000_000),
+                  clientRequestID: fields[Field.clientRequestID], usageSource: source, usageClamped: clamped)
     }
 }

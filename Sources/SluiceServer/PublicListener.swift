@@ -3,6 +3,7 @@ import HTTPTypes
 import Hummingbird
 import NIOCore
 import SluiceDataPlane
+import Synchronization
 
 /// The public listener's request context: carries the connection's event loop, so upstream
 /// connections come from that loop's pool.
@@ -16,8 +17,9 @@ public struct PublicRequestContext: RequestContext {
     }
 }
 
-/// The thin HTTP adapter around `InferencePipeline`: it reads the body (bounded), hands the
-/// call over, and writes the result, streaming it chunk by chunk.
+/// The thin HTTP adapter around `InferencePipeline`: it decides what it can from the headers
+/// (declared size), hands the call over with a bounded body reader, and writes the result,
+/// streaming it chunk by chunk.
 struct PublicListener {
     let pipeline: InferencePipeline
     let maxRequestBytes: Int
@@ -31,29 +33,46 @@ struct PublicListener {
             }
         }
         router.get("/v1/models") { request, _ in
-            let requestID = Self.requestID(request)
-            return Self.response(await pipeline.listModels(authorization: request.headers[.authorization], requestID: requestID))
+            Self.response(await pipeline.listModels(authorization: request.headers[.authorization], requestID: Self.newRequestID(),
+                                                    clientRequestID: Self.clientRequestID(request)))
         }
         return router
     }
 
     private func inference(_ endpoint: InferenceEndpoint, _ request: Request, _ context: PublicRequestContext) async throws -> Response {
-        let requestID = Self.requestID(request)
-        let body: ByteBuffer
-        do {
-            body = try await request.body.collect(upTo: maxRequestBytes)
-        } catch is NIOTooManyBytesError {
-            return Self.response(pipeline.reject(.tooLarge(maxRequestBytes), requestID: requestID, endpoint: endpoint.rawValue))
+        let requestID = Self.newRequestID()
+        let clientRequestID = Self.clientRequestID(request)
+        // Refused from the headers: nothing of the body is read, and the connection closes.
+        if let declared = request.headers[.contentLength].flatMap({ Int($0) }), declared > maxRequestBytes {
+            return Self.response(pipeline.reject(.tooLarge(maxRequestBytes), requestID: requestID,
+                                                 clientRequestID: clientRequestID, endpoint: endpoint.rawValue), close: true)
         }
-        let call = InferenceCall(endpoint: endpoint, authorization: request.headers[.authorization], body: body,
-                                 requestID: requestID, traceparent: Self.traceparent(request), eventLoop: context.eventLoop)
-        return Self.response(await pipeline.handle(call))
+        let call = InferenceCall(endpoint: endpoint, authorization: request.headers[.authorization], requestID: requestID,
+                                 clientRequestID: clientRequestID, traceparent: Self.traceparent(request),
+                                 eventLoop: context.eventLoop)
+        let bodyRead = Atomic<Bool>(false)
+        let limit = maxRequestBytes
+        let result = await pipeline.handle(call) { () async throws(OpenAIError) -> ByteBuffer in
+            do {
+                let body = try await request.body.collect(upTo: limit)
+                bodyRead.store(true, ordering: .relaxed)
+                return body
+            } catch is NIOTooManyBytesError {
+                throw .tooLarge(limit)
+            } catch {
+                throw .invalidRequest("the request body could not be read")
+            }
+        }
+        // An answer given before the body was read whole: close rather than drain the rest.
+        return Self.response(result, close: !bodyRead.load(ordering: .relaxed) && Self.declaresBody(request))
     }
 
-    static func response(_ result: InferenceResult) -> Response {
+    static func response(_ result: InferenceResult, close: Bool = false) -> Response {
         switch result {
         case .complete(let status, let headers, let body):
-            return Response(status: .init(code: status), headers: fields(headers), body: .init(byteBuffer: body))
+            var fields = fields(headers)
+            if close { fields[.connection] = "close" }
+            return Response(status: .init(code: status), headers: fields, body: .init(byteBuffer: body))
         case .stream(let headers, let stream):
             return Response(status: .ok, headers: fields(headers), body: ResponseBody { writer in
                 do {
@@ -75,13 +94,19 @@ struct PublicListener {
         return fields
     }
 
-    /// The client's `x-request-id` if it is sane (printable, at most 128 bytes), else a new one.
-    static func requestID(_ request: Request) -> String {
-        if let given = request.headers[values: HTTPField.Name("x-request-id")!].first, (1...128).contains(given.utf8.count),
-           given.utf8.allSatisfy({ (0x21...0x7E).contains($0) }) {
-            return given
-        }
-        return UUID().uuidString.lowercased()
+    static func declaresBody(_ request: Request) -> Bool {
+        request.headers[.contentLength].map { $0 != "0" } ?? (request.headers[.transferEncoding] != nil)
+    }
+
+    /// The server's id for a request: unique, and the only one limits and bills use.
+    static func newRequestID() -> String { UUID().uuidString.lowercased() }
+
+    /// The client's `x-request-id`, for correlation only: visible ASCII, at most 128 bytes
+    /// (longer ones are cut), anything else dropped; nil when nothing usable is left.
+    static func clientRequestID(_ request: Request) -> String? {
+        guard let given = request.headers[values: HTTPField.Name("x-request-id")!].first else { return nil }
+        let kept = given.utf8.lazy.filter { (0x21...0x7E).contains($0) }.prefix(128)
+        return kept.isEmpty ? nil : String(decoding: Array(kept), as: UTF8.self)
     }
 
     /// W3C `traceparent`, forwarded when well-formed (version-traceid-parentid-flags).
@@ -108,7 +133,10 @@ struct OpenAIShapedRoutingErrors: RouterMiddleware {
         } catch let error as HTTPError where error.status == .notFound {
             // One "unknown" label, not the path: metrics labels must stay bounded.
             return PublicListener.response(pipeline.reject(.unknownEndpoint(method: request.method.rawValue, path: request.uri.path),
-                                                           requestID: PublicListener.requestID(request), endpoint: "unknown"))
+                                                           requestID: PublicListener.newRequestID(),
+                                                           clientRequestID: PublicListener.clientRequestID(request),
+                                                           endpoint: "unknown"),
+                                           close: PublicListener.declaresBody(request))
         }
     }
 }

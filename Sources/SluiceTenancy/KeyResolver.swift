@@ -19,7 +19,7 @@ public struct KeyResolverSettings: Sendable {
     /// Replica memory: fresh for `memoryTTL`; after that still used for `staleTTL` if both Redis
     /// and PostgreSQL fail (cached keys keep working through a database outage).
     public var memoryTTL: Duration = .seconds(5)
-    public var staleTTL: Duration = .seconds(600)
+    public var staleTTL: Duration = .seconds(60)
     public var negativeTTL: Duration = .seconds(2)
     public var redisTTL: Duration = .seconds(60)
     public var memoryCapacity = 100_000

@@ -71,6 +71,25 @@ enum Migrations {
             """,
             "CREATE INDEX usage_ledger_tenant ON usage_ledger (tenant_id, at)",
         ]),
+        // Request ids are the server's and unique per tenant; the client's id is kept for
+        // correlation only. Existing rows stay as they are (a unique request_id is unique per tenant).
+        Migration(version: 2, name: "ledger keyed by tenant and server request id; usage source; dead letters", statements: [
+            "ALTER TABLE usage_ledger DROP CONSTRAINT usage_ledger_pkey",
+            "ALTER TABLE usage_ledger ADD PRIMARY KEY (tenant_id, request_id)",
+            "ALTER TABLE usage_ledger ADD COLUMN client_request_id text",
+            "ALTER TABLE usage_ledger ADD COLUMN usage_source text NOT NULL DEFAULT 'backend' CHECK (usage_source IN ('backend', 'estimated'))",
+            "ALTER TABLE usage_ledger ADD COLUMN usage_clamped boolean NOT NULL DEFAULT false",
+            """
+            CREATE TABLE usage_dead_letter (
+                id bigserial PRIMARY KEY,
+                at timestamptz NOT NULL DEFAULT now(),
+                tenant_id text,
+                request_id text,
+                reason text NOT NULL,
+                payload text NOT NULL
+            )
+            """,
+        ]),
     ]
 }
 
@@ -90,11 +109,11 @@ public struct Migrator: Sendable {
 
     /// Returns the versions applied by this call (empty when the schema was current).
     @discardableResult
-    public func migrate() async throws -> [Int] {
+    public func migrate(upTo last: Int = .max) async throws -> [Int] {
         try await client.withConnection { connection in
             _ = try await connection.query("SELECT pg_advisory_lock(\(Self.lockID))", logger: logger)
             do {
-                let applied = try await applyPending(on: connection)
+                let applied = try await applyPending(on: connection, upTo: last)
                 _ = try await connection.query("SELECT pg_advisory_unlock(\(Self.lockID))", logger: logger)
                 return applied
             } catch {
@@ -104,7 +123,7 @@ public struct Migrator: Sendable {
         }
     }
 
-    private func applyPending(on connection: PostgresConnection) async throws -> [Int] {
+    private func applyPending(on connection: PostgresConnection, upTo last: Int) async throws -> [Int] {
         _ = try await connection.query("""
             CREATE TABLE IF NOT EXISTS schema_migrations (
                 version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())
@@ -115,7 +134,7 @@ public struct Migrator: Sendable {
             done.insert(version)
         }
         var applied: [Int] = []
-        for migration in Migrations.all where !done.contains(migration.version) {
+        for migration in Migrations.all where !done.contains(migration.version) && migration.version <= last {
             try await connection.withTransaction(logger: logger) { transaction in
                 for statement in migration.statements {
                     _ = try await transaction.query(statement, logger: logger)

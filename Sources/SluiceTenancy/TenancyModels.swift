@@ -1,4 +1,5 @@
 import Foundation
+import PostgresNIO
 import SluiceLimiter
 
 public struct Tenant: Sendable, Equatable, Codable {
@@ -89,4 +90,22 @@ public enum UsageGrouping: String, Sendable, CaseIterable {
 
 public enum TenancyError: Error, Sendable, Equatable {
     case notFound
+    /// PostgreSQL refused a value the caller gave (out of range, not representable).
+    case invalidValue(String)
+    /// A transient conflict with a concurrent change (serialization failure, deadlock).
+    case conflict
+
+    /// What a store error means for the caller, when it is the caller's doing or transient;
+    /// nil for a real fault.
+    public static func classify(_ error: any Error) -> TenancyError? {
+        if let error = error as? TenancyError { return error }
+        if let error = error as? PostgresTransactionError, let inner = error.closureError { return classify(inner) }
+        guard let error = error as? PSQLError, let state = error.serverInfo?[.sqlState] else { return nil }
+        switch state {
+        case "23503": return .notFound  // a referenced row (the tenant) does not exist
+        case "40001", "40P01": return .conflict
+        case _ where state.hasPrefix("22"): return .invalidValue(error.serverInfo?[.message] ?? "invalid value")
+        default: return nil
+        }
+    }
 }

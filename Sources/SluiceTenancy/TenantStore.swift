@@ -15,13 +15,23 @@ public struct TenantStore: Sendable {
         self.logger = logger
     }
 
+    /// A transaction that rethrows what its body threw (`TenancyError.notFound` stays itself,
+    /// rather than arriving wrapped in a `PostgresTransactionError`).
+    private func transaction<T: Sendable>(_ body: (PostgresConnection) async throws -> sending T) async throws -> T {
+        do {
+            return try await client.withTransaction(logger: logger, body)
+        } catch let error as PostgresTransactionError {
+            throw error.closureError ?? error
+        }
+    }
+
     // MARK: tenants
 
     public func createTenant(name: String, limits: Limits, modelLimits: [String: Limits], actor: String) async throws -> Tenant {
         let id = UUID()
         let limitsJSON = try JSONCoding.string(limits)
         let modelJSON = try JSONCoding.string(modelLimits)
-        try await client.withTransaction(logger: logger) { connection in
+        try await transaction { connection in
             _ = try await connection.query("""
                 INSERT INTO tenants (id, name, limits, model_limits)
                 VALUES (\(id), \(name), \(limitsJSON)::jsonb, \(modelJSON)::jsonb)
@@ -60,7 +70,7 @@ public struct TenantStore: Sendable {
                              actor: String) async throws -> Tenant {
         let limitsJSON = try limits.map { try JSONCoding.string($0) }
         let modelJSON = try modelLimits.map { try JSONCoding.string($0) }
-        try await client.withTransaction(logger: logger) { connection in
+        try await transaction { connection in
             let rows = try await connection.query("""
                 UPDATE tenants SET name = coalesce(\(name), name),
                     limits = coalesce(\(limitsJSON)::jsonb, limits),
@@ -84,7 +94,7 @@ public struct TenantStore: Sendable {
     public func createKey(tenantID: UUID, name: String, limits: Limits, models: [String]?, expiresAt: Date?,
                           hasher: KeyHasher, actor: String) async throws -> (KeyRecord, String) {
         let key = APIKey.generate()
-        try await client.withTransaction(logger: logger) { connection in
+        try await transaction { connection in
             try await Self.insertKey(connection, key: key, tenantID: tenantID, name: name, limits: limits,
                                      models: models, expiresAt: expiresAt, hasher: hasher, logger: logger)
             try await Self.audit(connection, actor: actor, tenant: tenantID, action: "key.create", target: key.keyID,
@@ -120,7 +130,7 @@ public struct TenantStore: Sendable {
         guard old.isUsable(at: Date()) else { throw TenancyError.notFound }
         let replacement = APIKey.generate()
         let graceEnd = Date().addingTimeInterval(TimeInterval(grace.components.seconds))
-        try await client.withTransaction(logger: logger) { connection in
+        try await transaction { connection in
             try await Self.insertKey(connection, key: replacement, tenantID: old.tenantID, name: old.name, limits: old.limits,
                                      models: old.models, expiresAt: old.expiresAt, hasher: hasher, logger: logger)
             _ = try await connection.query("""
@@ -137,7 +147,7 @@ public struct TenantStore: Sendable {
 
     public func revokeKey(_ id: String, actor: String) async throws -> KeyRecord {
         let old = try await key(id)
-        try await client.withTransaction(logger: logger) { connection in
+        try await transaction { connection in
             _ = try await connection.query("UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE id = \(id)",
                                            logger: logger)
             try await Self.audit(connection, actor: actor, tenant: old.tenantID, action: "key.revoke", target: id,

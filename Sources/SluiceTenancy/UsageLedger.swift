@@ -6,6 +6,14 @@ import Synchronization
 
 /// One metered request: a row of the billing ledger.
 public struct UsageEntry: Sendable, Equatable {
+    /// Names of the usage event's fields that settle writes and the metering worker reads.
+    public enum Field {
+        public static let clientRequestID = "client_request_id"
+        public static let usageSource = "usage_source"
+        public static let usageClamped = "usage_clamped"
+    }
+
+    /// The server's request id: unique per admitted request, and per tenant in the ledger.
     public var requestID: String
     public var tenantID: UUID
     public var keyID: String
@@ -14,9 +22,16 @@ public struct UsageEntry: Sendable, Equatable {
     public var completionTokens: Int
     public var costMicroUSD: Int
     public var at: Date
+    /// The client's `x-request-id`, for correlation only.
+    public var clientRequestID: String?
+    /// `backend` (the backend's counts) or `estimated` (the gateway's).
+    public var usageSource: String
+    /// A backend count was out of range or not an integer, and was clamped.
+    public var usageClamped: Bool
 
     public init(requestID: String, tenantID: UUID, keyID: String, model: String, promptTokens: Int,
-                completionTokens: Int, costMicroUSD: Int, at: Date) {
+                completionTokens: Int, costMicroUSD: Int, at: Date, clientRequestID: String? = nil,
+                usageSource: String = "backend", usageClamped: Bool = false) {
         self.requestID = requestID
         self.tenantID = tenantID
         self.keyID = keyID
@@ -25,11 +40,18 @@ public struct UsageEntry: Sendable, Equatable {
         self.completionTokens = completionTokens
         self.costMicroUSD = costMicroUSD
         self.at = at
+        self.clientRequestID = clientRequestID
+        self.usageSource = usageSource
+        self.usageClamped = usageClamped
     }
 }
 
-/// The PostgreSQL usage ledger. Inserts are idempotent by request id, so a request that reaches
-/// it both through its Redis stream and directly is counted once.
+/// The PostgreSQL usage ledger. Inserts are idempotent by (tenant, server request id), so a
+/// request that reaches it both through its Redis stream and directly is counted once.
+///
+/// One bad row never blocks the rest: when PostgreSQL refuses a batch, its rows are inserted
+/// one by one and each refused row goes to `usage_dead_letter` with the reason. Only an
+/// unreachable database makes `insert` throw (the caller retries later).
 public struct UsageLedger: Sendable {
     let client: PostgresClient
     let logger: Logger
@@ -41,12 +63,48 @@ public struct UsageLedger: Sendable {
 
     public func insert(_ rows: [UsageEntry]) async throws {
         guard !rows.isEmpty else { return }
+        do {
+            try await insertBatch(rows)
+        } catch let error as PSQLError where error.code == .server {
+            for row in rows {
+                do {
+                    try await insertBatch([row])
+                } catch let error as PSQLError where error.code == .server {
+                    let reason = error.serverInfo?[.message] ?? "refused by PostgreSQL"
+                    logger.error("usage row refused by the ledger; dead-lettered",
+                                 metadata: ["request_id": "\(row.requestID)", "reason": "\(reason)"])
+                    try await deadLetter(tenantID: row.tenantID.uuidString.lowercased(), requestID: row.requestID,
+                                         reason: reason, payload: "\(row)")
+                }
+            }
+        }
+    }
+
+    /// Keeps what could not be ledgered, with why, for a person to look at.
+    public func deadLetter(tenantID: String?, requestID: String?, reason: String, payload: String) async throws {
+        // text refuses NUL bytes; everything else is kept as it came.
+        func clean(_ text: String?, limit: Int) -> String? {
+            text.map { String($0.replacingOccurrences(of: "\u{0}", with: "\\0").prefix(limit)) }
+        }
         _ = try await client.query("""
-            INSERT INTO usage_ledger (request_id, tenant_id, key_id, model, prompt_tokens, completion_tokens, cost_micro_usd, at)
-            SELECT * FROM unnest(\(rows.map(\.requestID))::text[], \(rows.map(\.tenantID))::uuid[], \(rows.map(\.keyID))::text[],
-                                 \(rows.map(\.model))::text[], \(rows.map(\.promptTokens))::int[], \(rows.map(\.completionTokens))::int[],
-                                 \(rows.map(\.costMicroUSD))::bigint[], \(rows.map(\.at))::timestamptz[])
-            ON CONFLICT (request_id) DO NOTHING
+            INSERT INTO usage_dead_letter (tenant_id, request_id, reason, payload)
+            VALUES (\(clean(tenantID, limit: 200)), \(clean(requestID, limit: 200)), \(clean(reason, limit: 2_000) ?? ""),
+                    \(clean(payload, limit: 64 * 1024) ?? ""))
+            """, logger: logger)
+    }
+
+    private func insertBatch(_ rows: [UsageEntry]) async throws {
+        _ = try await client.query("""
+            INSERT INTO usage_ledger (request_id, tenant_id, key_id, model, prompt_tokens, completion_tokens, cost_micro_usd, at,
+                                      client_request_id, usage_source, usage_clamped)
+            SELECT r, t, k, m, p, c, cost, at, NULLIF(client, ''), source, clamped
+            FROM unnest(\(rows.map(\.requestID))::text[], \(rows.map(\.tenantID))::uuid[], \(rows.map(\.keyID))::text[],
+                        \(rows.map(\.model))::text[], \(rows.map(\.promptTokens))::int[], \(rows.map(\.completionTokens))::int[],
+                        \(rows.map(\.costMicroUSD))::bigint[], \(rows.map(\.at))::timestamptz[],
+                        \(rows.map { $0.clientRequestID ?? "" })::text[], \(rows.map(\.usageSource))::text[],
+                        \(rows.map(\.usageClamped))::boolean[])
+                 AS u(r, t, k, m, p, c, cost, at, client, source, clamped)
+            ON CONFLICT (tenant_id, request_id) DO NOTHING
             """, logger: logger)
     }
 }

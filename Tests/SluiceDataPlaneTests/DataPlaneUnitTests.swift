@@ -9,10 +9,31 @@ import Testing
 struct DataPlaneUnitTests {
     @Test func usageIsFoundWithoutParsingTheWholeAnswer() {
         let body = ByteBuffer(string: #"{"id":"x","choices":[{"message":{"content":"the word \"usage\": {} appears here"}}],"usage": {"prompt_tokens":12,"completion_tokens":34,"total_tokens":46}}"#)
-        #expect(ResponseUsage.parse(body)! == (12, 34))
+        #expect(ResponseUsage.parse(body) == ReportedUsage(prompt: 12, completion: 34))
         #expect(ResponseUsage.parse(ByteBuffer(string: #"{"choices":[]}"#)) == nil)
         #expect(ResponseUsage.parse(ByteBuffer(string: #"{"usage": null}"#)) == nil)
         #expect(ResponseUsage.parse(ByteBuffer(string: #"{"usage": {"prompt_tokens": 1"#)) == nil)
+    }
+
+    /// A backend's counts are not trusted: nonsense is clamped and flagged, and a count that is
+    /// missing or unusable is billed at the gateway's estimate, never as zero.
+    @Test func backendUsageIsCheckedAndUnreportedUsageIsEstimated() {
+        func reported(_ json: String) -> ReportedUsage? { ResponseUsage.parse(ByteBuffer(string: #"{"usage": "# + json + "}")) }
+        #expect(reported(#"{"prompt_tokens": -5, "completion_tokens": 7}"#) == ReportedUsage(prompt: nil, completion: 7, clamped: true))
+        #expect(reported(#"{"prompt_tokens": 1e20, "completion_tokens": 2000000000}"#)
+            == ReportedUsage(prompt: 1_000_000_000, completion: 1_000_000_000, clamped: true))
+        #expect(reported(#"{"prompt_tokens": 3.2, "completion_tokens": "12"}"#) == ReportedUsage(prompt: 4, completion: nil, clamped: true))
+        #expect(reported(#"{"prompt_tokens": 3, "completion_tokens": 4}"#) == ReportedUsage(prompt: 3, completion: 4, clamped: false))
+
+        let honest = BilledUsage(reported: ReportedUsage(prompt: 3, completion: 4), promptEstimate: 50, delivered: 9)
+        #expect(honest == BilledUsage(prompt: 3, completion: 4, source: .backend, clamped: false))
+        let missing = BilledUsage(reported: nil, promptEstimate: 50, delivered: 9)
+        #expect(missing == BilledUsage(prompt: 50, completion: 9, source: .estimated, clamped: false))
+        let negative = BilledUsage(reported: reported(#"{"prompt_tokens": -5, "completion_tokens": 7}"#), promptEstimate: 50, delivered: 9)
+        #expect(negative == BilledUsage(prompt: 50, completion: 7, source: .estimated, clamped: true))
+        let embedding = BilledUsage(reported: ReportedUsage(prompt: 6, completion: nil), promptEstimate: 50, delivered: 0,
+                                    expectsCompletion: false)
+        #expect(embedding == BilledUsage(prompt: 6, completion: 0, source: .backend, clamped: false))
     }
 
     @Test func theUsageChunkIsHiddenUnlessAskedAndEventsSurviveAnySplit() {
@@ -36,7 +57,7 @@ struct DataPlaneUnitTests {
                 output += String(buffer: filter.flush())
                 #expect(output.contains("\"usage\"") == !drop)
                 #expect(output.hasSuffix("data: [DONE]\n\n"))
-                #expect(filter.usage! == (3, 2))
+                #expect(filter.usage == ReportedUsage(prompt: 3, completion: 2))
                 #expect(filter.contentChunks == 2)
             }
         }

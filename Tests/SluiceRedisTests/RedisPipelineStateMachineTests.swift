@@ -25,6 +25,23 @@ struct RedisPipelineStateMachineTests {
         first.succeed(.null); second.succeed(.null)
     }
 
+    @Test func theQueueIsBounded() {
+        var machine = RedisPipelineStateMachine(acceptsPushes: false, maxPending: 2)
+        let promises = (0..<3).map { _ in loop.makePromise(of: RESPValue.self) }
+        guard case .write = machine.enqueue(promises[0], deadline: .now() + .seconds(1)),
+              case .write = machine.enqueue(promises[1], deadline: .now() + .seconds(1)),
+              case .fail(_, .overloaded) = machine.enqueue(promises[2], deadline: .now() + .seconds(1)) else {
+            Issue.record("the third command should be refused"); return
+        }
+        #expect(machine.pendingCount == 2)
+        _ = machine.received(.integer(1))
+        let again = loop.makePromise(of: RESPValue.self)
+        guard case .write = machine.enqueue(again, deadline: .now() + .seconds(1)) else {
+            Issue.record("room after a reply"); return
+        }
+        for promise in promises + [again] { promise.succeed(.null) }
+    }
+
     @Test func unexpectedReplyClosesACommandConnection() {
         var machine = RedisPipelineStateMachine(acceptsPushes: false)
         guard case .closeConnection(.protocolError, let failing) = machine.received(.integer(1)) else {

@@ -9,9 +9,12 @@ import Testing
 /// Each test runs its own redis-server, which it kills, pauses or restarts.
 @Suite("Redis client when Redis misbehaves")
 struct RedisResilienceTests {
-    private func client(for server: RedisServerProcess, timeout: TimeAmount = .milliseconds(300)) throws -> RedisClient {
+    private func client(for server: RedisServerProcess, timeout: TimeAmount = .milliseconds(300),
+                        maxPending: Int = 10_000, poolSize: Int = 2) throws -> RedisClient {
         var configuration = try RedisConfiguration(url: server.url)
         configuration.commandTimeout = timeout
+        configuration.maxPendingCommands = maxPending
+        configuration.poolSize = poolSize
         configuration.connectTimeout = timeout
         configuration.reconnectBackoff = (.milliseconds(5), .milliseconds(100))
         return try RedisClient(configuration: configuration)
@@ -24,6 +27,25 @@ struct RedisResilienceTests {
             try await Task.sleep(for: .milliseconds(10))
         }
         Issue.record("client did not reconnect")
+    }
+
+    /// `count` GETs at once; each one's error (nil when it succeeded).
+    private func concurrentGets(_ client: RedisClient, count: Int) async -> [RedisClientError?] {
+        await withTaskGroup(of: RedisClientError?.self) { group in
+            for index in 0..<count {
+                group.addTask {
+                    do {
+                        _ = try await client.send("GET", "k\(index)")
+                        return nil
+                    } catch let error as RedisClientError {
+                        return error
+                    } catch {
+                        return .protocolError("untyped \(error)")
+                    }
+                }
+            }
+            return await group.reduce(into: []) { $0.append($1) }
+        }
     }
 
     @Test func restartUnderLoadGivesTypedErrorsThenRecovers() async throws {
@@ -77,25 +99,27 @@ struct RedisResilienceTests {
         server.pause()
         let clock = ContinuousClock()
         let started = clock.now
-        await withTaskGroup(of: RedisClientError?.self) { group in
-            for index in 0..<8 {
-                group.addTask {
-                    do {
-                        _ = try await client.send("GET", "k\(index)")
-                        return nil
-                    } catch let error as RedisClientError {
-                        return error
-                    } catch {
-                        return .protocolError("untyped \(error)")
-                    }
-                }
-            }
-            for await error in group {
-                #expect(error == .timeout)
-            }
+        for error in await concurrentGets(client, count: 8) {
+            #expect(error == .timeout)
         }
         // A hang guard, not a timing target: 200 ms timeouts must not take seconds.
         #expect(clock.now - started < .seconds(5))
+        server.resume()
+        try await eventuallySucceeds(client)
+        client.shutdown()
+    }
+
+    /// A stuck Redis must not make the client queue without bound: past the cap a call fails at
+    /// once (`.overloaded`), the ones already queued time out as usual.
+    @Test func aStuckRedisFillsABoundedQueueAndRefusesTheRest() async throws {
+        let server = try await RedisServerProcess()
+        defer { server.stop() }
+        let client = try client(for: server, timeout: .seconds(2), maxPending: 5, poolSize: 1)
+        try await eventuallySucceeds(client)
+        server.pause()
+        let outcomes = await concurrentGets(client, count: 40)
+        #expect(outcomes.filter { $0 == .overloaded }.count == 35, "\(outcomes)")
+        #expect(outcomes.filter { $0 == .timeout }.count == 5)
         server.resume()
         try await eventuallySucceeds(client)
         client.shutdown()

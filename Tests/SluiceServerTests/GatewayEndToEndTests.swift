@@ -150,7 +150,7 @@ struct GatewayEndToEndTests {
             for _ in 0..<400 where !found {
                 found = try await PostgresFixture.withClient { client, _ in
                     let rows = try await client.query(
-                        "SELECT completion_tokens FROM usage_ledger WHERE request_id = \(requestID)", logger: Logger(label: "t"))
+                        "SELECT completion_tokens FROM usage_ledger WHERE client_request_id = \(requestID)", logger: Logger(label: "t"))
                     for try await tokens in rows.decode(Int.self) { return tokens == 8 }
                     return false
                 }
@@ -177,7 +177,7 @@ struct GatewayEndToEndTests {
         let ledgered = try await PostgresFixture.withClient { client, _ in
             var tokens: [Int] = []
             for try await count in try await client.query(
-                "SELECT completion_tokens FROM usage_ledger WHERE request_id = ANY(\(requestIDs))", logger: Logger(label: "t"))
+                "SELECT completion_tokens FROM usage_ledger WHERE client_request_id = ANY(\(requestIDs))", logger: Logger(label: "t"))
                 .decode(Int.self) {
                 tokens.append(count)
             }

@@ -12,7 +12,8 @@ import SluiceUpstream
 /// A whole gateway replica in-process (port 0 listeners) over the stack's Redis and PostgreSQL,
 /// with mock model servers: `mock-model` (healthy), `slow-model` (20 tokens/s), `dying-model`
 /// (drops the connection after 3 tokens), `hung-model` (never answers), `dead-model` (nothing
-/// listening). One tenant with one key for them.
+/// listening), `latent-model` (300 ms before its first byte), `silent-model` (reports no usage),
+/// `absurd-model` (reports negative and huge counts). One tenant with one key for them.
 struct GatewayHarness: Sendable {
     let publicPort: Int
     let adminPort: Int
@@ -27,6 +28,7 @@ struct GatewayHarness: Sendable {
 
     static func run(keyLimits: Limits = Limits(), models: [String]? = nil, leaseSeconds: Int = 120,
                     redisURL: String = TestEnvironment.redisURL, failurePolicy: RedisFailurePolicy = .closed,
+                    listenerLimits: ListenerLimits = .init(),
                     _ body: @escaping @Sendable (GatewayHarness) async throws -> Void) async throws {
         try await PostgresFixture.withClient { _, store in
             try await withThrowingTaskGroup(of: Void.self) { group in
@@ -43,8 +45,17 @@ struct GatewayHarness: Sendable {
                 var paced = MockUpstreamBehavior()
                 paced.completionTokens = 20
                 paced.tokensPerSecond = 40
+                var latent = MockUpstreamBehavior()
+                latent.latency = .milliseconds(300)
+                var silent = MockUpstreamBehavior()
+                silent.completionTokens = 8
+                silent.usageReport = .omitted
+                var absurd = MockUpstreamBehavior()
+                absurd.usageReport = .raw(#"{"prompt_tokens": -3, "completion_tokens": 1e12, "total_tokens": "many"}"#)
+                let mocks = [("mock-model", fast), ("slow-model", slow), ("dying-model", dying), ("hung-model", hung),
+                             ("paced-model", paced), ("latent-model", latent), ("silent-model", silent), ("absurd-model", absurd)]
                 var ports: [Int] = []
-                for behavior in [fast, slow, dying, hung, paced] {
+                for (_, behavior) in mocks {
                     ports.append(try await startMock(behavior, in: &group))
                 }
                 let deadPort = try await RedisServerProcess.freePort()
@@ -59,8 +70,9 @@ struct GatewayHarness: Sendable {
                 configuration.keyPepper = "gateway-test-pepper"
                 configuration.maxRequestBytes = 64 * 1024
                 configuration.leaseSeconds = leaseSeconds
+                configuration.listenerLimits = listenerLimits
                 configuration.upstream.firstByte = .milliseconds(500)
-                configuration.models = zip(["mock-model", "slow-model", "dying-model", "hung-model", "paced-model"], ports).map { name, port in
+                configuration.models = zip(mocks.map(\.0), ports).map { name, port in
                     .init(name: name, backends: [.init(url: "http://127.0.0.1:\(port)")])
                 } + [.init(name: "dead-model", backends: [.init(url: "http://127.0.0.1:\(deadPort)")]),
                      .init(name: "forbidden-model", backends: [.init(url: "http://127.0.0.1:\(ports[0])")])]
@@ -95,7 +107,7 @@ struct GatewayHarness: Sendable {
         }
     }
 
-    private static func startMock(_ behavior: MockUpstreamBehavior,
+    static func startMock(_ behavior: MockUpstreamBehavior,
                                   in group: inout ThrowingTaskGroup<Void, any Error>) async throws -> Int {
         let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
         var logger = Logger(label: "mock")

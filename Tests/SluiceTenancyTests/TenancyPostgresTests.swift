@@ -234,4 +234,109 @@ struct TenancyPostgresTests {
             #expect(stored == [0, 1], "row 0 once, row 1 written, row 2 dropped at capacity")
         }
     }
+
+    /// With Redis and PostgreSQL both down, a cached key works for the stale window only: a key
+    /// revoked meanwhile stops working once the window has passed.
+    @Test func theStaleWindowBoundsAKeyRevokedWhileBothStoresAreDown() async throws {
+        #expect(KeyResolverSettings().staleTTL == .seconds(60), "the documented default")
+        try await PostgresFixture.withClient { [hasher] _, store in
+            let tenant = try await makeTenant(store)
+            let (record, plaintext) = try await store.createKey(tenantID: tenant.id, name: "stale", limits: Limits(), models: nil,
+                                                                expiresAt: nil, hasher: hasher, actor: "test")
+            let deadRedis = try RedisClient(configuration: RedisConfiguration(port: try await RedisServerProcess.freePort()))
+            defer { deadRedis.shutdown() }
+            var settings = KeyResolverSettings()
+            settings.memoryTTL = .zero
+            settings.staleTTL = .milliseconds(800)
+            let lookup = CountingLookup(store)
+            let resolver = KeyResolver(database: lookup, redis: deadRedis, hasher: hasher, settings: settings)
+            if case .valid = await resolver.authenticate(plaintext) {} else { Issue.record("refused while PostgreSQL answers") }
+            let cached = ContinuousClock.now
+
+            _ = try await store.revokeKey(record.id, actor: "test")
+            lookup.failing.store(true, ordering: .relaxed)
+            if case .valid = await resolver.authenticate(plaintext) {} else { Issue.record("the stale window did not apply") }
+            // Time itself is what is tested here: wait out the window.
+            try await Task.sleep(until: cached + .milliseconds(900))
+            #expect(await resolver.authenticate(plaintext) == .rejected(.unavailable), "a stale key outlived its window")
+        }
+    }
+
+    /// One row PostgreSQL refuses (a count out of the column's range) goes to the dead-letter
+    /// table with the reason; the rest of the batch is ledgered. The same server request id
+    /// under two tenants is two rows.
+    @Test func aRefusedRowIsDeadLetteredAndTheBatchProceeds() async throws {
+        try await PostgresFixture.withClient { client, _ in
+            let tenant = UUID()
+            let otherTenant = UUID()
+            let shared = "shared-\(UUID().uuidString)"
+            var poison = UsageEntry(requestID: "poison-\(UUID().uuidString)", tenantID: tenant, keyID: "k", model: "m",
+                                    promptTokens: 1, completionTokens: 1, costMicroUSD: 0, at: Date())
+            poison.promptTokens = 3_000_000_000  // beyond integer: PostgreSQL refuses the batch
+            let rows = [
+                UsageEntry(requestID: shared, tenantID: tenant, keyID: "k", model: "m", promptTokens: 1, completionTokens: 2,
+                           costMicroUSD: 0, at: Date(), clientRequestID: "c1", usageSource: "estimated", usageClamped: true),
+                poison,
+                UsageEntry(requestID: shared, tenantID: otherTenant, keyID: "k", model: "m", promptTokens: 1, completionTokens: 3,
+                           costMicroUSD: 0, at: Date()),
+            ]
+            let ledger = UsageLedger(client: client, logger: Logger(label: "t"))
+            try await ledger.insert(rows)
+            try await ledger.insert(rows)  // again: nothing doubles
+
+            var stored: [Int] = []
+            for try await tokens in try await client.query(
+                "SELECT completion_tokens FROM usage_ledger WHERE tenant_id IN (\(tenant), \(otherTenant)) ORDER BY completion_tokens",
+                logger: Logger(label: "t")).decode(Int.self) {
+                stored.append(tokens)
+            }
+            #expect(stored == [2, 3])
+            var reasons: [String] = []
+            for try await reason in try await client.query(
+                "SELECT reason FROM usage_dead_letter WHERE request_id = \(poison.requestID)", logger: Logger(label: "t"))
+                .decode(String.self) {
+                reasons.append(reason)
+            }
+            #expect(reasons.count == 2 && reasons.allSatisfy { $0.contains("out of range") }, "\(reasons)")
+        }
+    }
+
+    /// Migration 2 re-keys the ledger by (tenant, request id) without losing a row written
+    /// under migration 1.
+    @Test func theLedgerMigrationKeepsExistingRows() async throws {
+        let database = "sluice_migration_\(UUID().uuidString.prefix(8).lowercased())"
+        try await PostgresFixture.withClient { client, _ in
+            _ = try await client.query(PostgresQuery(unsafeSQL: "CREATE DATABASE \(database)"), logger: Logger(label: "t"))
+        }
+        var url = TestEnvironment.databaseURL
+        url = String(url[..<url.lastIndex(of: "/")!]) + "/" + database
+        let scratch = PostgresClient(configuration: try DatabaseURL.configuration(url), backgroundLogger: Logger(label: "t"))
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { await scratch.run() }
+            let migrator = Migrator(client: scratch, logger: Logger(label: "t"))
+            #expect(try await migrator.migrate(upTo: 1) == [1])
+            let tenant = UUID()
+            _ = try await scratch.query("""
+                INSERT INTO usage_ledger (request_id, tenant_id, key_id, model, prompt_tokens, completion_tokens, cost_micro_usd, at)
+                VALUES ('old-1', \(tenant), 'k', 'm', 5, 6, 7, now()), ('old-2', \(tenant), 'k', 'm', 1, 1, 1, now())
+                """, logger: Logger(label: "t"))
+            #expect(try await migrator.migrate().contains(2))
+            var kept: [String] = []
+            for try await (id, source) in try await scratch.query(
+                "SELECT request_id, usage_source FROM usage_ledger WHERE tenant_id = \(tenant) ORDER BY request_id",
+                logger: Logger(label: "t")).decode((String, String).self) {
+                kept.append("\(id):\(source)")
+            }
+            #expect(kept == ["old-1:backend", "old-2:backend"])
+            // The same id under another tenant is a new row now.
+            _ = try await scratch.query("""
+                INSERT INTO usage_ledger (request_id, tenant_id, key_id, model, prompt_tokens, completion_tokens, cost_micro_usd, at)
+                VALUES ('old-1', \(UUID()), 'k', 'm', 1, 1, 1, now())
+                """, logger: Logger(label: "t"))
+            group.cancelAll()
+        }
+        try await PostgresFixture.withClient { client, _ in
+            _ = try await client.query(PostgresQuery(unsafeSQL: "DROP DATABASE \(database) WITH (FORCE)"), logger: Logger(label: "t"))
+        }
+    }
 }

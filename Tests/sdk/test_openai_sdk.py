@@ -1,82 +1,14 @@
-"""End-to-end: the official OpenAI Python SDK against a real Sluice replica.
-
-Starts the mock model server and `sluice serve` (built binaries from SLUICE_BIN_DIR) on free
-loopback ports over the development stack (SLUICE_TEST_REDIS_URL / SLUICE_TEST_DATABASE_URL),
-creates a tenant and keys with the CLI, and talks to it only through the SDK.
+"""End-to-end: the official OpenAI Python SDK against a real Sluice replica (the `gateway`
+fixture in conftest.py), talking to it only through the SDK.
 """
 import os
 import shutil
-import socket
 import subprocess
-import tempfile
-import time
 import urllib.request
 
 import openai
 import pytest
 from openai import OpenAI
-
-BIN = os.environ.get("SLUICE_BIN_DIR", ".build/debug")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def gateway():
-    env = dict(os.environ)
-    env["SLUICE_ADMIN_JWT_SECRET"] = "sdk-test-admin-secret-0123456789abcdef"
-    env["SLUICE_KEY_PEPPER"] = "sdk-test-pepper-0123456789"
-    env["SLUICE_DATABASE_URL"] = os.environ["SLUICE_TEST_DATABASE_URL"]
-    env["SLUICE_REDIS_URL"] = os.environ["SLUICE_TEST_REDIS_URL"]
-    mock_port, port, admin_port = free_port(), free_port(), free_port()
-    config = tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False)
-    config.write(f"""listen: 127.0.0.1:{port}
-admin_listen: 127.0.0.1:{admin_port}
-models:
-  - name: sdk-model
-    backends:
-      - url: http://127.0.0.1:{mock_port}
-""")
-    config.close()
-    processes = [
-        subprocess.Popen([f"{BIN}/sluice-mock-upstream", "--port", str(mock_port), "--models", "sdk-model", "--tokens", "6"],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
-        subprocess.Popen([f"{BIN}/sluice", "serve", "--config", config.name], env=env,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
-    ]
-    try:
-        subprocess.run([f"{BIN}/sluice", "migrate"], env=env, check=True, capture_output=True)
-        deadline = time.time() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/readyz", timeout=1)
-                break
-            except Exception:
-                if time.time() > deadline:
-                    raise RuntimeError("sluice did not become ready")
-                time.sleep(0.1)
-
-        def cli(*args):
-            return subprocess.run([f"{BIN}/sluice", "admin", *args], env=env, check=True,
-                                  capture_output=True, text=True).stdout.strip()
-
-        tenant = cli("create-tenant", "--name", "sdk")
-        yield {
-            "base_url": f"http://127.0.0.1:{port}/v1",
-            "admin_url": f"http://127.0.0.1:{admin_port}",
-            "key": cli("create-key", "--tenant", tenant, "--name", "main"),
-            "limited_key": cli("create-key", "--tenant", tenant, "--name", "limited", "--rpm", "1"),
-        }
-    finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            process.wait(timeout=30)
-        os.unlink(config.name)
 
 
 def client(gateway, key=None):

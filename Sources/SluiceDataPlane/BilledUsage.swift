@@ -1,0 +1,77 @@
+import Foundation
+
+/// The counts of a backend's `usage` object, each one checked. A backend is not trusted to be
+/// sane: a count that is negative, not a number or not finite is treated as unreported, one
+/// above `maximum` is cut to it, a fraction is rounded up; each of these sets `clamped`.
+struct ReportedUsage: Sendable, Equatable {
+    static let maximum = 1_000_000_000
+
+    var prompt: Int?
+    var completion: Int?
+    var clamped = false
+
+    init(prompt: Int?, completion: Int?, clamped: Bool = false) {
+        self.prompt = prompt
+        self.completion = completion
+        self.clamped = clamped
+    }
+
+    init(_ usage: [String: Any]) {
+        let (prompt, promptClamped) = Self.count(usage["prompt_tokens"])
+        let (completion, completionClamped) = Self.count(usage["completion_tokens"])
+        self.init(prompt: prompt, completion: completion, clamped: promptClamped || completionClamped)
+    }
+
+    /// One count: nil when absent or unusable; `clamped` when it was not a sane integer.
+    static func count(_ value: Any?) -> (Int?, clamped: Bool) {
+        guard let value, !(value is NSNull) else { return (nil, false) }
+        guard let number = value as? NSNumber else { return (nil, true) }
+        let double = number.doubleValue
+        guard double.isFinite, double >= 0 else { return (nil, true) }
+        if double > Double(maximum) { return (maximum, true) }
+        let whole = double.rounded(.up)
+        return (Int(whole), whole != double)
+    }
+}
+
+/// The token counts a request is billed for, and where they came from. When the backend did
+/// not report usage (or reported nonsense), the request is billed at least its prompt estimate
+/// plus what was delivered: an unreported count is never billed as zero.
+public struct BilledUsage: Sendable, Equatable {
+    public enum Source: String, Sendable {
+        /// The backend's own counts.
+        case backend
+        /// At least one count is the gateway's estimate.
+        case estimated
+    }
+
+    public var prompt: Int
+    public var completion: Int
+    public var source: Source
+    /// Some backend count was out of range or not an integer.
+    public var clamped: Bool
+
+    public static let nothing = BilledUsage(prompt: 0, completion: 0, source: .backend, clamped: false)
+
+    public init(prompt: Int, completion: Int, source: Source, clamped: Bool) {
+        self.prompt = prompt
+        self.completion = completion
+        self.source = source
+        self.clamped = clamped
+    }
+
+    /// - Parameters:
+    ///   - delivered: completion tokens the gateway saw go to the client (its estimate).
+    ///   - expectsCompletion: false for embeddings, whose usage has no completion count.
+    init(reported: ReportedUsage?, promptEstimate: Int, delivered: Int, expectsCompletion: Bool = true) {
+        let completion = reported?.completion ?? (expectsCompletion ? delivered : 0)
+        let complete = reported?.prompt != nil && (reported?.completion != nil || !expectsCompletion)
+        self.init(prompt: reported?.prompt ?? promptEstimate, completion: completion,
+                  source: complete ? .backend : .estimated, clamped: reported?.clamped ?? false)
+    }
+
+    /// Completion tokens in a whole answer whose usage is unknown: a byte count over four,
+    /// rounded up (the answer's JSON framing makes it an overestimate, never an underestimate
+    /// of the text).
+    static func deliveredEstimate(bytes: Int) -> Int { (bytes + 3) / 4 }
+}

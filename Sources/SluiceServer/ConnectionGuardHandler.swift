@@ -1,0 +1,165 @@
+import HTTPTypes
+import NIOHTTPTypes
+import NIOCore
+import Synchronization
+
+/// How many public connections are open, across every event loop.
+final class ConnectionCounter: Sendable {
+    let maximum: Int
+    private let count = Atomic<Int>(0)
+
+    init(maximum: Int) {
+        self.maximum = maximum
+    }
+
+    var current: Int { count.load(ordering: .relaxed) }
+
+    func tryAcquire() -> Bool {
+        if count.wrappingAdd(1, ordering: .relaxed).newValue <= maximum { return true }
+        count.wrappingSubtract(1, ordering: .relaxed)
+        return false
+    }
+
+    func release() {
+        count.wrappingSubtract(1, ordering: .relaxed)
+    }
+}
+
+/// Guards one public connection against slow or greedy clients: the connection cap, the header,
+/// body and idle timeouts (`ConnectionGuardStateMachine`), and closing after a response that
+/// says `connection: close` (a request refused before its body was read: the unread body is
+/// never buffered or drained).
+///
+/// It sits after the HTTP codec, so it sees request and response parts; to see the first byte
+/// of a request (when the header clock starts) it puts a `RequestBytesWatcher` at the front of
+/// the pipeline.
+final class ConnectionGuardHandler: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPRequestPart
+    typealias InboundOut = HTTPRequestPart
+    typealias OutboundIn = HTTPResponsePart
+    typealias OutboundOut = HTTPResponsePart
+
+    private var state: ConnectionGuardStateMachine
+    private let counter: ConnectionCounter
+    private var counted = false
+    private var closeAfterResponse = false
+    private var timer: Scheduled<Void>?
+    private var timerDeadline: NIODeadline?
+
+    init(limits: ListenerLimits, counter: ConnectionCounter) {
+        self.state = ConnectionGuardStateMachine(limits: limits, now: .now())
+        self.counter = counter
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        let watcher = RequestBytesWatcher(onBytes: { [weak self] in self?.bytesReceived(context: context) })
+        try? context.pipeline.syncOperations.addHandler(watcher, position: .first)
+        if context.channel.isActive { activate(context: context) }
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        activate(context: context)
+        context.fireChannelActive()
+    }
+
+    private func activate(context: ChannelHandlerContext) {
+        guard !counted else { return }
+        guard counter.tryAcquire() else {
+            // Over the cap: refuse this one; the connections already open are not touched.
+            context.close(promise: nil)
+            return
+        }
+        counted = true
+        state = ConnectionGuardStateMachine(limits: state.limits, now: .now())
+        rearm(context: context)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        timer?.cancel()
+        timer = nil
+        if counted {
+            counted = false
+            counter.release()
+        }
+        context.fireChannelInactive()
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        timer?.cancel()
+        if counted {
+            counted = false
+            counter.release()
+        }
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head: state.headReceived(now: .now())
+        case .body: break
+        case .end: state.requestEnded()
+        }
+        rearm(context: context)
+        context.fireChannelRead(data)
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        switch unwrapOutboundIn(data) {
+        case .head(let response):
+            if response.headerFields[.connection]?.lowercased() == "close" { closeAfterResponse = true }
+            context.write(data, promise: promise)
+        case .body:
+            context.write(data, promise: promise)
+        case .end:
+            state.responseEnded(now: .now())
+            guard closeAfterResponse else {
+                context.write(data, promise: promise)
+                rearm(context: context)
+                return
+            }
+            let written = promise ?? context.eventLoop.makePromise()
+            context.writeAndFlush(data, promise: written)
+            written.futureResult.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+        }
+    }
+
+    fileprivate func bytesReceived(context: ChannelHandlerContext) {
+        state.bytesReceived(now: .now())
+        rearm(context: context)
+    }
+
+    /// Keeps one timer at the earliest deadline in force.
+    private func rearm(context: ChannelHandlerContext) {
+        switch state.check(now: .now()) {
+        case .none:
+            break
+        case .close:
+            context.close(promise: nil)
+        case .arm(let deadline):
+            if let timerDeadline, timerDeadline <= deadline, timer != nil { return }
+            timer?.cancel()
+            timerDeadline = deadline
+            timer = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [self] in
+                timer = nil
+                timerDeadline = nil
+                rearm(context: context)
+            }
+        }
+    }
+}
+
+/// First in the pipeline: tells the guard that request bytes arrived (before they are decoded).
+final class RequestBytesWatcher: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+
+    private let onBytes: () -> Void
+
+    init(onBytes: @escaping () -> Void) {
+        self.onBytes = onBytes
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        onBytes()
+        context.fireChannelRead(data)
+    }
+}
