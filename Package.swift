@@ -148,6 +148,17 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // Log lines as JSON bytes and the bounded background writer that puts them on stdout.
+        .target(
+            name: "SluiceLog",
+            dependencies: [.product(name: "Logging", package: "swift-log")],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "SluiceLogTests",
+            dependencies: ["SluiceLog", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strict
+        ),
         // An OpenAI-compatible mock model server (tests, demo, load tests), and its executable.
         .target(
             name: "SluiceMockUpstream",
@@ -169,6 +180,7 @@ let package = Package(
             name: "SluiceServer",
             dependencies: [
                 "SluiceDataPlane", "SluiceAdminAPI", "SluiceTenancy", "SluiceLimiter", "SluiceRedis", "SluiceUpstream",
+                "SluiceLog",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
@@ -214,7 +226,7 @@ let package = Package(
             name: "sluice",
             dependencies: [
                 "SluiceTenancy", "SluiceLimiter", "SluiceAdminAPI", "SluiceRedis", "SluiceUpstream", "SluiceDataPlane",
-                "SluiceServer",
+                "SluiceServer", "SluiceLog",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),

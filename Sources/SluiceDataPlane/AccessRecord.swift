@@ -1,24 +1,44 @@
 import Logging
 
+/// Where access log lines go: one per request, written after its answer.
+public protocol AccessLog: Sendable {
+    func record(_ record: AccessRecord)
+}
+
+/// The access log through swift-log (`info`, metadata as below): for tests and embedding. `sluice
+/// serve` uses a sink that encodes straight to bytes instead.
+public struct LoggerAccessLog: AccessLog {
+    let logger: Logger
+
+    public init(logger: Logger) {
+        self.logger = logger
+    }
+
+    public func record(_ record: AccessRecord) {
+        logger.info("request", metadata: record.metadata)
+    }
+}
+
 /// What the access log line and the metrics say about one request. Never holds the key.
-struct AccessRecord: Sendable {
-    let requestID: String
-    let clientRequestID: String?
-    let endpoint: String
-    let started = ContinuousClock.now
-    var tenantID = ""
-    var keyID = ""
-    var model = ""
-    var backend = ""
-    var status = 0
-    var errorCode = ""
-    var promptTokens = 0
-    var completionTokens = 0
-    var usageSource: BilledUsage.Source?
-    var firstByte: ContinuousClock.Instant?
+public struct AccessRecord: Sendable {
+    public let requestID: String
+    public let clientRequestID: String?
+    public let endpoint: String
+    public let started = ContinuousClock.now
+    public internal(set) var tenantID = ""
+    public internal(set) var keyID = ""
+    /// As the client named it (bounded, validated); metrics use the configured name or `other`.
+    public internal(set) var model = ""
+    public internal(set) var backend = ""
+    public internal(set) var status = 0
+    public internal(set) var errorCode = ""
+    public internal(set) var promptTokens = 0
+    public internal(set) var completionTokens = 0
+    public internal(set) var usageSource: BilledUsage.Source?
+    public internal(set) var firstByte: ContinuousClock.Instant?
     var rateLimitHeaders: [(String, String)] = []
 
-    var latency: Duration { ContinuousClock.now - started }
+    public var latency: Duration { ContinuousClock.now - started }
 
     mutating func bill(_ usage: BilledUsage) {
         promptTokens = usage.prompt
@@ -46,7 +66,7 @@ struct AccessRecord: Sendable {
         return metadata
     }
 
-    static func milliseconds(_ duration: Duration) -> Int {
+    public static func milliseconds(_ duration: Duration) -> Int {
         Int(duration.components.seconds * 1_000 + duration.components.attoseconds / 1_000_000_000_000_000)
     }
 }

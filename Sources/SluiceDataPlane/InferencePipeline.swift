@@ -56,13 +56,15 @@ public final class InferencePipeline: Sendable {
     let usageFallback: any UsageFallback
     let settings: DataPlaneSettings
     let logger: Logger
+    let accessLog: any AccessLog
     let metrics: DataPlaneMetrics
     private let selector = BackendSelector()
 
     /// `usageFallback` takes the usage Redis could not (see `Settler`).
     public init(catalog: ModelCatalog, resolver: KeyResolver, limiter: Limiter, upstream: UpstreamClient,
                 usageFallback: any UsageFallback, settings: DataPlaneSettings = .init(),
-                metrics: DataPlaneMetrics = .init(), logger: Logger = Logger(label: "sluice.access")) {
+                metrics: DataPlaneMetrics = .init(), logger: Logger = Logger(label: "sluice.access"),
+                accessLog: (any AccessLog)? = nil) {
         self.catalog = catalog
         self.resolver = resolver
         self.limiter = limiter
@@ -71,6 +73,7 @@ public final class InferencePipeline: Sendable {
         self.settings = settings
         self.metrics = metrics
         self.logger = logger
+        self.accessLog = accessLog ?? LoggerAccessLog(logger: logger)
     }
 
     /// Decides from the headers first (the key), then reads the body: a caller that will be
@@ -276,7 +279,7 @@ public final class InferencePipeline: Sendable {
         // Labels come from configuration only: a model the catalogue does not know is `other`.
         let model = record.model.isEmpty || catalog.routes[record.model] != nil ? record.model : "other"
         metrics.request(record, modelLabel: model)
-        logger.info("request", metadata: record.metadata)
+        accessLog.record(record)
     }
 }
 

@@ -28,7 +28,11 @@ final class ConnectionCounter: Sendable {
 /// Guards one public connection against slow or greedy clients: the connection cap, the header,
 /// body and idle timeouts (`ConnectionGuardStateMachine`), and closing after a response that
 /// says `connection: close` (a request refused before its body was read: the unread body is
-/// never buffered or drained).
+/// never buffered).
+///
+/// That close lingers: the write side is shut first and what the client still sends is read and
+/// discarded for at most `lingerTime` and `lingerBytes`. Closing a socket with unread input
+/// makes the kernel send a reset, which can destroy the answer before the client reads it.
 ///
 /// It sits after the HTTP codec, so it sees request and response parts; to see the first byte
 /// of a request (when the header clock starts) it puts a `RequestBytesWatcher` at the front of
@@ -45,6 +49,10 @@ final class ConnectionGuardHandler: ChannelDuplexHandler, RemovableChannelHandle
     private var closeAfterResponse = false
     private var timer: Scheduled<Void>?
     private var timerDeadline: NIODeadline?
+    private var lingering = false
+    private var lingered = 0
+    static let lingerTime: TimeAmount = .seconds(2)
+    static let lingerBytes = 1024 * 1024
 
     init(limits: ListenerLimits, counter: ConnectionCounter) {
         self.state = ConnectionGuardStateMachine(limits: limits, now: .now())
@@ -93,6 +101,11 @@ final class ConnectionGuardHandler: ChannelDuplexHandler, RemovableChannelHandle
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if lingering {
+            if case .body(let bytes) = unwrapInboundIn(data) { lingered += bytes.readableBytes }
+            if lingered > Self.lingerBytes { context.close(promise: nil) }
+            return  // discarded: the answer has been given
+        }
         switch unwrapInboundIn(data) {
         case .head: state.headReceived(now: .now())
         case .body: break
@@ -100,6 +113,14 @@ final class ConnectionGuardHandler: ChannelDuplexHandler, RemovableChannelHandle
         }
         rearm(context: context)
         context.fireChannelRead(data)
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        if lingering {
+            context.read()  // keep draining: nobody above asks for reads any more
+            return
+        }
+        context.fireChannelReadComplete()
     }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
@@ -118,17 +139,28 @@ final class ConnectionGuardHandler: ChannelDuplexHandler, RemovableChannelHandle
             }
             let written = promise ?? context.eventLoop.makePromise()
             context.writeAndFlush(data, promise: written)
-            written.futureResult.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+            written.futureResult.assumeIsolated().whenComplete { [self] _ in linger(context: context) }
         }
     }
 
+    private func linger(context: ChannelHandlerContext) {
+        timer?.cancel()
+        timer = nil
+        lingering = true
+        context.close(mode: .output, promise: nil)
+        context.eventLoop.assumeIsolated().scheduleTask(in: Self.lingerTime) { context.close(promise: nil) }
+        context.read()
+    }
+
     fileprivate func bytesReceived(context: ChannelHandlerContext) {
+        guard !lingering else { return }
         state.bytesReceived(now: .now())
         rearm(context: context)
     }
 
     /// Keeps one timer at the earliest deadline in force.
     private func rearm(context: ChannelHandlerContext) {
+        guard !lingering else { return }
         switch state.check(now: .now()) {
         case .none:
             break

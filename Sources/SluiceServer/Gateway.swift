@@ -24,7 +24,7 @@ public enum Gateway {
     }
 
     public static func serviceGroup(
-        _ configuration: GatewayConfiguration, logger: Logger,
+        _ configuration: GatewayConfiguration, logger: Logger, accessLog: (any AccessLog)? = nil,
         onListening: @escaping @Sendable (Listening) -> Void = { _ in }
     ) async throws -> ServiceGroup {
         var redisConfiguration = try RedisConfiguration(url: configuration.redisURL)
@@ -57,7 +57,8 @@ public enum Gateway {
         let ledger = UsageLedger(client: postgres, logger: logger)
         let usageFallback = LedgerFallbackWriter(ledger: ledger, logger: logger)
         let pipeline = InferencePipeline(catalog: catalog, resolver: resolver, limiter: limiter, upstream: upstream,
-                                         usageFallback: usageFallback, settings: settings, metrics: metrics, logger: logger)
+                                         usageFallback: usageFallback, settings: settings, metrics: metrics, logger: logger,
+                                         accessLog: accessLog)
 
         let listening = ListeningReporter(onListening)
         let connections = ConnectionCounter(maximum: configuration.listenerLimits.maxConnections)

@@ -6,6 +6,7 @@ import PostgresNIO
 import SluiceAdminAPI
 import SluiceDataPlane
 import SluiceLimiter
+import SluiceLog
 import SluiceRedis
 import SluiceTenancy
 
@@ -32,6 +33,9 @@ struct OperationsRoutes: Sendable {
                               "Usage rows written to the ledger directly (Redis could not take them).", direct.written)
                 + Self.metric("sluice_usage_direct_dropped_total", "counter",
                               "Usage rows lost: the direct-write buffer was full.", direct.dropped)
+                + Self.metric("sluice_log_lines_dropped_total", "counter",
+                              "Log lines dropped: stdout was slower than the traffic and the log buffer was full.",
+                              LogLineWriter.standardOutput.dropped)
             return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
                             body: .init(byteBuffer: ByteBuffer(string: text)))
         }

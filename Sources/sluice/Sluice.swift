@@ -3,7 +3,9 @@ import Foundation
 import Logging
 import PostgresNIO
 import SluiceAdminAPI
+import SluiceDataPlane
 import SluiceLimiter
+import SluiceLog
 import ServiceLifecycle
 import SluiceServer
 import SluiceTenancy
@@ -32,11 +34,14 @@ struct Serve: AsyncParsableCommand {
             FileHandle.standardError.write(Data("\(error)\n".utf8))
             throw ExitCode(78)  // EX_CONFIG
         }
-        let group = try await Gateway.serviceGroup(settings, logger: logger) { listening in
+        // The access log (info) is encoded straight to bytes; `--log-level notice` or above turns it off.
+        let accessLog: any AccessLog = level <= .info ? JSONAccessLog(writer: .standardOutput) : DisabledAccessLog()
+        let group = try await Gateway.serviceGroup(settings, logger: logger, accessLog: accessLog) { listening in
             logger.notice("sluice listening", metadata: [
                 "public": "\(settings.listen.host):\(listening.publicPort ?? 0)",
                 "admin": "\(settings.adminListen.host):\(listening.adminPort ?? 0)"])
         }
+        defer { LogLineWriter.standardOutput.flush() }
         try await group.run()
     }
 }

@@ -148,7 +148,6 @@ struct GatewayHardeningTests {
         limits.headerTimeout = .milliseconds(600)
         limits.bodyTimeout = .milliseconds(600)
         limits.idleTimeout = .milliseconds(800)
-        limits.maxConnections = 3
         return limits
     }()
 
@@ -193,7 +192,9 @@ struct GatewayHardeningTests {
     }
 
     @Test func connectionsPastTheCapAreRefusedWithoutHarmingTheOthers() async throws {
-        try await GatewayHarness.run(listenerLimits: Self.tightLimits) { gateway in
+        var limits = ListenerLimits()  // default timeouts: only the cap is under test here
+        limits.maxConnections = 3
+        try await GatewayHarness.run(listenerLimits: limits) { gateway in
             var open: [RawConnection] = []
             for _ in 0..<3 { open.append(try await RawConnection.open(port: gateway.publicPort)) }
             // The first is mid-request: its headers are in, its body not yet.

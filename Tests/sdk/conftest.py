@@ -40,12 +40,13 @@ models:
       - url: http://127.0.0.1:{mock_port}
 """)
     config.close()
+    log = tempfile.NamedTemporaryFile("w", suffix=".log", delete=False)
     subprocess.run([f"{BIN}/sluice", "migrate"], env=env, check=True, capture_output=True)
     processes = [
         subprocess.Popen([f"{BIN}/sluice-mock-upstream", "--port", str(mock_port), "--models", "sdk-model", "--tokens", "6"],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
         subprocess.Popen([f"{BIN}/sluice", "serve", "--config", config.name], env=env,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+                         stdout=log, stderr=subprocess.DEVNULL),
     ]
     try:
         deadline = time.time() + 30
@@ -69,6 +70,7 @@ models:
             "key": cli("create-key", "--tenant", tenant, "--name", "main"),
             "limited_key": cli("create-key", "--tenant", tenant, "--name", "limited", "--rpm", "1"),
             "admin_token": cli("token", "--role", "platform_admin", "--ttl", "1h"),
+            "log_path": log.name,
         }
     finally:
         for process in processes:
@@ -76,6 +78,8 @@ models:
         for process in processes:
             process.wait(timeout=30)
         os.unlink(config.name)
+        log.close()
+        os.unlink(log.name)
 
 
 @pytest.fixture(scope="session")

@@ -1,9 +1,11 @@
 """End-to-end: the official OpenAI Python SDK against a real Sluice replica (the `gateway`
 fixture in conftest.py), talking to it only through the SDK.
 """
+import json
 import os
 import shutil
 import subprocess
+import time
 import urllib.request
 
 import openai
@@ -79,3 +81,25 @@ def test_metrics_and_alert_rules_pass_promtool(gateway):
     rules = subprocess.run([PROMTOOL, "check", "rules", os.path.join(ROOT, "deploy", "prometheus-alerts.yaml")],
                            capture_output=True, text=True)
     assert rules.returncode == 0, rules.stdout + rules.stderr
+
+
+def test_access_log_is_json_lines_without_secrets(gateway):
+    marker = "log-check-" + os.urandom(4).hex()
+    client(gateway).with_options(default_headers={"x-request-id": marker}).chat.completions.create(
+        model="sdk-model", messages=[{"role": "user", "content": "hi"}])
+    deadline = time.time() + 5
+    while True:  # the log writer flushes in the background, within tens of milliseconds
+        lines = open(gateway["log_path"]).read().splitlines()
+        records = [json.loads(line) for line in lines]  # every line is one JSON object
+        mine = [r for r in records if r.get("client_request_id") == marker]
+        if mine or time.time() > deadline:
+            break
+        time.sleep(0.05)
+    assert len(mine) == 1, lines[-5:]
+    line = mine[0]
+    assert list(line)[:5] == ["ts", "level", "logger", "msg", "request_id"]
+    assert line["status"] == 200 and line["model"] == "sdk-model" and line["completion_tokens"] == 6
+    assert line["request_id"] != marker and line["usage_source"] == "backend"
+    text = "\n".join(lines)
+    for secret in (gateway["key"], gateway["limited_key"], gateway["admin_token"]):
+        assert secret not in text
