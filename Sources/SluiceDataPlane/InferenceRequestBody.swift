@@ -1,4 +1,3 @@
-import Foundation
 import NIOCore
 
 /// The inference endpoints Sluice proxies.
@@ -22,25 +21,44 @@ struct InferenceRequestBody {
     /// The body to send upstream (with `stream_options.include_usage` added for streams).
     let upstreamBody: ByteBuffer
 
+    private static let wanted: Set<String> = ["model", "stream", "max_completion_tokens", "max_tokens", "messages", "prompt",
+                                              "input", "stream_options"]
+
+    /// Checked strictly (the whole body must be well-formed JSON) but in one pass with no
+    /// objects built; `stream_options.include_usage` is spliced into the bytes for streams.
     static func parse(_ buffer: ByteBuffer, endpoint: InferenceEndpoint) throws(OpenAIError) -> InferenceRequestBody {
-        let data = Data(buffer.readableBytesView)
-        guard let json = try? JSONSerialization.jsonObject(with: data), var object = json as? [String: Any] else {
-            throw .invalidRequest("the body must be a JSON object")
+        do {
+            return try buffer.withUnsafeReadableBytes { bytes throws(OpenAIError) in
+                try parse(bytes, buffer: buffer, endpoint: endpoint)
+            }
+        } catch {
+            throw error
         }
-        guard let modelValue = object["model"] else { throw .invalidRequest("'model' is required", param: "model") }
-        guard let model = modelValue as? String, !model.isEmpty, model.utf8.count <= 256 else {
+    }
+
+    private static func parse(_ bytes: UnsafeRawBufferPointer, buffer: ByteBuffer,
+                              endpoint: InferenceEndpoint) throws(OpenAIError) -> InferenceRequestBody {
+        let members: [String: JSONBodyScanner.Member]
+        do {
+            members = try JSONBodyScanner.scan(bytes, wanted: wanted)
+        } catch {
+            throw .invalidRequest("the body must be a JSON object: \(error.reason)")
+        }
+        guard let modelMember = members["model"] else { throw .invalidRequest("'model' is required", param: "model") }
+        let model = modelMember.kind == .string ? JSONBodyScanner.decode(bytes, modelMember.value) : ""
+        guard !model.isEmpty, model.utf8.count <= 256 else {
             throw .invalidRequest("'model' must be a non-empty string", param: "model")
         }
         var stream = false
-        if let value = object["stream"], !(value is NSNull) {
-            guard let flag = Self.bool(value) else { throw .invalidRequest("'stream' must be a boolean", param: "stream") }
-            stream = flag
+        if let member = members["stream"], member.kind != .null {
+            guard member.kind == .bool else { throw .invalidRequest("'stream' must be a boolean", param: "stream") }
+            stream = bytes[member.value.lowerBound] == UInt8(ascii: "t")
         }
         if stream && !endpoint.streams { throw .invalidRequest("'stream' is not supported here", param: "stream") }
         var maxOutput: Int?
         for field in ["max_completion_tokens", "max_tokens"] {
-            guard let value = object[field], !(value is NSNull) else { continue }
-            guard let number = Self.integer(value), number >= 1 else {
+            guard let member = members[field], member.kind != .null else { continue }
+            guard member.kind == .number, let number = integer(bytes, member.value), number >= 1 else {
                 throw .invalidRequest("'\(field)' must be a positive integer", param: field)
             }
             maxOutput = number
@@ -48,48 +66,72 @@ struct InferenceRequestBody {
         }
         switch endpoint {
         case .chatCompletions:
-            guard object["messages"] is [Any] else { throw .invalidRequest("'messages' must be an array", param: "messages") }
+            guard members["messages"]?.kind == .array else { throw .invalidRequest("'messages' must be an array", param: "messages") }
         case .completions:
-            guard object["prompt"] != nil else { throw .invalidRequest("'prompt' is required", param: "prompt") }
+            guard members["prompt"] != nil else { throw .invalidRequest("'prompt' is required", param: "prompt") }
         case .embeddings:
-            guard object["input"] != nil else { throw .invalidRequest("'input' is required", param: "input") }
+            guard members["input"] != nil else { throw .invalidRequest("'input' is required", param: "input") }
         }
 
         var clientWantsUsage = false
         var upstreamBody = buffer
         if stream {
-            var options = object["stream_options"] as? [String: Any] ?? [:]
-            if let include = options["include_usage"] { clientWantsUsage = Self.bool(include) ?? false }
-            if !clientWantsUsage {
-                options["include_usage"] = true
-                object["stream_options"] = options
-                if let encoded = try? JSONSerialization.data(withJSONObject: object) {
-                    upstreamBody = ByteBuffer(bytes: encoded)
-                }
+            let splice = try usageSplice(bytes, options: members["stream_options"])
+            clientWantsUsage = splice == nil
+            if let (range, text) = splice {
+                var spliced = ByteBuffer()
+                spliced.reserveCapacity(bytes.count + text.utf8.count)
+                spliced.writeBytes(UnsafeRawBufferPointer(rebasing: bytes[..<range.lowerBound]))
+                spliced.writeString(text)
+                spliced.writeBytes(UnsafeRawBufferPointer(rebasing: bytes[range.upperBound...]))
+                upstreamBody = spliced
             }
         }
         return InferenceRequestBody(model: model, stream: stream, clientWantsUsage: clientWantsUsage,
-                                    maxOutputTokens: maxOutput, promptEstimate: max(1, buffer.readableBytes / 3),
+                                    maxOutputTokens: maxOutput, promptEstimate: max(1, bytes.count / 3),
                                     upstreamBody: upstreamBody)
     }
 
-    /// JSONSerialization gives NSNumber for numbers and booleans alike; booleans are the
-    /// NSNumber subclass that `NSNumber(value: true)` has.
-    private static let booleanType = type(of: NSNumber(value: true))
-
-    private static func isBoolean(_ value: Any) -> Bool {
-        type(of: value as AnyObject) == booleanType
+    /// Where to put `"include_usage": true` (bytes to replace, and with what), or nil when the
+    /// client asked for usage itself.
+    private static func usageSplice(_ bytes: UnsafeRawBufferPointer,
+                                    options: JSONBodyScanner.Member?) throws(OpenAIError) -> (Range<Int>, String)? {
+        guard let options, options.kind != .null else {
+            if let options { return (options.value, #"{"include_usage":true}"#) }
+            // No stream_options: add the member first in the object.
+            let open = bytes.firstIndex(of: UInt8(ascii: "{"))! + 1
+            return (open..<open, #""stream_options":{"include_usage":true},"#)
+        }
+        guard options.kind == .object else {
+            throw .invalidRequest("'stream_options' must be an object", param: "stream_options")
+        }
+        let inner = UnsafeRawBufferPointer(rebasing: bytes[options.value])
+        let members: [String: JSONBodyScanner.Member]
+        do {
+            members = try JSONBodyScanner.scan(inner, wanted: ["include_usage"])
+        } catch {
+            throw .invalidRequest("'stream_options' is malformed: \(error.reason)", param: "stream_options")
+        }
+        let base = options.value.lowerBound
+        guard let include = members["include_usage"] else {
+            let open = base + 1
+            let empty = inner.dropFirst().dropLast().allSatisfy { [0x20, 0x09, 0x0A, 0x0D].contains($0) }
+            return (open..<open, empty ? #""include_usage":true"# : #""include_usage":true,"#)
+        }
+        switch include.kind {
+        case .bool where inner[include.value.lowerBound] == UInt8(ascii: "t"):
+            return nil
+        case .bool, .null:
+            return ((base + include.value.lowerBound)..<(base + include.value.upperBound), "true")
+        default:
+            throw .invalidRequest("'stream_options.include_usage' must be a boolean", param: "stream_options")
+        }
     }
 
-    private static func bool(_ value: Any) -> Bool? {
-        guard isBoolean(value), let number = value as? NSNumber else { return nil }
-        return number.boolValue
-    }
-
-    private static func integer(_ value: Any) -> Int? {
-        guard !isBoolean(value), let number = value as? NSNumber else { return nil }
-        let double = number.doubleValue
-        guard double.rounded() == double, double.magnitude < 1e12 else { return nil }
+    /// A JSON number that is a whole number below 10^12 (`16`, `16.0`, `1.6e1`).
+    private static func integer(_ bytes: UnsafeRawBufferPointer, _ range: Range<Int>) -> Int? {
+        guard range.count <= 32, let double = Double(String(decoding: UnsafeRawBufferPointer(rebasing: bytes[range]), as: UTF8.self)),
+              double.rounded() == double, double.magnitude < 1e12 else { return nil }
         return Int(double)
     }
 }

@@ -90,4 +90,68 @@ struct DataPlaneUnitTests {
             }
         }
     }
+
+    /// The include_usage splice, for every shape stream_options can have: the result is valid
+    /// JSON, asks for usage, and keeps everything else.
+    @Test(arguments: [
+        #"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true}"#,
+        #"{"model":"m","messages":[],"stream":true,"stream_options":null}"#,
+        #"{"model":"m","messages":[],"stream":true,"stream_options":{}}"#,
+        #"{"model":"m","messages":[],"stream":true,"stream_options":{ }}"#,
+        #"{"model":"m","messages":[],"stream":true,"stream_options":{"continuous_usage_stats":false}}"#,
+        #"{"model":"m","messages":[],"stream":true,"stream_options":{"include_usage":false}}"#,
+        #"{"model":"m","messages":[],"stream":true,"stream_options":{"include_usage":null,"x":1}}"#,
+        #"  { "model" : "m" , "messages" : [ ] , "stream" : true }  "#,
+    ])
+    func usageIsSplicedIntoEveryShapeOfStreamOptions(body: String) throws {
+        let parsed = try InferenceRequestBody.parse(ByteBuffer(string: body), endpoint: .chatCompletions)
+        #expect(!parsed.clientWantsUsage)
+        let text = String(buffer: parsed.upstreamBody)
+        let sent = try #require(try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any])
+        #expect((sent["stream_options"] as? [String: Any])?["include_usage"] as? Bool == true, "\(text)")
+        let original = try #require(try JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any])
+        for (key, value) in original where key != "stream_options" {
+            #expect("\(sent[key] ?? "missing")" == "\(value)")
+        }
+        if let options = original["stream_options"] as? [String: Any] {
+            for (key, value) in options where key != "include_usage" {
+                #expect("\((sent["stream_options"] as? [String: Any])?[key] ?? "missing")" == "\(value)")
+            }
+        }
+    }
+
+    /// Strict JSON, and no member a backend could read differently from the gateway.
+    @Test func malformedOrAmbiguousBodiesAreRefused() {
+        let chat = #"{"model":"m","messages":["#
+        let refused: [[UInt8]] = [
+            Array(#"{"model":"m","messages":[]} {}"#.utf8),                    // two values
+            Array(#"{"model":"m","messages":[],}"#.utf8),                      // trailing comma
+            Array(#"{"model":"m","messages":[01]}"#.utf8),                     // leading zero
+            Array(#"{"model":"m","messages":["\x"]}"#.utf8),                   // bad escape
+            Array(#"{"model":"m","messages":["\u12G4"]}"#.utf8),               // bad \u
+            Array(chat.utf8) + Array("\"a\tb\"]}".utf8),                       // raw control character
+            Array(chat.utf8) + [0x22, 0xC0, 0x80, 0x22, 0x5D, 0x7D],           // overlong
+            Array(chat.utf8) + [0x22, 0xED, 0xA0, 0x80, 0x22, 0x5D, 0x7D],     // surrogate
+            Array(chat.utf8) + [0x22, 0xFF, 0x22, 0x5D, 0x7D],
+            Array(#"{"model":"cheap","model":"dear","messages":[]}"#.utf8),    // duplicate
+            Array(#"{"model":"cheap","mod\u0065l":"dear","messages":[]}"#.utf8),  // duplicate, escaped
+            Array(chat.utf8) + Array(repeating: UInt8(ascii: "["), count: 100)
+                + Array(repeating: UInt8(ascii: "]"), count: 101) + [UInt8(ascii: "}")],  // too deep
+            Array(#"{"model":"m","messages":[],"stream":true,"stream_options":"yes"}"#.utf8),
+            Array(#"{"model":"m","messages":[],"stream":true,"stream_options":{"include_usage":1}}"#.utf8),
+            Array(#"["model"]"#.utf8),
+            Array(#"{"model":"m","messages":[tru]}"#.utf8),
+            Array(#"{"model":"m","messages":[]"#.utf8),
+        ]
+        for body in refused {
+            #expect(throws: OpenAIError.self, "\(String(decoding: body, as: UTF8.self))") {
+                _ = try InferenceRequestBody.parse(ByteBuffer(bytes: body), endpoint: .chatCompletions)
+            }
+        }
+        // Escapes are decoded where the gateway reads a value.
+        let escaped = try? InferenceRequestBody.parse(
+            ByteBuffer(string: #"{"m\u006fdel":"m\u00e9-\ud83d\ude80","messages":[1.5e3,-0,true,null,{"a":"\"\\\/"}]}"#),
+            endpoint: .chatCompletions)
+        #expect(escaped?.model == "mé-🚀")
+    }
 }
