@@ -11,6 +11,8 @@
 #     request are printed for Sluice, Redis and the nginx proxy beside the ratio.
 # Needs the development stack (scripts/stack-up.sh).
 #   loadtest/proxy-bench.sh [seconds=8] [connections=32] [rounds=3] [mode=complete|stream|both]
+# SLUICE_BENCH_BEFORE_BIN=<release bin dir of another build> adds that build as a fourth target
+# in the same interleaved run (its own database), for before/after figures from one run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${1:-8}"
@@ -98,20 +100,38 @@ models:
     backends:
       - url: http://127.0.0.1:$upstream_stream_port
 YAML
-"$bin/sluice" migrate >/dev/null
-# Default settings: the access log (info) stays on; it goes to a file as a container's would.
-"$bin/sluice" serve --config "$work/sluice.yaml" > "$work/sluice.log" & sluice_pid=$!; pids+=($sluice_pid)
-for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$admin_port/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
-tenant="$("$bin/sluice" admin create-tenant --name bench-governed --rpm 100000000 --tpm 1000000000)"
-key="$("$bin/sluice" admin create-key --tenant "$tenant" --name governed --rpm 100000000 --tpm 1000000000)"
+# start_sluice BIN_DIR PORT ADMIN_PORT DATABASE_URL -> sets $started_pid and $started_key
+start_sluice() {
+    local dir="$1" listen="$2" admin="$3" database="$4"
+    sed -e "s/:$port\$/:$listen/" -e "s/:$admin_port\$/:$admin/" "$work/sluice.yaml" > "$work/sluice-$listen.yaml"
+    SLUICE_DATABASE_URL="$database" "$dir/sluice" migrate >/dev/null
+    # Default settings: the access log (info) stays on; it goes to a file as a container's would.
+    SLUICE_DATABASE_URL="$database" "$dir/sluice" serve --config "$work/sluice-$listen.yaml" > "$work/sluice-$listen.log" &
+    started_pid=$!; pids+=($started_pid)
+    for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$admin/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
+    local tenant
+    tenant="$(SLUICE_DATABASE_URL="$database" "$dir/sluice" admin create-tenant --name bench-governed --rpm 100000000 --tpm 1000000000)"
+    started_key="$(SLUICE_DATABASE_URL="$database" "$dir/sluice" admin create-key --tenant "$tenant" --name governed --rpm 100000000 --tpm 1000000000)"
+}
+start_sluice "$bin" "$port" "$admin_port" "$SLUICE_TEST_DATABASE_URL"
+sluice_pid=$started_pid; key=$started_key
+before_bin="${SLUICE_BENCH_BEFORE_BIN:-}"
+before_port=19106; before_admin_port=19107
+if [ -n "$before_bin" ]; then
+    before_db="sluice_bench_before"
+    psql "$SLUICE_TEST_DATABASE_URL" -qc "DROP DATABASE IF EXISTS $before_db WITH (FORCE)" >/dev/null
+    psql "$SLUICE_TEST_DATABASE_URL" -qc "CREATE DATABASE $before_db" >/dev/null
+    start_sluice "$before_bin" "$before_port" "$before_admin_port" "${SLUICE_TEST_DATABASE_URL%/*}/$before_db"
+    before_pid=$started_pid; before_key=$started_key
+fi
 redis_pid="$(redis-cli -p "$SLUICE_STACK_REDIS_PORT" info server | awk -F: '/^process_id/ {print $2}' | tr -d '\r')"
 nginx_workers() { pgrep -P "$nginx_master" | tr '\n' ' '; }
 cpu_ticks() { local sum=0 pid; for pid in "$@"; do sum=$((sum + $(awk '{print $14 + $15}' "/proc/$pid/stat"))); done; echo "$sum"; }
 hz="$(getconf CLK_TCK)"
 
-# run LABEL PORT STREAM -> appends "rps p50_ms p99_ms sluice_us redis_us nginx_us" to $work/LABEL
+# run LABEL PORT STREAM [KEY] [PID] -> appends "rps p50_ms p99_ms sluice_us redis_us nginx_us" to $work/LABEL
 run() {
-    local label="$1" target="$2" streamed="$3" body
+    local label="$1" target="$2" streamed="$3" bearer="${4:-$key}" measured="${5:-$sluice_pid}" body
     if [ "$streamed" = 1 ]; then
         body='{"model": "bench-stream", "messages": [{"role": "user", "content": "Say something short."}], "max_tokens": 16, "stream": true}'
     else
@@ -121,13 +141,13 @@ run() {
 wrk.method = "POST"
 wrk.body = '$body'
 wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer $key"
+wrk.headers["Authorization"] = "Bearer $bearer"
 LUA
     local workers s0 r0 n0 out s1 r1 n1 total
     workers="$(nginx_workers)"
-    s0="$(cpu_ticks "$sluice_pid")"; r0="$(cpu_ticks "$redis_pid")"; n0="$(cpu_ticks $workers)"
+    s0="$(cpu_ticks "$measured")"; r0="$(cpu_ticks "$redis_pid")"; n0="$(cpu_ticks $workers)"
     out="$(wrk -t1 -c"$connections" -d"${seconds}s" --latency -s "$work/post.lua" "http://127.0.0.1:$target/v1/chat/completions")"
-    s1="$(cpu_ticks "$sluice_pid")"; r1="$(cpu_ticks "$redis_pid")"; n1="$(cpu_ticks $workers)"
+    s1="$(cpu_ticks "$measured")"; r1="$(cpu_ticks "$redis_pid")"; n1="$(cpu_ticks $workers)"
     total="$(echo "$out" | awk '/requests in/ {print $1}')"
     if echo "$out" | grep -q "Non-2xx"; then echo "$label: non-2xx answers: $(echo "$out" | grep Non-2xx)" >&2; fi
     echo "$(echo "$out" | awk '/Requests\/sec/ {print $2}') $(echo "$out" | awk '$1 == "50%" {print $2}') $(echo "$out" | awk '$1 == "99%" {print $2}')" \
@@ -138,14 +158,16 @@ LUA
 report() {  # streamed
     local streamed="$1" unit="req/s" factor=1
     [ "$streamed" = 1 ] && { unit="chunks/s"; factor=$chunks_per_stream; }
-    : > "$work/upstream"; : > "$work/nginx"; : > "$work/sluice"
+    : > "$work/upstream"; : > "$work/nginx"; : > "$work/sluice"; : > "$work/before"
     local up_port="$upstream_port" proxy_port="$nginx_port"
     [ "$streamed" = 1 ] && { up_port="$upstream_stream_port"; proxy_port="$nginx_stream_port"; }
     run warmup-nginx "$proxy_port" "$streamed"; run warmup-sluice "$port" "$streamed"
+    [ -n "$before_bin" ] && run warmup-before "$before_port" "$streamed" "$before_key" "$before_pid"
     for _ in $(seq 1 "$rounds"); do
         run upstream "$up_port" "$streamed"
         run nginx "$proxy_port" "$streamed"
         run sluice "$port" "$streamed"
+        [ -n "$before_bin" ] && run before "$before_port" "$streamed" "$before_key" "$before_pid"
     done
     python3 - "$work" "$factor" "$unit" "$streamed" <<'PY'
 import statistics, sys
@@ -153,8 +175,10 @@ work, factor, unit, streamed = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.a
 def ms(text):
     return float(text[:-2]) if text.endswith("ms") else float(text[:-2]) / 1000 if text.endswith("us") else float(text[:-1]) * 1000
 rows = {}
-for label in ("upstream", "nginx", "sluice"):
+for label in ("upstream", "nginx", "sluice", "before"):
     runs = [line.split() for line in open(f"{work}/{label}") if line.strip()]
+    if not runs:
+        continue
     rows[label] = dict(rps=statistics.median(float(r[0]) for r in runs), p50=statistics.median(ms(r[1]) for r in runs),
                        p99=statistics.median(ms(r[2]) for r in runs), sluice=statistics.median(float(r[3]) for r in runs),
                        redis=statistics.median(float(r[4]) for r in runs), nginx=statistics.median(float(r[5]) for r in runs),
@@ -165,6 +189,9 @@ print(f"{'target':<28}{unit:>12}{'p50 ms':>9}{'p99 ms':>9}{'CPU µs/req':>12}{'R
 print(f"{'upstream alone (nginx return)':<28}{up['rps'] * factor:>12,.0f}{up['p50']:>9.2f}{up['p99']:>9.2f}{'':>12}{'':>14}{up['rps'] / ng['rps']:>8.2f}")
 print(f"{'nginx, plain proxy':<28}{ng['rps'] * factor:>12,.0f}{ng['p50']:>9.2f}{ng['p99']:>9.2f}{ng['nginx']:>12.1f}{'':>14}{1:>8.2f}")
 print(f"{'Sluice, default settings':<28}{sl['rps'] * factor:>12,.0f}{sl['p50']:>9.2f}{sl['p99']:>9.2f}{sl['sluice']:>12.1f}{sl['redis']:>14.1f}{sl['rps'] / ng['rps']:>8.3f}")
+if "before" in rows:
+    bf = rows["before"]
+    print(f"{'Sluice before (other build)':<28}{bf['rps'] * factor:>12,.0f}{bf['p50']:>9.2f}{bf['p99']:>9.2f}{bf['sluice']:>12.1f}{bf['redis']:>14.1f}{bf['rps'] / ng['rps']:>8.3f}")
 print(f"CPU per request: Sluice {sl['sluice'] / ng['nginx']:.1f}x nginx's, Redis {sl['redis'] / ng['nginx']:.1f}x nginx's")
 verdict = "OK" if up["rps"] >= 2 * ng["rps"] else "NOT OK: the baseline may be capped by its upstream"
 print(f"upstream alone is {up['rps'] / ng['rps']:.2f}x the nginx proxy (needs >= 2): {verdict}")

@@ -1,13 +1,16 @@
 -- admit: checks every limit that applies to one request and writes only if all pass.
 --
--- KEYS[1]  request       sl:{t:<tenant>}:req:<request id>
---                        "R <tokens>" while reserved, "S" once settled
+-- KEYS[1]  pending       sl:{t:<tenant>}:pending (zset: one member per admitted, unsettled
+--                        request, "<id>|<key id>|<prompt estimate>|<reserved tokens>|<reserved
+--                        cost>|<model>", scored with the time sweep.lua bills it at its reservation)
 -- KEYS[2]  spend         sl:{t:<tenant>}:spend   (hash: m = YYYYMM, u = micro-USD spent in m)
 -- KEYS[3 .. 2+nr]        GCRA keys, one per rate limit (string: theoretical arrival time, µs)
 -- KEYS[3+nr .. ]         in-flight sets, one per concurrency limit (zset: request id -> lease expiry, µs)
 --
--- ARGV[1] request id   ARGV[2] tokens to reserve   ARGV[3] lease (µs)   ARGV[4] reservation TTL (ms)
+-- ARGV[1] request id   ARGV[2] tokens to reserve   ARGV[3] lease (µs)
+-- ARGV[4] billing deadline (µs from now: unsettled by then, the reservation is billed)
 -- ARGV[5] monthly budget (micro-USD, -1 = none)   ARGV[6] nr   ARGV[7] nc
+-- ARGV[8] pending member   ARGV[9] pending set TTL (ms)
 -- then per rate limit: kind ('r' requests | 't' tokens), emission interval (µs per unit),
 --   burst (units), limit per minute (for headers), name
 -- then per concurrency limit: max, name
@@ -16,7 +19,9 @@
 --          request limit, remaining, reset µs, token limit, remaining, reset µs}
 -- decision: 1 admitted, 0 denied by a rate or concurrency limit, 2 denied by the budget,
 --           -1 can never fit (cost above the burst). Limits absent from the request give -1 headers.
--- Time is Redis's own clock (TIME), never a replica's. calendar.lua is prepended when embedded.
+-- Time is Redis's own clock (TIME), never a replica's. shared.lua is prepended when embedded.
+-- Numbers go to redis.call as numbers (Redis formats them exactly, in C): string.format in Lua
+-- cost more than the commands themselves.
 -- Each redis.call costs about a microsecond of Redis CPU, so reads are batched (MGET).
 -- The request id is the server's own, unique per request: there is no "admitted before" case
 -- (a client-chosen id must never turn a request into a free repeat of an earlier one).
@@ -40,7 +45,7 @@ local tats = {}
 if nr > 0 then tats = redis.call('MGET', unpack(KEYS, 3, 2 + nr)) end
 local new_tats = {}
 local hdr = {r = {-1, -1, -1}, t = {-1, -1, -1}}
-local a = 8
+local a = 10
 for i = 1, nr do
   local kind, interval, burst = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
   local per_minute, name = tonumber(ARGV[a + 3]), ARGV[a + 4]
@@ -69,14 +74,13 @@ for i = 1, nr do
 end
 
 -- Concurrency: live leases only (expired ones are ignored here and swept when admitting).
-local live_from = '(' .. string.format('%.0f', now)
 for i = 1, nc do
   local key = KEYS[2 + nr + i]
   local max, name = tonumber(ARGV[a]), ARGV[a + 1]
   a = a + 2
-  if redis.call('ZCOUNT', key, live_from, '+inf') >= max then
+  if redis.call('ZCOUNT', key, now + 1, '+inf') >= max then
     -- A slot frees when any request ends; the earliest lease expiry is the latest that can be.
-    local first = redis.call('ZRANGEBYSCORE', key, live_from, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+    local first = redis.call('ZRANGEBYSCORE', key, now + 1, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
     deny(0, name, math.min(tonumber(first[2]) - now, 1000000))
   end
 end
@@ -100,17 +104,18 @@ end
 -- Every limit passed: write.
 for i = 1, nr do
   local ttl_ms = math.ceil((new_tats[i] - now) / 1000) + 1
-  redis.call('SET', KEYS[2 + i], string.format('%.17g', new_tats[i]), 'PX', ttl_ms)
+  redis.call('SET', KEYS[2 + i], new_tats[i], 'PX', ttl_ms)
 end
-local expiry = string.format('%.0f', now + lease)
+local expiry = now + lease
 local lease_ms = math.ceil(lease / 1000) + 1000
 local sweep = now % 16 == 0  -- expired leases only cost memory: sweep on about one admit in 16
 for i = 1, nc do
   local key = KEYS[2 + nr + i]
-  if sweep then redis.call('ZREMRANGEBYSCORE', key, '-inf', string.format('%.0f', now)) end
+  if sweep then redis.call('ZREMRANGEBYSCORE', key, '-inf', now) end
   redis.call('ZADD', key, expiry, ARGV[1])
   -- Every lease has the same length, so this one expires last: the set lives as long as it.
   redis.call('PEXPIRE', key, lease_ms)
 end
-redis.call('SET', KEYS[1], 'R ' .. ARGV[2], 'PX', tonumber(ARGV[4]))
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[4]), ARGV[8])
+redis.call('PEXPIRE', KEYS[1], ARGV[9])
 return {1, '', 0, headers[1], headers[2], headers[3], headers[4], headers[5], headers[6]}

@@ -1,72 +1,91 @@
--- settle: books the real usage of one admitted request, atomically.
+-- settle: books the real usage of many admitted requests of one tenant, atomically, in one call
+-- (replicas batch their settles per tenant: one EVALSHA for all that finished meanwhile).
 --
--- KEYS[1] request (see admit.lua)   KEYS[2] spend   KEYS[3] usage stream
--- KEYS[4 .. 3+nt]   the GCRA keys of the request's token limits
--- KEYS[4+nt .. ]    the in-flight sets the request holds a lease in
+-- KEYS[1] pending (zset, see admit.lua)   KEYS[2] spend   KEYS[3] usage stream
+-- KEYS[4 .. 3+nt]       the GCRA keys of the batch's token limits (each once)
+-- KEYS[4+nt .. 3+nt+nc] the in-flight sets the batch's requests hold leases in (each once)
 --
--- ARGV[1] request id   ARGV[2] tokens really used   ARGV[3] cost (micro-USD)
--- ARGV[4] settled-mark TTL (ms)   ARGV[5] stream TTL (ms)   ARGV[6] stream max length (approximate)
--- ARGV[7] nt   ARGV[8] nc   then nt emission intervals (µs per token), then the usage event as
--- field/value pairs.
--- calendar.lua is prepended when embedded.
+-- ARGV[1] stream TTL (ms)   ARGV[2] stream max length (approximate)   ARGV[3] n (requests)
+-- ARGV[4] nt   ARGV[5] nc   ARGV[6 .. 5+nt] emission intervals of the token keys (µs per token)
+-- then per request: pending member, request id, tokens used, cost (micro-USD), tokens reserved,
+--   kt, kt token-key indexes (1..nt), kc, kc in-flight-set indexes (1..nc),
+--   f, then f field/value pairs of its usage event
 --
--- Returns {1, reserved tokens (-1 when the reservation had expired), tokens refunded (negative: debt)}
--- or {0, 0, 0} when the request was settled before (settling twice has the effect of once).
+-- Returns 2n integers: per request 1 and the tokens refunded (negative: debt) when settled now,
+-- 0 and 0 when it was settled before or billed at its reservation by sweep.lua (either way,
+-- settling twice has the effect of once). shared.lua is prepended when embedded.
 
-local state = redis.call('GET', KEYS[1])
-if state == 'S' then
-  return {0, 0, 0}
-end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local used = tonumber(ARGV[2])
-local cost = tonumber(ARGV[3])
-local nt = tonumber(ARGV[7])
-local nc = tonumber(ARGV[8])
+local n, nt, nc = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 
--- Refund the unused reservation, or book the shortfall as debt that delays later requests.
--- An expired reservation adjusts nothing: its tokens stay spent, its usage is still recorded.
-local reserved, delta = -1, 0
-if state and nt > 0 then
-  reserved = tonumber(string.match(state, '^R (%d+)'))
-  delta = reserved - used
+local requests, members = {}, {}
+local a = 6 + nt
+for r = 1, n do
+  local req = {member = ARGV[a], id = ARGV[a + 1], used = tonumber(ARGV[a + 2]), cost = tonumber(ARGV[a + 3]),
+               reserved = tonumber(ARGV[a + 4])}
+  a = a + 5
+  req.tk_from, req.tk_count = a + 1, tonumber(ARGV[a])
+  a = a + 1 + req.tk_count
+  req.ck_from, req.ck_count = a + 1, tonumber(ARGV[a])
+  a = a + 1 + req.ck_count
+  req.f_from, req.f_count = a + 1, tonumber(ARGV[a])
+  a = a + 1 + 2 * req.f_count
+  requests[r] = req
+  members[r] = req.member
+end
+
+-- Still pending = not settled before and not billed at its reservation.
+local pending = redis.call('ZMSCORE', KEYS[1], unpack(members))
+local out, settled, delta, release, spend = {}, {}, {}, {}, 0
+for r = 1, n do
+  local req = requests[r]
+  if pending[r] then
+    settled[#settled + 1] = req.member
+    -- Refund the unused reservation, or book the shortfall as debt that delays later requests.
+    local d = req.reserved - req.used
+    for i = req.tk_from, req.tk_from + req.tk_count - 1 do
+      local k = tonumber(ARGV[i])
+      delta[k] = (delta[k] or 0) + d
+    end
+    for i = req.ck_from, req.ck_from + req.ck_count - 1 do
+      local k = tonumber(ARGV[i])
+      local ids = release[k] or {}
+      ids[#ids + 1] = req.id
+      release[k] = ids
+    end
+    spend = spend + req.cost
+    local event = {'XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], '*', 'request_id', req.id, 'tokens', req.used,
+      'cost_micro_usd', req.cost, 'reserved', req.reserved, 'ts_us', now}
+    for i = req.f_from, req.f_from + 2 * req.f_count - 1 do event[#event + 1] = ARGV[i] end
+    redis.call(unpack(event))
+    out[2 * r - 1], out[2 * r] = 1, d
+  else
+    out[2 * r - 1], out[2 * r] = 0, 0
+  end
+end
+if #settled == 0 then return out end
+
+if nt > 0 then
   local tats = redis.call('MGET', unpack(KEYS, 4, 3 + nt))
-  for i = 1, nt do
-    local tat = tonumber(tats[i]) or now
-    if tat < now then tat = now end
-    local new_tat = tat - delta * tonumber(ARGV[8 + i])
-    if new_tat <= now then
-      redis.call('DEL', KEYS[3 + i])  -- an absent key is a full bucket
-    else
-      redis.call('SET', KEYS[3 + i], string.format('%.17g', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1)
+  for k = 1, nt do
+    local d = delta[k]
+    if d and d ~= 0 then
+      local tat = tonumber(tats[k]) or now
+      if tat < now then tat = now end
+      local new_tat = tat - d * tonumber(ARGV[5 + k])
+      if new_tat <= now then
+        redis.call('DEL', KEYS[3 + k])  -- an absent key is a full bucket
+      else
+        redis.call('SET', KEYS[3 + k], new_tat, 'PX', math.ceil((new_tat - now) / 1000) + 1)
+      end
     end
   end
-elseif state then
-  reserved = tonumber(string.match(state, '^R (%d+)'))
-  delta = reserved - used
 end
-
-for i = 1, nc do
-  redis.call('ZREM', KEYS[3 + nt + i], ARGV[1])
+for k, ids in pairs(release) do
+  redis.call('ZREM', KEYS[3 + nt + k], unpack(ids))
 end
-
--- Spend for the calendar month (by Redis's clock): the hash restarts when the month changes.
-local year, month = year_month(math.floor(now / 1000000))
-local this_month = year * 100 + month
-if tonumber(redis.call('HGET', KEYS[2], 'm')) ~= this_month then
-  redis.call('HSET', KEYS[2], 'm', this_month, 'u', cost)
-elseif cost > 0 then
-  redis.call('HINCRBY', KEYS[2], 'u', cost)
-end
-redis.call('PEXPIRE', KEYS[2], 40 * 86400 * 1000)
-
-local event = {'XADD', KEYS[3], 'MAXLEN', '~', ARGV[6], '*', 'request_id', ARGV[1],
-  'tokens', used, 'cost_micro_usd', cost, 'reserved', reserved, 'ts_us', string.format('%.0f', now)}
-for i = 9 + nt, #ARGV, 2 do
-  event[#event + 1] = ARGV[i]
-  event[#event + 1] = ARGV[i + 1]
-end
-redis.call(unpack(event))
-redis.call('PEXPIRE', KEYS[3], tonumber(ARGV[5]))
-redis.call('SET', KEYS[1], 'S', 'PX', tonumber(ARGV[4]))
-return {1, reserved, delta}
+redis.call('ZREM', KEYS[1], unpack(settled))
+add_spend(KEYS[2], now, spend)
+redis.call('PEXPIRE', KEYS[3], ARGV[1])
+return out

@@ -121,7 +121,7 @@ public final class InferencePipeline: Sendable {
         guard key.allows(model: body.model) else { throw OpenAIError.modelNotAllowed(body.model) }
 
         let output = call.endpoint == .embeddings ? 0 : min(body.maxOutputTokens ?? route.defaultOutputTokens, route.maxOutputTokens)
-        let admission = try await admit(call, key: key, body: body, reserve: body.promptEstimate + output, &record)
+        let admission = try await admit(call, key: key, body: body, output: output, route: route, &record)
         record.rateLimitHeaders = RateLimitHeaderFields.fields(admission.headers)
         let settler = Settler(limiter: limiter, admission: admission, route: route, promptEstimate: body.promptEstimate,
                               clientRequestID: call.clientRequestID, fallback: usageFallback, logger: logger)
@@ -154,10 +154,12 @@ public final class InferencePipeline: Sendable {
         }
     }
 
-    private func admit(_ call: InferenceCall, key: ResolvedKey, body: InferenceRequestBody, reserve: Int,
+    private func admit(_ call: InferenceCall, key: ResolvedKey, body: InferenceRequestBody, output: Int, route: ModelRoute,
                        _ record: inout AccessRecord) async throws -> Admission {
         let request = AdmitRequest(
-            requestID: call.requestID, tenantID: key.tenantID, keyID: key.keyID, model: body.model, tokensToReserve: reserve,
+            requestID: call.requestID, tenantID: key.tenantID, keyID: key.keyID, model: body.model,
+            tokensToReserve: body.promptEstimate + output, promptEstimate: body.promptEstimate,
+            reservedCostMicroUSD: route.costMicroUSD(prompt: body.promptEstimate, completion: output),
             tenantLimits: key.tenantLimits, keyLimits: key.keyLimits, modelLimits: key.modelLimits[body.model] ?? .none)
         switch await limiter.admit(request) {
         case .admitted(let admission):
@@ -251,7 +253,10 @@ public final class InferencePipeline: Sendable {
                 : .nothing
             record.status = status
             record.bill(usage)
-            await settler.settle(usage, status: status)
+            // After the answer, not before it: one Redis round trip on the response path. Until
+            // the settle lands the request is pending in Redis, billed at its reservation if this
+            // replica dies first.
+            Task { await settler.settle(usage, status: status) }
             emit(record)
             let contentType = response.head.headers.first(name: "content-type") ?? "application/json"
             return .complete(status: status, headers: responseHeaders(record, contentType: contentType), body: payload)

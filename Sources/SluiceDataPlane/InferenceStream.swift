@@ -16,7 +16,8 @@ public final class InferenceStream: @unchecked Sendable {
     private var record: AccessRecord
     private let pipeline: InferencePipeline
     private let done = Mutex(false)
-    /// Renews the concurrency leases while the stream runs (streams may outlast a lease).
+    /// Renews the concurrency leases and the billing deadline while the stream runs (streams may
+    /// outlast both).
     private let renewal: Task<Void, Never>?
 
     init(response: UpstreamResponse, backend: Backend, settler: Settler, filter: ServerSentEventsFilter,
@@ -29,7 +30,7 @@ public final class InferenceStream: @unchecked Sendable {
         self.pipeline = pipeline
         let limiter = settler.limiter
         let admission = settler.admission
-        renewal = !admission.holdsConcurrencySlots || admission.degraded ? nil : Task {
+        renewal = admission.degraded ? nil : Task {
             while !Task.isCancelled {
                 try? await Task.sleep(for: limiter.renewalInterval)
                 if Task.isCancelled { return }

@@ -3,14 +3,17 @@ enum EmbeddedLua {
     static let admit = #"""
     -- admit: checks every limit that applies to one request and writes only if all pass.
     --
-    -- KEYS[1]  request       sl:{t:<tenant>}:req:<request id>
-    --                        "R <tokens>" while reserved, "S" once settled
+    -- KEYS[1]  pending       sl:{t:<tenant>}:pending (zset: one member per admitted, unsettled
+    --                        request, "<id>|<key id>|<prompt estimate>|<reserved tokens>|<reserved
+    --                        cost>|<model>", scored with the time sweep.lua bills it at its reservation)
     -- KEYS[2]  spend         sl:{t:<tenant>}:spend   (hash: m = YYYYMM, u = micro-USD spent in m)
     -- KEYS[3 .. 2+nr]        GCRA keys, one per rate limit (string: theoretical arrival time, µs)
     -- KEYS[3+nr .. ]         in-flight sets, one per concurrency limit (zset: request id -> lease expiry, µs)
     --
-    -- ARGV[1] request id   ARGV[2] tokens to reserve   ARGV[3] lease (µs)   ARGV[4] reservation TTL (ms)
+    -- ARGV[1] request id   ARGV[2] tokens to reserve   ARGV[3] lease (µs)
+    -- ARGV[4] billing deadline (µs from now: unsettled by then, the reservation is billed)
     -- ARGV[5] monthly budget (micro-USD, -1 = none)   ARGV[6] nr   ARGV[7] nc
+    -- ARGV[8] pending member   ARGV[9] pending set TTL (ms)
     -- then per rate limit: kind ('r' requests | 't' tokens), emission interval (µs per unit),
     --   burst (units), limit per minute (for headers), name
     -- then per concurrency limit: max, name
@@ -19,7 +22,9 @@ enum EmbeddedLua {
     --          request limit, remaining, reset µs, token limit, remaining, reset µs}
     -- decision: 1 admitted, 0 denied by a rate or concurrency limit, 2 denied by the budget,
     --           -1 can never fit (cost above the burst). Limits absent from the request give -1 headers.
-    -- Time is Redis's own clock (TIME), never a replica's. calendar.lua is prepended when embedded.
+    -- Time is Redis's own clock (TIME), never a replica's. shared.lua is prepended when embedded.
+    -- Numbers go to redis.call as numbers (Redis formats them exactly, in C): string.format in Lua
+    -- cost more than the commands themselves.
     -- Each redis.call costs about a microsecond of Redis CPU, so reads are batched (MGET).
     -- The request id is the server's own, unique per request: there is no "admitted before" case
     -- (a client-chosen id must never turn a request into a free repeat of an earlier one).
@@ -43,7 +48,7 @@ enum EmbeddedLua {
     if nr > 0 then tats = redis.call('MGET', unpack(KEYS, 3, 2 + nr)) end
     local new_tats = {}
     local hdr = {r = {-1, -1, -1}, t = {-1, -1, -1}}
-    local a = 8
+    local a = 10
     for i = 1, nr do
       local kind, interval, burst = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
       local per_minute, name = tonumber(ARGV[a + 3]), ARGV[a + 4]
@@ -72,14 +77,13 @@ enum EmbeddedLua {
     end
 
     -- Concurrency: live leases only (expired ones are ignored here and swept when admitting).
-    local live_from = '(' .. string.format('%.0f', now)
     for i = 1, nc do
       local key = KEYS[2 + nr + i]
       local max, name = tonumber(ARGV[a]), ARGV[a + 1]
       a = a + 2
-      if redis.call('ZCOUNT', key, live_from, '+inf') >= max then
+      if redis.call('ZCOUNT', key, now + 1, '+inf') >= max then
         -- A slot frees when any request ends; the earliest lease expiry is the latest that can be.
-        local first = redis.call('ZRANGEBYSCORE', key, live_from, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+        local first = redis.call('ZRANGEBYSCORE', key, now + 1, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
         deny(0, name, math.min(tonumber(first[2]) - now, 1000000))
       end
     end
@@ -103,23 +107,146 @@ enum EmbeddedLua {
     -- Every limit passed: write.
     for i = 1, nr do
       local ttl_ms = math.ceil((new_tats[i] - now) / 1000) + 1
-      redis.call('SET', KEYS[2 + i], string.format('%.17g', new_tats[i]), 'PX', ttl_ms)
+      redis.call('SET', KEYS[2 + i], new_tats[i], 'PX', ttl_ms)
     end
-    local expiry = string.format('%.0f', now + lease)
+    local expiry = now + lease
     local lease_ms = math.ceil(lease / 1000) + 1000
     local sweep = now % 16 == 0  -- expired leases only cost memory: sweep on about one admit in 16
     for i = 1, nc do
       local key = KEYS[2 + nr + i]
-      if sweep then redis.call('ZREMRANGEBYSCORE', key, '-inf', string.format('%.0f', now)) end
+      if sweep then redis.call('ZREMRANGEBYSCORE', key, '-inf', now) end
       redis.call('ZADD', key, expiry, ARGV[1])
       -- Every lease has the same length, so this one expires last: the set lives as long as it.
       redis.call('PEXPIRE', key, lease_ms)
     end
-    redis.call('SET', KEYS[1], 'R ' .. ARGV[2], 'PX', tonumber(ARGV[4]))
+    redis.call('ZADD', KEYS[1], now + tonumber(ARGV[4]), ARGV[8])
+    redis.call('PEXPIRE', KEYS[1], ARGV[9])
     return {1, '', 0, headers[1], headers[2], headers[3], headers[4], headers[5], headers[6]}
     """#
-    static let calendar = #"""
-    -- Calendar helpers, prepended to admit.lua and settle.lua when they are embedded:
+    static let renew = #"""
+    -- renew: keeps a request that is still running (a long stream) from being treated as abandoned:
+    -- extends its concurrency leases, so its slots are not freed under it, and its billing deadline
+    -- in the pending set, so sweep.lua does not bill it at its reservation. What already expired or
+    -- was swept is not brought back.
+    --
+    -- KEYS[1] pending   KEYS[2..] the in-flight sets the request holds a lease in
+    -- ARGV[1] request id   ARGV[2] lease (µs)   ARGV[3] pending member   ARGV[4] billing deadline (µs from now)
+    --
+    -- Returns how many leases were renewed.
+
+    local t = redis.call('TIME')
+    local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+    local lease = tonumber(ARGV[2])
+    if redis.call('ZSCORE', KEYS[1], ARGV[3]) then
+      redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[4]), ARGV[3])
+    end
+    local renewed = 0
+    for i = 2, #KEYS do
+      local current = redis.call('ZSCORE', KEYS[i], ARGV[1])
+      if current and tonumber(current) > now then
+        redis.call('ZADD', KEYS[i], 'XX', now + lease, ARGV[1])
+        -- Every lease has the same length, so this one now expires last: the set lives as long as it.
+        redis.call('PEXPIRE', KEYS[i], math.ceil(lease / 1000) + 1000)
+        renewed = renewed + 1
+      end
+    end
+    return renewed
+    """#
+    static let settle = #"""
+    -- settle: books the real usage of many admitted requests of one tenant, atomically, in one call
+    -- (replicas batch their settles per tenant: one EVALSHA for all that finished meanwhile).
+    --
+    -- KEYS[1] pending (zset, see admit.lua)   KEYS[2] spend   KEYS[3] usage stream
+    -- KEYS[4 .. 3+nt]       the GCRA keys of the batch's token limits (each once)
+    -- KEYS[4+nt .. 3+nt+nc] the in-flight sets the batch's requests hold leases in (each once)
+    --
+    -- ARGV[1] stream TTL (ms)   ARGV[2] stream max length (approximate)   ARGV[3] n (requests)
+    -- ARGV[4] nt   ARGV[5] nc   ARGV[6 .. 5+nt] emission intervals of the token keys (µs per token)
+    -- then per request: pending member, request id, tokens used, cost (micro-USD), tokens reserved,
+    --   kt, kt token-key indexes (1..nt), kc, kc in-flight-set indexes (1..nc),
+    --   f, then f field/value pairs of its usage event
+    --
+    -- Returns 2n integers: per request 1 and the tokens refunded (negative: debt) when settled now,
+    -- 0 and 0 when it was settled before or billed at its reservation by sweep.lua (either way,
+    -- settling twice has the effect of once). shared.lua is prepended when embedded.
+
+    local t = redis.call('TIME')
+    local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+    local n, nt, nc = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+
+    local requests, members = {}, {}
+    local a = 6 + nt
+    for r = 1, n do
+      local req = {member = ARGV[a], id = ARGV[a + 1], used = tonumber(ARGV[a + 2]), cost = tonumber(ARGV[a + 3]),
+                   reserved = tonumber(ARGV[a + 4])}
+      a = a + 5
+      req.tk_from, req.tk_count = a + 1, tonumber(ARGV[a])
+      a = a + 1 + req.tk_count
+      req.ck_from, req.ck_count = a + 1, tonumber(ARGV[a])
+      a = a + 1 + req.ck_count
+      req.f_from, req.f_count = a + 1, tonumber(ARGV[a])
+      a = a + 1 + 2 * req.f_count
+      requests[r] = req
+      members[r] = req.member
+    end
+
+    -- Still pending = not settled before and not billed at its reservation.
+    local pending = redis.call('ZMSCORE', KEYS[1], unpack(members))
+    local out, settled, delta, release, spend = {}, {}, {}, {}, 0
+    for r = 1, n do
+      local req = requests[r]
+      if pending[r] then
+        settled[#settled + 1] = req.member
+        -- Refund the unused reservation, or book the shortfall as debt that delays later requests.
+        local d = req.reserved - req.used
+        for i = req.tk_from, req.tk_from + req.tk_count - 1 do
+          local k = tonumber(ARGV[i])
+          delta[k] = (delta[k] or 0) + d
+        end
+        for i = req.ck_from, req.ck_from + req.ck_count - 1 do
+          local k = tonumber(ARGV[i])
+          local ids = release[k] or {}
+          ids[#ids + 1] = req.id
+          release[k] = ids
+        end
+        spend = spend + req.cost
+        local event = {'XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], '*', 'request_id', req.id, 'tokens', req.used,
+          'cost_micro_usd', req.cost, 'reserved', req.reserved, 'ts_us', now}
+        for i = req.f_from, req.f_from + 2 * req.f_count - 1 do event[#event + 1] = ARGV[i] end
+        redis.call(unpack(event))
+        out[2 * r - 1], out[2 * r] = 1, d
+      else
+        out[2 * r - 1], out[2 * r] = 0, 0
+      end
+    end
+    if #settled == 0 then return out end
+
+    if nt > 0 then
+      local tats = redis.call('MGET', unpack(KEYS, 4, 3 + nt))
+      for k = 1, nt do
+        local d = delta[k]
+        if d and d ~= 0 then
+          local tat = tonumber(tats[k]) or now
+          if tat < now then tat = now end
+          local new_tat = tat - d * tonumber(ARGV[5 + k])
+          if new_tat <= now then
+            redis.call('DEL', KEYS[3 + k])  -- an absent key is a full bucket
+          else
+            redis.call('SET', KEYS[3 + k], new_tat, 'PX', math.ceil((new_tat - now) / 1000) + 1)
+          end
+        end
+      end
+    end
+    for k, ids in pairs(release) do
+      redis.call('ZREM', KEYS[3 + nt + k], unpack(ids))
+    end
+    redis.call('ZREM', KEYS[1], unpack(settled))
+    add_spend(KEYS[2], now, spend)
+    redis.call('PEXPIRE', KEYS[3], ARGV[1])
+    return out
+    """#
+    static let shared = #"""
+    -- Shared helpers, prepended to admit.lua, settle.lua and sweep.lua when they are embedded:
     -- Redis scripts cannot share code, and the month must come from Redis's clock.
 
     -- Calendar month of a Unix time (proleptic Gregorian, H. Hinnant's civil_from_days).
@@ -145,104 +272,49 @@ enum EmbeddedLua {
       return era * 146097 + yoe * 365 + math.floor(yoe / 4) - math.floor(yoe / 100) + doy - 719468
     end
 
+
+    -- Adds cost (micro-USD) to the spend hash for the calendar month of `now` (µs, Redis's clock):
+    -- the hash restarts when the month changes.
+    local function add_spend(key, now, cost)
+      local year, month = year_month(math.floor(now / 1000000))
+      local this_month = year * 100 + month
+      if tonumber(redis.call('HGET', key, 'm')) ~= this_month then
+        redis.call('HSET', key, 'm', this_month, 'u', cost)
+      elseif cost > 0 then
+        redis.call('HINCRBY', key, 'u', cost)
+      end
+      redis.call('PEXPIRE', key, 40 * 86400 * 1000)
+    end
     """#
-    static let renew = #"""
-    -- renew: extends the concurrency leases of one request that is still running (a long stream),
-    -- so its slots are not freed under it. A lease that already expired is not brought back.
+    static let sweep = #"""
+    -- sweep: bills, at their reservation, the requests of one tenant whose settle never came (the
+    -- replica died between the answer and its settle): once the deadline admit gave them passes.
+    -- A settle arriving later finds them gone and books nothing, so each request is billed once.
     --
-    -- KEYS[1..]  the in-flight sets the request holds a lease in
-    -- ARGV[1] request id   ARGV[2] lease (µs)
+    -- KEYS[1] pending (zset, see admit.lua)   KEYS[2] spend   KEYS[3] usage stream
+    -- ARGV[1] tenant id   ARGV[2] at most this many requests   ARGV[3] stream TTL (ms)
+    -- ARGV[4] stream max length (approximate)
     --
-    -- Returns how many leases were renewed.
+    -- Returns how many requests were billed. shared.lua is prepended when embedded.
 
     local t = redis.call('TIME')
     local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-    local lease = tonumber(ARGV[2])
-    local expiry = string.format('%.0f', now + lease)
-    local renewed = 0
-    for i = 1, #KEYS do
-      local current = redis.call('ZSCORE', KEYS[i], ARGV[1])
-      if current and tonumber(current) > now then
-        redis.call('ZADD', KEYS[i], 'XX', expiry, ARGV[1])
-        -- Every lease has the same length, so this one now expires last: the set lives as long as it.
-        redis.call('PEXPIRE', KEYS[i], math.ceil(lease / 1000) + 1000)
-        renewed = renewed + 1
+    local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))
+    if #due == 0 then return 0 end
+    local spend = 0
+    for _, member in ipairs(due) do
+      local id, key, prompt, reserved, cost, model = string.match(member, '^([^|]+)|([^|]*)|(%d+)|(%d+)|(%d+)|(.*)$')
+      if id then
+        redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'request_id', id, 'tokens', reserved,
+          'cost_micro_usd', cost, 'reserved', reserved, 'ts_us', now, 'tenant_id', ARGV[1], 'key_id', key,
+          'model', model, 'prompt_tokens', prompt, 'completion_tokens', tonumber(reserved) - tonumber(prompt),
+          'status', 'lease_expired', 'usage_source', 'estimated')
+        spend = spend + tonumber(cost)
       end
     end
-    return renewed
-    """#
-    static let settle = #"""
-    -- settle: books the real usage of one admitted request, atomically.
-    --
-    -- KEYS[1] request (see admit.lua)   KEYS[2] spend   KEYS[3] usage stream
-    -- KEYS[4 .. 3+nt]   the GCRA keys of the request's token limits
-    -- KEYS[4+nt .. ]    the in-flight sets the request holds a lease in
-    --
-    -- ARGV[1] request id   ARGV[2] tokens really used   ARGV[3] cost (micro-USD)
-    -- ARGV[4] settled-mark TTL (ms)   ARGV[5] stream TTL (ms)   ARGV[6] stream max length (approximate)
-    -- ARGV[7] nt   ARGV[8] nc   then nt emission intervals (µs per token), then the usage event as
-    -- field/value pairs.
-    -- calendar.lua is prepended when embedded.
-    --
-    -- Returns {1, reserved tokens (-1 when the reservation had expired), tokens refunded (negative: debt)}
-    -- or {0, 0, 0} when the request was settled before (settling twice has the effect of once).
-
-    local state = redis.call('GET', KEYS[1])
-    if state == 'S' then
-      return {0, 0, 0}
-    end
-    local t = redis.call('TIME')
-    local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-    local used = tonumber(ARGV[2])
-    local cost = tonumber(ARGV[3])
-    local nt = tonumber(ARGV[7])
-    local nc = tonumber(ARGV[8])
-
-    -- Refund the unused reservation, or book the shortfall as debt that delays later requests.
-    -- An expired reservation adjusts nothing: its tokens stay spent, its usage is still recorded.
-    local reserved, delta = -1, 0
-    if state and nt > 0 then
-      reserved = tonumber(string.match(state, '^R (%d+)'))
-      delta = reserved - used
-      local tats = redis.call('MGET', unpack(KEYS, 4, 3 + nt))
-      for i = 1, nt do
-        local tat = tonumber(tats[i]) or now
-        if tat < now then tat = now end
-        local new_tat = tat - delta * tonumber(ARGV[8 + i])
-        if new_tat <= now then
-          redis.call('DEL', KEYS[3 + i])  -- an absent key is a full bucket
-        else
-          redis.call('SET', KEYS[3 + i], string.format('%.17g', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1)
-        end
-      end
-    elseif state then
-      reserved = tonumber(string.match(state, '^R (%d+)'))
-      delta = reserved - used
-    end
-
-    for i = 1, nc do
-      redis.call('ZREM', KEYS[3 + nt + i], ARGV[1])
-    end
-
-    -- Spend for the calendar month (by Redis's clock): the hash restarts when the month changes.
-    local year, month = year_month(math.floor(now / 1000000))
-    local this_month = year * 100 + month
-    if tonumber(redis.call('HGET', KEYS[2], 'm')) ~= this_month then
-      redis.call('HSET', KEYS[2], 'm', this_month, 'u', cost)
-    elseif cost > 0 then
-      redis.call('HINCRBY', KEYS[2], 'u', cost)
-    end
-    redis.call('PEXPIRE', KEYS[2], 40 * 86400 * 1000)
-
-    local event = {'XADD', KEYS[3], 'MAXLEN', '~', ARGV[6], '*', 'request_id', ARGV[1],
-      'tokens', used, 'cost_micro_usd', cost, 'reserved', reserved, 'ts_us', string.format('%.0f', now)}
-    for i = 9 + nt, #ARGV, 2 do
-      event[#event + 1] = ARGV[i]
-      event[#event + 1] = ARGV[i + 1]
-    end
-    redis.call(unpack(event))
-    redis.call('PEXPIRE', KEYS[3], tonumber(ARGV[5]))
-    redis.call('SET', KEYS[1], 'S', 'PX', tonumber(ARGV[4]))
-    return {1, reserved, delta}
+    redis.call('ZREM', KEYS[1], unpack(due))
+    add_spend(KEYS[2], now, spend)
+    redis.call('PEXPIRE', KEYS[3], ARGV[3])
+    return #due
     """#
 }

@@ -35,6 +35,7 @@ public struct LimiterConfiguration: Sendable {
 /// answers meanwhile.
 public final class Limiter: Sendable {
     private let store: RedisLimiterStore
+    private let settles: SettleBatcher
     private let configuration: LimiterConfiguration
     private let denyCache: DenyCache
     private let localLimiter: LocalLimiter
@@ -44,6 +45,7 @@ public final class Limiter: Sendable {
     public init(client: RedisClient, configuration: LimiterConfiguration = .init(),
                 logger: Logger = Logger(label: "sluice.limiter")) {
         self.store = RedisLimiterStore(client: client, timings: configuration.timings)
+        self.settles = SettleBatcher(store: store)
         self.configuration = configuration
         self.denyCache = DenyCache(capacity: configuration.denyCacheCapacity)
         self.localLimiter = LocalLimiter(expectedReplicas: configuration.expectedReplicas,
@@ -83,38 +85,42 @@ public final class Limiter: Sendable {
         }
     }
 
-    /// Books the real usage. Idempotent, so a dropped connection is retried (three attempts in
-    /// all). A timeout is not: Redis is stuck, and the client would wait another full timeout
-    /// for nothing. Nor is anything once the breaker is open. The caller then records the usage
-    /// another way, and the reservation expires with its lease.
+    /// Books the real usage, batched with the tenant's other settles (`SettleBatcher`).
+    /// Idempotent, so a dropped connection is retried; a timeout is not (Redis is stuck), nor is
+    /// anything once the breaker is open. The caller then records the usage another way; the
+    /// request stays pending in Redis until its deadline, when the sweep would bill its
+    /// reservation, and the ledger keeps whichever row came first.
     public func settle(_ admission: Admission, usage: Usage) async throws(RedisClientError) -> SettleOutcome {
         if admission.degraded {
             localLimiter.release(admission)
             return .skipped
         }
-        var attempt = 0
-        while true {
-            do {
-                let outcome = try await store.settle(admission, usage: usage)
-                recordSuccess()
-                return outcome
-            } catch {
-                attempt += 1
-                recordFailure(error)
-                if attempt >= 3 || error.serverErrorCode != nil || error == .timeout || error == .overloaded || isDegraded { throw error }
-                try? await Task.sleep(for: .milliseconds(20 * attempt))
-            }
+        guard !isDegraded else { throw .connectFailed("the limiter's circuit breaker is open") }
+        do {
+            let outcome = try await settles.settle(SettleRequest(admission: admission, usage: usage))
+            recordSuccess()
+            return outcome
+        } catch {
+            recordFailure(error)
+            throw error
         }
     }
 
-    /// How often a running request should `renew` its leases: a third of the lease, so two
-    /// renewals can fail before the slot is lost.
-    public var renewalInterval: Duration { configuration.timings.lease / 3 }
+    /// Bills, at their reservation, up to `limit` of the tenant's requests whose settle never
+    /// came (their replica died). The metering workers call it; returns how many it billed.
+    public func sweep(tenantID: String, limit: Int = 500) async throws(RedisClientError) -> Int {
+        try await store.sweep(tenantID: tenantID, limit: limit)
+    }
 
-    /// Keeps a long request's concurrency slots (call every `renewalInterval` while it runs).
-    /// Best effort: a failure only means the lease may run out before the request ends.
+    /// How often a running request should `renew`: a third of the lease (or of the billing
+    /// deadline, if shorter), so two renewals can fail before anything is lost.
+    public var renewalInterval: Duration { min(configuration.timings.lease, configuration.timings.reservationTTL) / 3 }
+
+    /// Keeps a long request's concurrency slots and its billing deadline (call every
+    /// `renewalInterval` while it runs). Best effort: a failure only means the lease may run out
+    /// before the request ends.
     public func renew(_ admission: Admission) async {
-        guard !admission.degraded, admission.holdsConcurrencySlots else { return }
+        guard !admission.degraded else { return }
         do {
             _ = try await store.renew(admission)
         } catch {

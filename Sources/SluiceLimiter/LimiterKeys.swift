@@ -21,6 +21,7 @@ public struct LimiterKeys: Sendable {
     var spend: String { "\(tag):spend" }
     /// The tenant's usage events, read by the metering workers.
     public var usageStream: String { "\(tag):usage" }
-    /// One request's reservation, then its "settled" mark (admit and settle are idempotent by it).
-    func request(_ requestID: String) -> String { "\(tag):req:\(requestID)" }
+    /// The tenant's admitted, unsettled requests, each with the time it is billed at its
+    /// reservation if its settle never comes (see admit.lua and sweep.lua).
+    var pending: String { "\(tag):pending" }
 }

@@ -6,18 +6,25 @@ public struct AdmitRequest: Sendable {
     public var model: String
     /// Prompt estimate + maximum output tokens (capped by the model's maximum).
     public var tokensToReserve: Int
+    /// The prompt part of the reservation, and what the reservation costs: what the request is
+    /// billed if its settle never comes.
+    public var promptEstimate: Int
+    public var reservedCostMicroUSD: Int64
     public var tenantLimits: Limits
     public var keyLimits: Limits
     /// The tenant's limits for this model, if it has any.
     public var modelLimits: Limits
 
     public init(requestID: String, tenantID: String, keyID: String, model: String, tokensToReserve: Int,
+                promptEstimate: Int = 0, reservedCostMicroUSD: Int64 = 0,
                 tenantLimits: Limits = .none, keyLimits: Limits = .none, modelLimits: Limits = .none) {
         self.requestID = requestID
         self.tenantID = tenantID
         self.keyID = keyID
         self.model = model
         self.tokensToReserve = tokensToReserve
+        self.promptEstimate = min(promptEstimate, tokensToReserve)
+        self.reservedCostMicroUSD = reservedCostMicroUSD
         self.tenantLimits = tenantLimits
         self.keyLimits = keyLimits
         self.modelLimits = modelLimits
@@ -52,6 +59,29 @@ public struct Admission: Sendable, Equatable {
     public let degraded: Bool
     let tokenLimits: [RateLimitSpec]
     let concurrencyKeys: [String]
+    /// Its member of the tenant's pending set: what sweep.lua bills if no settle comes.
+    let pendingMember: String
+
+    init(requestID: String, tenantID: String, keyID: String, model: String, reservedTokens: Int,
+         headers: RateLimitHeaders, degraded: Bool, tokenLimits: [RateLimitSpec], concurrencyKeys: [String],
+         pendingMember: String = "") {
+        self.requestID = requestID
+        self.tenantID = tenantID
+        self.keyID = keyID
+        self.model = model
+        self.reservedTokens = reservedTokens
+        self.headers = headers
+        self.degraded = degraded
+        self.tokenLimits = tokenLimits
+        self.concurrencyKeys = concurrencyKeys
+        self.pendingMember = pendingMember
+    }
+
+    /// "<id>|<key id>|<prompt estimate>|<reserved tokens>|<reserved cost>|<model>": the model
+    /// last, so it may hold any character.
+    static func pendingMember(for request: AdmitRequest) -> String {
+        "\(request.requestID)|\(request.keyID)|\(request.promptEstimate)|\(request.tokensToReserve)|\(request.reservedCostMicroUSD)|\(request.model)"
+    }
 
     /// Whether the request holds concurrency slots (and so long requests must renew them).
     public var holdsConcurrencySlots: Bool { !concurrencyKeys.isEmpty }
@@ -103,9 +133,9 @@ public struct Usage: Sendable, Equatable {
 }
 
 public enum SettleOutcome: Sendable, Equatable {
-    /// Booked now. `refunded` is tokens given back (negative: debt); `reservationExpired` means
-    /// the reservation was gone and only the usage was recorded.
-    case settled(refunded: Int, reservationExpired: Bool)
+    /// Booked now. `refunded` is tokens given back (negative: debt).
+    case settled(refunded: Int)
+    /// Settled before, or billed at its reservation by the sweep (its settle came too late).
     case alreadySettled
     /// A degraded admission: nothing to book in Redis.
     case skipped

@@ -4,10 +4,13 @@ import SluiceRedis
 public struct LimiterTimings: Sendable {
     /// A concurrency slot frees itself this long after admission if nobody settles.
     public var lease: Duration = .seconds(120)
-    /// A reservation not settled by then is forfeited (its usage can still be recorded).
+    /// An admitted request whose settle has not come by then (its replica died) is billed at
+    /// its reservation by the sweep. Running requests renew it (streams) or end well before it
+    /// (keep it above the upstream total timeout).
     public var reservationTTL: Duration = .seconds(180)
-    /// How long "already settled" is remembered, making settle idempotent.
-    public var settledMarkTTL: Duration = .seconds(86_400)
+    /// The pending set lives this long past its last admission, so entries of a fleet that stopped
+    /// entirely are still swept when it comes back within this time.
+    public var pendingSetTTL: Duration = .seconds(7 * 86_400)
     /// The usage stream expires this long after its last event if metering stops entirely.
     public var usageStreamTTL: Duration = .seconds(7 * 86_400)
     public var usageStreamMaxLength = 1_000_000
@@ -15,16 +18,23 @@ public struct LimiterTimings: Sendable {
     public init() {}
 }
 
-/// admit and settle as one `EVALSHA` each: argument encoding and reply decoding.
+/// One settle of a batch: the admission and its real usage.
+struct SettleRequest: Sendable {
+    let admission: Admission
+    let usage: Usage
+}
+
+/// admit, settle (batched), renew and sweep as one `EVALSHA` each: arguments out, typed answers back.
 struct RedisLimiterStore: Sendable {
     let client: RedisClient
     let timings: LimiterTimings
 
     func admit(_ request: AdmitRequest, plan: LimitPlan, keys: LimiterKeys) async throws(RedisClientError) -> AdmitDecision {
-        var scriptKeys: [any RESPArgument] = [keys.request(request.requestID), keys.spend]
+        let member = Admission.pendingMember(for: request)
+        var scriptKeys: [any RESPArgument] = [keys.pending, keys.spend]
         var arguments: [any RESPArgument] = [
-            request.requestID, request.tokensToReserve, timings.lease.microseconds,
-            timings.reservationTTL.milliseconds, plan.budgetMicroUSD ?? -1, plan.rates.count, plan.concurrency.count,
+            request.requestID, request.tokensToReserve, timings.lease.microseconds, timings.reservationTTL.microseconds,
+            plan.budgetMicroUSD ?? -1, plan.rates.count, plan.concurrency.count, member, timings.pendingSetTTL.milliseconds,
         ]
         for rate in plan.rates {
             scriptKeys.append(rate.key)
@@ -45,8 +55,9 @@ struct RedisLimiterStore: Sendable {
         case 1:
             return .admitted(Admission(
                 requestID: request.requestID, tenantID: request.tenantID, keyID: request.keyID, model: request.model,
-                reservedTokens: request.tokensToReserve, headers: headers, degraded: false, tokenLimits: plan.rates.filter { $0.kind == .tokens },
-                concurrencyKeys: plan.concurrency.map(\.key)))
+                reservedTokens: request.tokensToReserve, headers: headers, degraded: false,
+                tokenLimits: plan.rates.filter { $0.kind == .tokens }, concurrencyKeys: plan.concurrency.map(\.key),
+                pendingMember: member))
         case 0:
             return .denied(Denial(reason: .rateLimited, limit: name, retryAfter: retry, headers: headers, fromCache: false))
         case 2:
@@ -57,36 +68,75 @@ struct RedisLimiterStore: Sendable {
         }
     }
 
-    func settle(_ admission: Admission, usage: Usage) async throws(RedisClientError) -> SettleOutcome {
-        let keys = LimiterKeys(tenantID: admission.tenantID)
-        let scriptKeys: [any RESPArgument] = [
-            keys.request(admission.requestID), keys.spend, keys.usageStream,
-        ] + admission.tokenLimits.map(\.key) + admission.concurrencyKeys
-        var arguments: [any RESPArgument] = [
-            admission.requestID, usage.totalTokens, usage.costMicroUSD, timings.settledMarkTTL.milliseconds,
-            timings.usageStreamTTL.milliseconds, timings.usageStreamMaxLength,
-            admission.tokenLimits.count, admission.concurrencyKeys.count,
-        ]
-        arguments += admission.tokenLimits.map(\.interval) as [any RESPArgument]
-        var event: [(String, String)] = [
-            ("tenant_id", admission.tenantID), ("key_id", admission.keyID), ("model", admission.model),
-            ("prompt_tokens", String(usage.promptTokens)), ("completion_tokens", String(usage.completionTokens)),
-        ]
-        event += usage.attributes.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
-        for (field, value) in event { arguments += [field, value] as [any RESPArgument] }
-
+    /// Settles requests of one tenant in one call; an outcome per request, in order.
+    func settle(tenantID: String, _ batch: [SettleRequest]) async throws(RedisClientError) -> [SettleOutcome] {
+        let keys = LimiterKeys(tenantID: tenantID)
+        // Each token key and in-flight set once; requests refer to them by index.
+        var tokenKeys: [String] = []
+        var intervals: [any RESPArgument] = []
+        var tokenIndex: [String: Int] = [:]
+        var flightKeys: [String] = []
+        var flightIndex: [String: Int] = [:]
+        var perRequest: [any RESPArgument] = []
+        for request in batch {
+            let admission = request.admission
+            perRequest += [admission.pendingMember, admission.requestID, request.usage.totalTokens, request.usage.costMicroUSD,
+                           admission.reservedTokens, admission.tokenLimits.count] as [any RESPArgument]
+            for limit in admission.tokenLimits {
+                if tokenIndex[limit.key] == nil {
+                    tokenKeys.append(limit.key)
+                    intervals.append(limit.interval)
+                    tokenIndex[limit.key] = tokenKeys.count
+                }
+                perRequest.append(tokenIndex[limit.key]!)
+            }
+            perRequest.append(admission.concurrencyKeys.count)
+            for key in admission.concurrencyKeys {
+                if flightIndex[key] == nil {
+                    flightKeys.append(key)
+                    flightIndex[key] = flightKeys.count
+                }
+                perRequest.append(flightIndex[key]!)
+            }
+            let event = Self.event(admission, request.usage)
+            perRequest.append(event.count)
+            for (field, value) in event { perRequest += [field, value] as [any RESPArgument] }
+        }
+        let scriptKeys: [any RESPArgument] = [keys.pending, keys.spend, keys.usageStream] + tokenKeys + flightKeys
+        let arguments: [any RESPArgument] = [timings.usageStreamTTL.milliseconds, timings.usageStreamMaxLength, batch.count,
+                                             tokenKeys.count, flightKeys.count] + intervals + perRequest
         let reply = try await client.evalScript(LimiterScripts.settle, keys: scriptKeys, arguments: arguments)
-        guard let fields = reply.array, fields.count == 3, let settled = fields[0].int else {
+        guard let fields = reply.array, fields.count == 2 * batch.count else {
             throw .protocolError("settle returned \(reply)")
         }
-        if settled == 0 { return .alreadySettled }
-        return .settled(refunded: Int(fields[2].int ?? 0), reservationExpired: fields[1].int == -1)
+        return (0..<batch.count).map { index in
+            fields[2 * index].int == 1 ? .settled(refunded: Int(fields[2 * index + 1].int ?? 0)) : .alreadySettled
+        }
     }
 
-    /// Extends the request's concurrency leases (it holds some); returns how many were still held.
+    /// The usage event's fields (besides those settle.lua writes itself).
+    private static func event(_ admission: Admission, _ usage: Usage) -> [(String, String)] {
+        [("tenant_id", admission.tenantID), ("key_id", admission.keyID), ("model", admission.model),
+         ("prompt_tokens", String(usage.promptTokens)), ("completion_tokens", String(usage.completionTokens))]
+            + usage.attributes.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
+    }
+
+    /// Extends the request's concurrency leases and billing deadline; returns how many leases were still held.
     func renew(_ admission: Admission) async throws(RedisClientError) -> Int {
-        let reply = try await client.evalScript(LimiterScripts.renew, keys: admission.concurrencyKeys,
-                                                arguments: [admission.requestID, timings.lease.microseconds])
+        let keys = LimiterKeys(tenantID: admission.tenantID)
+        let reply = try await client.evalScript(
+            LimiterScripts.renew, keys: [keys.pending] + admission.concurrencyKeys,
+            arguments: [admission.requestID, timings.lease.microseconds, admission.pendingMember,
+                        timings.reservationTTL.microseconds])
+        return Int(reply.int ?? 0)
+    }
+
+    /// Bills, at their reservation, up to `limit` requests of the tenant whose settle never came.
+    func sweep(tenantID: String, limit: Int) async throws(RedisClientError) -> Int {
+        let keys = LimiterKeys(tenantID: tenantID)
+        let reply = try await client.evalScript(
+            LimiterScripts.sweep, keys: [keys.pending, keys.spend, keys.usageStream],
+            arguments: [tenantID, limit, timings.usageStreamTTL.milliseconds, timings.usageStreamMaxLength])
         return Int(reply.int ?? 0)
     }
 

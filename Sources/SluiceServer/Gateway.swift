@@ -47,7 +47,10 @@ public enum Gateway {
         var limiterConfiguration = LimiterConfiguration(failurePolicy: configuration.failurePolicy)
         limiterConfiguration.expectedReplicas = configuration.expectedReplicas
         limiterConfiguration.timings.lease = .seconds(configuration.leaseSeconds)
-        limiterConfiguration.timings.reservationTTL = .seconds(configuration.leaseSeconds + 60)
+        // A request unsettled past this is billed at its reservation: later than any request can
+        // run without renewing (streams renew; whole answers end within the upstream timeout).
+        limiterConfiguration.timings.reservationTTL = max(.seconds(configuration.leaseSeconds),
+                                                          Duration.nanoseconds(configuration.upstream.total.nanoseconds)) + .seconds(60)
         let limiter = Limiter(client: redis, configuration: limiterConfiguration, logger: logger)
         let upstream = try UpstreamClient(timeouts: configuration.upstream, logger: logger)
         let metrics = DataPlaneMetrics()
@@ -84,7 +87,7 @@ public enum Gateway {
             logger: logger)
 
         let subscriber = resolver.makeSubscriber(redis: redis)
-        let metering = MeteringWorker(redis: redis, postgres: postgres, ledger: ledger,
+        let metering = MeteringWorker(redis: redis, limiter: limiter, postgres: postgres, ledger: ledger,
                                       consumer: "\(ProcessInfo.processInfo.hostName)-\(ProcessInfo.processInfo.processIdentifier)",
                                       logger: logger)
         var groupConfiguration = ServiceGroupConfiguration(

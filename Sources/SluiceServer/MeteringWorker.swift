@@ -8,10 +8,13 @@ import SluiceTenancy
 
 /// Moves usage events from the tenants' Redis Streams into the PostgreSQL ledger: a consumer
 /// group shared by every replica, batches inserted idempotently by request id, then acknowledged.
-/// Entries a dead replica read but never acknowledged are claimed after `claimIdle`.
+/// Entries a dead replica read but never acknowledged are claimed after `claimIdle`. Every
+/// `sweepEvery` passes it also has the limiter bill, at their reservation, requests whose settle
+/// never came (their replica died between the answer and the settle).
 struct MeteringWorker: Service {
     static let group = "sl-metering"
     let redis: RedisClient
+    let limiter: Limiter
     let postgres: PostgresClient
     let ledger: UsageLedger
     let consumer: String
@@ -21,6 +24,7 @@ struct MeteringWorker: Service {
     var batch = 500
     /// New tenants are picked up this often (one cheap query).
     var tenantRefresh: Duration = .seconds(5)
+    var sweepEvery = 10
 
     func run() async throws {
         await cancelWhenGracefulShutdown { await loop() }
@@ -29,13 +33,18 @@ struct MeteringWorker: Service {
     private func loop() async {
         var tenants: [String] = []
         var tenantsRefreshed = ContinuousClock.now - .seconds(3_600)
+        var pass = 0
         while !Task.isCancelled {
+            pass += 1
             do {
                 if ContinuousClock.now - tenantsRefreshed > tenantRefresh {
                     tenants = try await tenantIDs()
                     tenantsRefreshed = .now
                 }
-                for tenant in tenants { try await drain(tenant) }
+                for tenant in tenants {
+                    if pass % sweepEvery == 0 { _ = try await limiter.sweep(tenantID: tenant) }
+                    try await drain(tenant)
+                }
             } catch {
                 logger.warning("metering pass failed; will retry", metadata: ["error": "\(error)"])
             }

@@ -54,14 +54,14 @@ struct AllOrNothingTests {
                 if case .admitted(let admission) = try await store.admit(prior, plan: LimitPlan(for: prior, keys: keys), keys: keys),
                    Bool.random(using: &rng) {
                     let used = Int.random(in: 0...80, using: &rng)
-                    _ = try await store.settle(admission, usage: Usage(promptTokens: used, completionTokens: 0, costMicroUSD: 2))
+                    _ = try await store.settle(tenantID: admission.tenantID, [SettleRequest(admission: admission, usage: Usage(promptTokens: used, completionTokens: 0, costMicroUSD: 2))])
                 }
             }
             let probe = request()
             let plan = LimitPlan(for: probe, keys: keys)
             if plan.neverFits(reserving: probe.tokensToReserve) != nil { continue }
             let touched = Set(plan.rates.map(\.key) + plan.concurrency.map(\.key) + [
-                keys.spend, keys.usageStream, keys.request(probe.requestID),
+                keys.spend, keys.usageStream, keys.pending,
             ])
             let before = try await dump(touched, client)
             guard case .denied = try await store.admit(probe, plan: plan, keys: keys) else { continue }

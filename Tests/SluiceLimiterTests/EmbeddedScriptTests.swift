@@ -9,7 +9,8 @@ struct EmbeddedScriptTests {
         .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
         .appendingPathComponent("lua")
 
-    @Test(arguments: [("admit", EmbeddedLua.admit), ("settle", EmbeddedLua.settle), ("calendar", EmbeddedLua.calendar), ("renew", EmbeddedLua.renew)])
+    @Test(arguments: [("admit", EmbeddedLua.admit), ("settle", EmbeddedLua.settle), ("shared", EmbeddedLua.shared), ("renew", EmbeddedLua.renew),
+                        ("sweep", EmbeddedLua.sweep)])
     func binaryCarriesExactlyWhatLuaFolderHolds(name: String, embedded: String) throws {
         let file = try String(contentsOf: Self.luaFolder.appendingPathComponent("\(name).lua"), encoding: .utf8)
         #expect(file == embedded + "\n", "lua/\(name).lua differs from the embedded copy: run scripts/embed.sh")
@@ -17,6 +18,6 @@ struct EmbeddedScriptTests {
 
     @Test func everyLuaFileIsEmbedded() throws {
         let files = try FileManager.default.contentsOfDirectory(atPath: Self.luaFolder.path).filter { $0.hasSuffix(".lua") }
-        #expect(Set(files) == ["admit.lua", "settle.lua", "calendar.lua", "renew.lua"])
+        #expect(Set(files) == ["admit.lua", "settle.lua", "shared.lua", "renew.lua", "sweep.lua"])
     }
 }

@@ -73,13 +73,16 @@ struct LimiterRedisTests {
         #expect(first.count <= 60)
         #expect(first.count >= 59)  // 50 tokens/s refill: at most one more may fit during the burst
 
-        // Really using 25 each refunds 25 each: 60 × 25 = 1500 tokens = 30 more requests.
+        // Really using 25 each refunds 25 each: 60 × 25 = 1500 tokens = 30 more requests, plus
+        // one per second the settles take (50 tokens/s refill).
+        let settling = ContinuousClock.now
         for admission in first {
             #expect(try await fixture.limiter.settle(admission, usage: Usage(promptTokens: 20, completionTokens: 5)) ==
-                .settled(refunded: 25, reservationExpired: false))
+                .settled(refunded: 25))
         }
+        let refill = Int((ContinuousClock.now - settling).components.seconds)
         let second = await burst(60)
-        #expect((29...32).contains(second.count), "refunds admitted \(second.count)")
+        #expect((29...(32 + refill)).contains(second.count), "refunds admitted \(second.count)")
     }
 
     @Test func refundAndDebtArithmeticShowsInTheHeaders() async throws {
@@ -91,14 +94,14 @@ struct LimiterRedisTests {
 
         // Used 400 of 1000: 600 come back.
         #expect(try await fixture.limiter.settle(first, usage: Usage(promptTokens: 100, completionTokens: 300)) ==
-            .settled(refunded: 600, reservationExpired: false))
+            .settled(refunded: 600))
         let second = try #require(await fixture.limiter.admit(fixture.request(reserve: 1000, keyLimits: limits)).admission)
         // 6000 − 400 − 1000, give or take the refill while the test runs.
         #expect((4600...4700).contains(second.headers.tokens?.remaining ?? -1))
 
         // Used 3000 of 1000: 2000 of debt.
         #expect(try await fixture.limiter.settle(second, usage: Usage(promptTokens: 1000, completionTokens: 2000)) ==
-            .settled(refunded: -2000, reservationExpired: false))
+            .settled(refunded: -2000))
         let third = try #require(await fixture.limiter.admit(fixture.request(reserve: 100, keyLimits: limits)).admission)
         #expect((2500...2700).contains(third.headers.tokens?.remaining ?? -1))
     }
@@ -123,20 +126,67 @@ struct LimiterRedisTests {
         #expect(events.int == 1)
     }
 
-    @Test func settlingAnExpiredReservationStillRecordsUsage() async throws {
+    /// A request whose settle never comes (its replica died after answering) is billed at its
+    /// reservation once its deadline passes, exactly once: a late settle books nothing more.
+    @Test func anUnsettledRequestIsBilledAtItsReservationOnce() async throws {
         var configuration = LimiterConfiguration()
-        configuration.timings.reservationTTL = .milliseconds(50)
+        configuration.timings.reservationTTL = .seconds(1)
         let fixture = try LimiterFixture(configuration: configuration)
-        let admission = try #require(await fixture.limiter.admit(fixture.request(reserve: 10, keyLimits: Limits(tokensPerMinute: 100))).admission)
-        let reservation = LimiterKeys(tenantID: fixture.tenant).request(admission.requestID)
-        // Wait for Redis to expire the reservation (bounded poll: expiry has no signal).
-        for _ in 0..<200 where try await fixture.client.send("EXISTS", reservation) == .integer(1) {
-            try await Task.sleep(for: .milliseconds(10))
+        var request = fixture.request(reserve: 10, keyLimits: Limits(tokensPerMinute: 100))
+        request.promptEstimate = 4
+        request.reservedCostMicroUSD = 7
+        let beforeAdmit = ContinuousClock.now
+        let admission = try #require(await fixture.limiter.admit(request).admission)
+        let admitted = ContinuousClock.now  // the script ran before this: its deadline is earlier than admitted + 1 s
+        let stream = LimiterKeys(tenantID: fixture.tenant).usageStream
+        let early = try await fixture.limiter.sweep(tenantID: fixture.tenant)
+        if ContinuousClock.now - beforeAdmit < .seconds(1) {  // (a loaded machine may take longer)
+            #expect(early == 0, "billed before its deadline")
         }
+        // The deadline is time itself: wait it out.
+        try await Task.sleep(until: admitted + .milliseconds(1_010))
+        #expect(try await fixture.limiter.sweep(tenantID: fixture.tenant) + early == 1)
+        #expect(try await fixture.limiter.sweep(tenantID: fixture.tenant) == 0)
         #expect(try await fixture.limiter.settle(admission, usage: Usage(promptTokens: 5, completionTokens: 5, costMicroUSD: 3)) ==
-            .settled(refunded: 0, reservationExpired: true))
-        let events = try await fixture.client.send("XRANGE", LimiterKeys(tenantID: fixture.tenant).usageStream, "-", "+")
-        #expect(events.array?.count == 1)
+            .alreadySettled)
+        let events = try #require(try await fixture.client.send("XRANGE", stream, "-", "+").array)
+        #expect(events.count == 1)
+        let fields = events.first?.array?.last?.array?.compactMap(\.string) ?? []
+        let event = Dictionary(uniqueKeysWithValues: stride(from: 0, to: fields.count - 1, by: 2).map { (fields[$0], fields[$0 + 1]) })
+        #expect(event["prompt_tokens"] == "4" && event["completion_tokens"] == "6" && event["cost_micro_usd"] == "7")
+        #expect(event["usage_source"] == "estimated" && event["status"] == "lease_expired" && event["key_id"] == "k1")
+        let spend = try await fixture.client.send("HGET", "sl:{t:\(fixture.tenant)}:spend", "u")
+        #expect(spend.int == 7)
+    }
+
+    /// Settles of one tenant that arrive together share script calls, and each is booked.
+    @Test func concurrentSettlesAreBatched() async throws {
+        let fixture = try LimiterFixture()
+        let limits = Limits(tokensPerMinute: 1_000_000)
+        var admissions: [Admission] = []
+        for _ in 0..<200 {
+            admissions.append(try #require(await fixture.limiter.admit(fixture.request(reserve: 100, keyLimits: limits)).admission))
+        }
+        func settleCalls() async throws -> Int {
+            let info = try await fixture.client.send("INFO", "commandstats").string ?? ""
+            let line = info.split(separator: "\r\n").first { $0.hasPrefix("cmdstat_evalsha:") } ?? ""
+            return Int(line.split(separator: "=")[1].split(separator: ",")[0]) ?? 0
+        }
+        let before = try await settleCalls()
+        let outcomes = await withTaskGroup(of: SettleOutcome?.self) { group in
+            for admission in admissions {
+                group.addTask { try? await fixture.limiter.settle(admission, usage: Usage(promptTokens: 10, completionTokens: 40)) }
+            }
+            return await group.reduce(into: []) { $0.append($1) }
+        }
+        let calls = try await settleCalls() - before
+        #expect(outcomes.allSatisfy { $0 == .settled(refunded: 50) })
+        #expect(calls < 200, "\(calls) calls for 200 settles: nothing was batched")
+        let events = try await fixture.client.send("XLEN", LimiterKeys(tenantID: fixture.tenant).usageStream)
+        #expect(events.int == 200)
+        // Every reservation was refunded in full but for the 50 tokens each used.
+        let probe = try #require(await fixture.limiter.admit(fixture.request(reserve: 1, keyLimits: limits)).admission)
+        #expect((989_990...1_000_000).contains(probe.headers.tokens?.remaining ?? -1), "\(probe.headers)")
     }
 
     @Test func concurrencySlotsReturnWhenTheLeaseExpires() async throws {

@@ -1,4 +1,4 @@
--- Calendar helpers, prepended to admit.lua and settle.lua when they are embedded:
+-- Shared helpers, prepended to admit.lua, settle.lua and sweep.lua when they are embedded:
 -- Redis scripts cannot share code, and the month must come from Redis's clock.
 
 -- Calendar month of a Unix time (proleptic Gregorian, H. Hinnant's civil_from_days).
@@ -24,3 +24,16 @@ local function days_from_civil(y, m, d)
   return era * 146097 + yoe * 365 + math.floor(yoe / 4) - math.floor(yoe / 100) + doy - 719468
 end
 
+
+-- Adds cost (micro-USD) to the spend hash for the calendar month of `now` (µs, Redis's clock):
+-- the hash restarts when the month changes.
+local function add_spend(key, now, cost)
+  local year, month = year_month(math.floor(now / 1000000))
+  local this_month = year * 100 + month
+  if tonumber(redis.call('HGET', key, 'm')) ~= this_month then
+    redis.call('HSET', key, 'm', this_month, 'u', cost)
+  elseif cost > 0 then
+    redis.call('HINCRBY', key, 'u', cost)
+  end
+  redis.call('PEXPIRE', key, 40 * 86400 * 1000)
+end
