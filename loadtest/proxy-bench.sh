@@ -13,6 +13,8 @@
 #   loadtest/proxy-bench.sh [seconds=8] [connections=32] [rounds=3] [mode=complete|stream|both]
 # SLUICE_BENCH_BEFORE_BIN=<release bin dir of another build> adds that build as a fourth target
 # in the same interleaved run (its own database), for before/after figures from one run.
+# SLUICE_BENCH_PERF=<path prefix> records a perf profile of Sluice's runs (profiling costs CPU:
+# figures from such a run are not comparable).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${1:-8}"
@@ -126,10 +128,12 @@ if [ -n "$before_bin" ]; then
 fi
 redis_pid="$(redis-cli -p "$SLUICE_STACK_REDIS_PORT" info server | awk -F: '/^process_id/ {print $2}' | tr -d '\r')"
 nginx_workers() { pgrep -P "$nginx_master" | tr '\n' ' '; }
+evalsha_stats() { redis-cli -p "$SLUICE_STACK_REDIS_PORT" info commandstats | awk -F'[:=,]' '/^cmdstat_evalsha:/ {print $3, $5}'; }
 cpu_ticks() { local sum=0 pid; for pid in "$@"; do sum=$((sum + $(awk '{print $14 + $15}' "/proc/$pid/stat"))); done; echo "$sum"; }
 hz="$(getconf CLK_TCK)"
 
-# run LABEL PORT STREAM [KEY] [PID] -> appends "rps p50_ms p99_ms sluice_us redis_us nginx_us" to $work/LABEL
+# run LABEL PORT STREAM [KEY] [PID] -> appends "rps p50_ms p99_ms sluice_us redis_us nginx_us evalsha_calls evalsha_us"
+# to $work/LABEL
 run() {
     local label="$1" target="$2" streamed="$3" bearer="${4:-$key}" measured="${5:-$sluice_pid}" body
     if [ "$streamed" = 1 ]; then
@@ -146,13 +150,21 @@ LUA
     local workers s0 r0 n0 out s1 r1 n1 total
     workers="$(nginx_workers)"
     s0="$(cpu_ticks "$measured")"; r0="$(cpu_ticks "$redis_pid")"; n0="$(cpu_ticks $workers)"
+    local e0 e1; e0="$(evalsha_stats)"
+    local profiler=""
+    if [ -n "${SLUICE_BENCH_PERF:-}" ] && [ "$label" = sluice ]; then  # a CPU profile of Sluice's run
+        perf record -F 499 -g -p "$measured" -o "$SLUICE_BENCH_PERF-$streamed.data" -- sleep "$seconds" >/dev/null 2>&1 & profiler=$!
+    fi
     out="$(wrk -t1 -c"$connections" -d"${seconds}s" --latency -s "$work/post.lua" "http://127.0.0.1:$target/v1/chat/completions")"
+    [ -n "$profiler" ] && wait "$profiler"
     s1="$(cpu_ticks "$measured")"; r1="$(cpu_ticks "$redis_pid")"; n1="$(cpu_ticks $workers)"
+    e1="$(evalsha_stats)"
     total="$(echo "$out" | awk '/requests in/ {print $1}')"
     if echo "$out" | grep -q "Non-2xx"; then echo "$label: non-2xx answers: $(echo "$out" | grep Non-2xx)" >&2; fi
     echo "$(echo "$out" | awk '/Requests\/sec/ {print $2}') $(echo "$out" | awk '$1 == "50%" {print $2}') $(echo "$out" | awk '$1 == "99%" {print $2}')" \
          "$(echo "($s1 - $s0) * 1000000 / $hz / $total" | bc -l)" "$(echo "($r1 - $r0) * 1000000 / $hz / $total" | bc -l)" \
-         "$(echo "($n1 - $n0) * 1000000 / $hz / $total" | bc -l)" >> "$work/$label"
+         "$(echo "($n1 - $n0) * 1000000 / $hz / $total" | bc -l)" \
+         "$(echo "(${e1% *} - ${e0% *}) / $total" | bc -l)" "$(echo "(${e1#* } - ${e0#* }) / (${e1% *} - ${e0% *} + 0.000001)" | bc -l)" >> "$work/$label"
 }
 
 report() {  # streamed
@@ -182,6 +194,7 @@ for label in ("upstream", "nginx", "sluice", "before"):
     rows[label] = dict(rps=statistics.median(float(r[0]) for r in runs), p50=statistics.median(ms(r[1]) for r in runs),
                        p99=statistics.median(ms(r[2]) for r in runs), sluice=statistics.median(float(r[3]) for r in runs),
                        redis=statistics.median(float(r[4]) for r in runs), nginx=statistics.median(float(r[5]) for r in runs),
+                       evalsha=statistics.median(float(r[6]) for r in runs), evalsha_us=statistics.median(float(r[7]) for r in runs),
                        each=[float(r[0]) for r in runs])
 up, ng, sl = rows["upstream"], rows["nginx"], rows["sluice"]
 print(f"\n{'streaming' if streamed else 'complete answers'}: median of {len(sl['each'])} interleaved runs; rates in {unit}")
@@ -193,6 +206,9 @@ if "before" in rows:
     bf = rows["before"]
     print(f"{'Sluice before (other build)':<28}{bf['rps'] * factor:>12,.0f}{bf['p50']:>9.2f}{bf['p99']:>9.2f}{bf['sluice']:>12.1f}{bf['redis']:>14.1f}{bf['rps'] / ng['rps']:>8.3f}")
 print(f"CPU per request: Sluice {sl['sluice'] / ng['nginx']:.1f}x nginx's, Redis {sl['redis'] / ng['nginx']:.1f}x nginx's")
+for label, row in (("Sluice", sl), ("Sluice before", rows.get("before"))):
+    if row:
+        print(f"{label}: {row['evalsha']:.2f} EVALSHA per request (admit + settle batches), {row['evalsha_us']:.1f} usec_per_call")
 verdict = "OK" if up["rps"] >= 2 * ng["rps"] else "NOT OK: the baseline may be capped by its upstream"
 print(f"upstream alone is {up['rps'] / ng['rps']:.2f}x the nginx proxy (needs >= 2): {verdict}")
 print("runs (req/s): " + "; ".join(f"{k} " + ", ".join(f"{v:,.0f}" for v in rows[k]['each']) for k in rows))

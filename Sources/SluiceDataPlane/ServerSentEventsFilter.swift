@@ -55,31 +55,82 @@ struct ServerSentEventsFilter {
         return nil
     }
 
+    /// Decides on one event by scanning its bytes: no String, and JSON is parsed only for a
+    /// usage object (once a stream), not for the `"usage": null` vLLM puts in every chunk.
     private mutating func keep(_ event: ByteBuffer) -> Bool {
-        let text = String(buffer: event)
-        guard let dataStart = text.range(of: "data:") else { return true }
-        let payload = text[dataStart.upperBound...].trimmingCharacters(in: .whitespacesAndNewlines)
-        if payload == "[DONE]" { return true }
-        if Self.carriesText(payload) { contentChunks += 1 }
-        guard payload.contains("\"usage\""), let json = try? JSONSerialization.jsonObject(with: Data(payload.utf8)) as? [String: Any]
-        else { return true }
-        if let usage = json["usage"] as? [String: Any] {
+        event.withUnsafeReadableBytes { bytes in
+            guard let start = Self.find(Self.dataPrefix, in: bytes, from: 0) else { return true }
+            let payload = UnsafeRawBufferPointer(rebasing: bytes[(start + Self.dataPrefix.count)...])
+            if Self.find(Self.done, in: payload, from: 0) != nil, payload.count < 32 { return true }
+            if Self.carriesText(payload) { contentChunks += 1 }
+            guard let usageStart = Self.valueStart(after: Self.usageKey, in: payload),
+                  payload[usageStart] == UInt8(ascii: "{"),
+                  let object = ResponseUsage.usageObject(in: Array(payload)),
+                  let usage = try? JSONSerialization.jsonObject(with: Data(object)) as? [String: Any]
+            else { return true }
             self.usage = ReportedUsage(usage)
-            let choices = json["choices"] as? [Any] ?? []
-            if choices.isEmpty { return !dropUsageChunk }
+            // The usage-only chunk the gateway asked for: no choices, or an empty list.
+            guard let choices = Self.valueStart(after: Self.choicesKey, in: payload) else { return !dropUsageChunk }
+            if payload[choices] == UInt8(ascii: "["), let next = Self.skipSpace(payload, from: choices + 1),
+               payload[next] == UInt8(ascii: "]") {
+                return !dropUsageChunk
+            }
+            return true
         }
-        return true
     }
+
+    private static let dataPrefix = Array("data:".utf8)
+    private static let done = Array("[DONE]".utf8)
+    private static let usageKey = Array("\"usage\"".utf8)
+    private static let choicesKey = Array("\"choices\"".utf8)
+    private static let textKeys = [Array("\"content\"".utf8), Array("\"text\"".utf8)]
 
     /// Whether a chunk delivers generated text: a non-empty `"content"` (chat) or `"text"`
     /// (completions) string. Role-only and finish chunks carry none. About one token each.
-    static func carriesText(_ payload: String) -> Bool {
-        for field in ["\"content\":", "\"text\":"] {
-            guard let found = payload.range(of: field) else { continue }
-            let rest = payload[found.upperBound...].drop { $0 == " " }
-            if rest.hasPrefix("\""), !rest.dropFirst().hasPrefix("\"") { return true }
+    static func carriesText(_ payload: UnsafeRawBufferPointer) -> Bool {
+        for key in textKeys {
+            guard let value = valueStart(after: key, in: payload) else { continue }
+            if payload[value] == UInt8(ascii: "\""), value + 1 < payload.count, payload[value + 1] != UInt8(ascii: "\"") {
+                return true
+            }
         }
         return false
+    }
+
+    /// The first byte of the value after `key` and its colon, if the key is there.
+    private static func valueStart(after key: [UInt8], in bytes: UnsafeRawBufferPointer) -> Int? {
+        guard let found = find(key, in: bytes, from: 0),
+              let colon = skipSpace(bytes, from: found + key.count), bytes[colon] == UInt8(ascii: ":") else { return nil }
+        return skipSpace(bytes, from: colon + 1)
+    }
+
+    private static func skipSpace(_ bytes: UnsafeRawBufferPointer, from start: Int) -> Int? {
+        var index = start
+        while index < bytes.count {
+            switch bytes[index] {
+            case 0x20, 0x09, 0x0A, 0x0D: index += 1
+            default: return index
+            }
+        }
+        return nil
+    }
+
+    private static func find(_ needle: [UInt8], in bytes: UnsafeRawBufferPointer, from start: Int) -> Int? {
+        guard let first = needle.first, bytes.count >= needle.count else { return nil }
+        var index = start
+        let last = bytes.count - needle.count
+        while index <= last {
+            if bytes[index] == first {
+                var matched = true
+                for offset in 1..<needle.count where bytes[index + offset] != needle[offset] {
+                    matched = false
+                    break
+                }
+                if matched { return index }
+            }
+            index += 1
+        }
+        return nil
     }
 }
 

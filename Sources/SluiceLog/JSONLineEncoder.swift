@@ -70,6 +70,12 @@ public struct JSONLineEncoder: Sendable {
 
     private mutating func string(_ value: some StringProtocol) {
         bytes.append(UInt8(ascii: "\""))
+        // Most values need no escaping: copy them whole.
+        if value.utf8.allSatisfy({ $0 >= 0x20 && $0 != UInt8(ascii: "\"") && $0 != UInt8(ascii: "\\") }) {
+            bytes.append(contentsOf: value.utf8)
+            bytes.append(UInt8(ascii: "\""))
+            return
+        }
         for byte in value.utf8 {
             switch byte {
             case UInt8(ascii: "\""): bytes.append(UInt8(ascii: "\\")); bytes.append(byte)

@@ -52,22 +52,25 @@ struct PublicListener {
                                  eventLoop: context.eventLoop)
         let bodyRead = Atomic<Bool>(false)
         let limit = maxRequestBytes
-        let result = await pipeline.handle(call) { () async throws(OpenAIError) -> ByteBuffer in
-            do {
-                let body = try await request.body.collect(upTo: limit)
-                bodyRead.store(true, ordering: .relaxed)
-                return body
-            } catch is NIOTooManyBytesError {
-                throw .tooLarge(limit)
-            } catch {
-                throw .invalidRequest("the request body could not be read")
+        let result = await withTaskExecutorPreference(EventLoopTaskExecutor.on(context.eventLoop)) {
+            await pipeline.handle(call) { () async throws(OpenAIError) -> ByteBuffer in
+                do {
+                    let body = try await request.body.collect(upTo: limit)
+                    bodyRead.store(true, ordering: .relaxed)
+                    return body
+                } catch is NIOTooManyBytesError {
+                    throw .tooLarge(limit)
+                } catch {
+                    throw .invalidRequest("the request body could not be read")
+                }
             }
         }
         // An answer given before the body was read whole: close rather than drain the rest.
-        return Self.response(result, close: !bodyRead.load(ordering: .relaxed) && Self.declaresBody(request))
+        return Self.response(result, close: !bodyRead.load(ordering: .relaxed) && Self.declaresBody(request),
+                             eventLoop: context.eventLoop)
     }
 
-    static func response(_ result: InferenceResult, close: Bool = false) -> Response {
+    static func response(_ result: InferenceResult, close: Bool = false, eventLoop: (any EventLoop)? = nil) -> Response {
         switch result {
         case .complete(let status, let headers, let body):
             var fields = fields(headers)
@@ -75,12 +78,14 @@ struct PublicListener {
             return Response(status: .init(code: status), headers: fields, body: .init(byteBuffer: body))
         case .stream(let headers, let stream):
             return Response(status: .ok, headers: fields(headers), body: ResponseBody { writer in
-                do {
-                    while let chunk = await stream.next() { try await writer.write(chunk) }
-                    try await writer.finish(nil)
-                } catch {
-                    await stream.cancel()  // the client went away
-                    throw error
+                try await withTaskExecutorPreference(eventLoop.map(EventLoopTaskExecutor.on)) {
+                    do {
+                        while let chunk = await stream.next() { try await writer.write(chunk) }
+                        try await writer.finish(nil)
+                    } catch {
+                        await stream.cancel()  // the client went away
+                        throw error
+                    }
                 }
             })
         }
@@ -99,7 +104,7 @@ struct PublicListener {
     }
 
     /// The server's id for a request: unique, and the only one limits and bills use.
-    static func newRequestID() -> String { UUID().uuidString.lowercased() }
+    static func newRequestID() -> String { RequestID.make() }
 
     /// The client's `x-request-id`, for correlation only: visible ASCII, at most 128 bytes
     /// (longer ones are cut), anything else dropped; nil when nothing usable is left.

@@ -157,4 +157,30 @@ struct DataPlaneUnitTests {
             endpoint: .chatCompletions)
         #expect(escaped?.model == "mé-🚀")
     }
+
+    @Test func requestIDsAreVersion4UUIDsAndDiffer() {
+        let ids = (0..<10_000).map { _ in RequestID.make() }
+        #expect(Set(ids).count == ids.count)
+        for id in ids.prefix(100) {
+            let parsed = UUID(uuidString: id)
+            #expect(parsed != nil && parsed?.uuidString.lowercased() == id, "\(id)")
+            #expect(Array(id.utf8)[14] == UInt8(ascii: "4") && "89ab".utf8.contains(Array(id.utf8)[19]))
+        }
+    }
+
+    /// vLLM puts `"usage": null` in every chunk when usage is requested: those are content, the
+    /// last chunk's object is the usage, and only that one is hidden.
+    @Test func chunksWithNullUsageAreContentAndTheUsageChunkIsFound() {
+        let chunk = #"data: {"choices":[{"index":0,"delta":{"content":"tok "}}],"usage":null}\#n\#n"#
+        let role = #"data: {"choices":[{"index":0,"delta":{"role":"assistant","content":""}}],"usage":null}\#n\#n"#
+        let finish = #"data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"usage":null}\#n\#n"#
+        let usage = #"data: {"choices": [ ],"usage":{"prompt_tokens":7,"completion_tokens":3}}\#n\#n"#
+        let stream = role + chunk + chunk + chunk + finish + usage + "data: [DONE]\n\n"
+        var filter = ServerSentEventsFilter(dropUsageChunk: true)
+        let output = String(buffer: filter.feed(ByteBuffer(string: stream))) + String(buffer: filter.flush())
+        #expect(filter.contentChunks == 3)
+        #expect(filter.usage == ReportedUsage(prompt: 7, completion: 3))
+        #expect(!output.contains("prompt_tokens") && output.components(separatedBy: "tok ").count == 4)
+        #expect(output.hasSuffix("data: [DONE]\n\n"))
+    }
 }
