@@ -9,7 +9,8 @@ loadtest/results/<time>/.
 
 Scenarios: 1 request limits (burst of 10·L from 512 clients; paced 2x overload in the full
 run), 2 token limits with refunds, 3 concurrency limits with `kill -9` of a replica mid-stream
-(2+ replicas), 4 revocation time, 5 throughput vs nginx (full run).
+(2+ replicas; the killed replica was also answering paced load: every answered request must be
+billed once), 4 revocation time, 5 throughput vs nginx (full run).
 6 Redis paused / SCRIPT FLUSHed / restarted under load (2 replicas; policies closed, open and
 local in the full run, closed in the short one). PNG charts come from loadtest/charts.py.
 
@@ -84,6 +85,7 @@ class Fleet:
         self.mock_port = free_port()
         self.slow_mock_port = free_port()
         self.lease_seconds = 5
+        self.settle_deadline_seconds = 8
         self.balancer_port = free_port()
         self.ports = [(free_port(), free_port()) for _ in range(replicas)]
 
@@ -116,11 +118,13 @@ class Fleet:
             with open(config, "w") as f:
                 f.write(f"listen: 127.0.0.1:{port}\nadmin_listen: 127.0.0.1:{admin}\n"
                         f"expected_replicas: {self.n}\nlease_seconds: {self.lease_seconds}\nfailure_policy: {self.policy}\n"
+                        f"settle_deadline_seconds: {self.settle_deadline_seconds}\n"
                         f"models:\n  - name: fleet-model\n"
                         f"    backends:\n      - url: http://127.0.0.1:{self.mock_port}\n"
                         f"  - name: slow-model\n    backends:\n      - url: http://127.0.0.1:{self.slow_mock_port}\n")
+            # Default settings (the access log on, as users run it), logged to a file.
             self.replica_processes.append(
-                self.spawn([f"{self.bin}/sluice", "serve", "--config", config, "--log-level", "warning"], f"replica{index}.log"))
+                self.spawn([f"{self.bin}/sluice", "serve", "--config", config], f"replica{index}.log"))
         servers = "\n".join(f"    server r{i} 127.0.0.1:{port}" for i, (port, _) in enumerate(self.ports))
         cfg = os.path.join(self.dir, "haproxy.cfg")
         with open(cfg, "w") as f:
@@ -229,15 +233,22 @@ def scenario_token_limits(ctx, fleet, short):
 
 def scenario_concurrency(ctx, fleet, short):
     """Long streams hold a key's slots across replicas; `kill -9` of the replica serving them
-    frees the slots within the lease."""
+    frees the slots within the lease. Meanwhile that replica answers paced traffic of another
+    tenant: every request a client saw answered reaches the ledger exactly once, although the
+    replica died before settling some of them (the sweep bills those at their reservation)."""
     limit = 4
     _, key = new_key(ctx["env"], ctx["bin"], concurrency=limit)
+    billed_tenant, billed_key = new_key(ctx["env"], ctx["bin"])
     replica = [f"http://127.0.0.1:{port}" for port, _ in fleet.ports]
     hold = subprocess.Popen([f"{ctx['bin']}/sluice-load", "hold", "--url", replica[0], "--key", key, "--count", str(limit),
                              "--model", "slow-model", "--seconds", "120"], stdout=subprocess.PIPE, text=True)
+    paced = None
     try:
         started = json.loads(hold.stdout.readline() or "{}")
         refused = load(ctx["bin"], "burst", "--url", replica[1], "--key", key, "--count", "1", "--concurrency", "1")
+        paced = subprocess.Popen([f"{ctx['bin']}/sluice-load", "paced", "--url", replica[0], "--key", billed_key,
+                                  "--rate", "100", "--seconds", "4"], stdout=subprocess.PIPE, text=True)
+        time.sleep(2)  # half-way through the paced load
         fleet.replica_processes[0].kill()  # SIGKILL: no settle, no goodbye
         killed = time.time()
         freed_after = None
@@ -249,11 +260,31 @@ def scenario_concurrency(ctx, fleet, short):
     finally:
         hold.kill()
         hold.wait()
+    answered = json.loads(paced.communicate(timeout=60)[0].splitlines()[-1])
+    paced_statuses = {}
+    for _, status, _ in answered["outcomes"]:
+        paced_statuses[str(int(status))] = paced_statuses.get(str(int(status)), 0) + 1
+    # Billed: the answered requests, plus those cut by the kill after admission (billed at their
+    # reservation), never one twice (the ledger is unique per tenant and request id). The sweep
+    # runs on the surviving replica every few seconds once the deadline has passed.
+    ledgered, deadline = 0, time.time() + fleet.settle_deadline_seconds + 30
+    while time.time() < deadline:
+        ledgered = ledger_rows(ctx, billed_tenant)
+        if ledgered >= answered["admitted"]:
+            break
+        time.sleep(0.5)
+    cut = sum(count for status, count in paced_statuses.items() if status != "200")
+    # Rows the sweep billed at their reservation (the mock reports usage, so settled rows are 'backend').
+    swept = int(sh("psql", ctx["env"]["SLUICE_DATABASE_URL"], "-Atc",
+                   f"SELECT count(*) FROM usage_ledger WHERE tenant_id = '{billed_tenant}' AND usage_source = 'estimated'"))
     return {"replicas": fleet.n, "limit": limit, "streams_started": started.get("started", 0),
             "extra_request_statuses": refused["statuses"], "lease_seconds": fleet.lease_seconds,
             "freed_after_seconds": freed_after,
+            "killed_replica_answered": answered["admitted"], "killed_replica_statuses": paced_statuses,
+            "ledger_rows": ledgered, "billed_at_reservation": swept,
             "pass": started.get("started") == limit and refused["statuses"] == {"429": 1}
-                    and freed_after is not None and freed_after <= fleet.lease_seconds + 2}
+                    and freed_after is not None and freed_after <= fleet.lease_seconds + 2
+                    and answered["admitted"] > 0 and answered["admitted"] <= ledgered <= answered["admitted"] + cut}
 
 
 def scenario_revocation(ctx, fleet, short):
@@ -581,7 +612,9 @@ def report(results, charts=()):
         freed = f"{r['freed_after_seconds']:.1f} s" if r["freed_after_seconds"] is not None else "never"
         lines.append(f"| 3 concurrency | {r['replicas']} | {r['streams_started']} of {r['limit']} streams held on one replica; "
                      f"an extra request via another replica: {r['extra_request_statuses']}; after `kill -9` of the "
-                     f"holder the slots freed in {freed} (lease {r['lease_seconds']} s) | {verdict(r)} |")
+                     f"holder the slots freed in {freed} (lease {r['lease_seconds']} s); the killed replica answered "
+                     f"{r.get('killed_replica_answered')} paced requests ({r.get('killed_replica_statuses')}), ledger rows "
+                     f"{r.get('ledger_rows')} ({r.get('billed_at_reservation')} billed at their reservation) | {verdict(r)} |")
     for r in s["revocation"]:
         lines.append(f"| 4 revocation | {r['replicas']} | every replica refused the key after {r['slowest_ms']:.0f} ms "
                      f"| {verdict(r)} |")

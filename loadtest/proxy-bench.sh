@@ -12,7 +12,9 @@
 # Needs the development stack (scripts/stack-up.sh).
 #   loadtest/proxy-bench.sh [seconds=8] [connections=32] [rounds=3] [mode=complete|stream|both]
 # SLUICE_BENCH_BEFORE_BIN=<release bin dir of another build> adds that build as a fourth target
-# in the same interleaved run (its own database), for before/after figures from one run.
+# in the same interleaved run (its own database), for before/after figures from one run;
+# SLUICE_BENCH_BEFORE_ARGS adds `sluice serve` arguments to it (e.g. `--log-level notice` with the
+# same build, to measure what the access log costs).
 # SLUICE_BENCH_PERF=<path prefix> records a perf profile of Sluice's runs (profiling costs CPU:
 # figures from such a run are not comparable).
 set -euo pipefail
@@ -102,13 +104,14 @@ models:
     backends:
       - url: http://127.0.0.1:$upstream_stream_port
 YAML
-# start_sluice BIN_DIR PORT ADMIN_PORT DATABASE_URL -> sets $started_pid and $started_key
+# start_sluice BIN_DIR PORT ADMIN_PORT DATABASE_URL [SERVE_ARGS] -> sets $started_pid and $started_key
 start_sluice() {
-    local dir="$1" listen="$2" admin="$3" database="$4"
+    local dir="$1" listen="$2" admin="$3" database="$4" extra="${5:-}"
     sed -e "s/:$port\$/:$listen/" -e "s/:$admin_port\$/:$admin/" "$work/sluice.yaml" > "$work/sluice-$listen.yaml"
     SLUICE_DATABASE_URL="$database" "$dir/sluice" migrate >/dev/null
     # Default settings: the access log (info) stays on; it goes to a file as a container's would.
-    SLUICE_DATABASE_URL="$database" "$dir/sluice" serve --config "$work/sluice-$listen.yaml" > "$work/sluice-$listen.log" &
+    # shellcheck disable=SC2086
+    SLUICE_DATABASE_URL="$database" "$dir/sluice" serve --config "$work/sluice-$listen.yaml" $extra > "$work/sluice-$listen.log" &
     started_pid=$!; pids+=($started_pid)
     for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$admin/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
     local tenant
@@ -123,7 +126,8 @@ if [ -n "$before_bin" ]; then
     before_db="sluice_bench_before"
     psql "$SLUICE_TEST_DATABASE_URL" -qc "DROP DATABASE IF EXISTS $before_db WITH (FORCE)" >/dev/null
     psql "$SLUICE_TEST_DATABASE_URL" -qc "CREATE DATABASE $before_db" >/dev/null
-    start_sluice "$before_bin" "$before_port" "$before_admin_port" "${SLUICE_TEST_DATABASE_URL%/*}/$before_db"
+    start_sluice "$before_bin" "$before_port" "$before_admin_port" "${SLUICE_TEST_DATABASE_URL%/*}/$before_db" \
+        "${SLUICE_BENCH_BEFORE_ARGS:-}"
     before_pid=$started_pid; before_key=$started_key
 fi
 redis_pid="$(redis-cli -p "$SLUICE_STACK_REDIS_PORT" info server | awk -F: '/^process_id/ {print $2}' | tr -d '\r')"

@@ -9,7 +9,11 @@
 -- ARGV[4] nt   ARGV[5] nc   ARGV[6 .. 5+nt] emission intervals of the token keys (µs per token)
 -- then per request: pending member, request id, tokens used, cost (micro-USD), tokens reserved,
 --   kt, kt token-key indexes (1..nt), kc, kc in-flight-set indexes (1..nc),
---   f, then f field/value pairs of its usage event
+--   f, then f field/value pairs of its usage event (f = 0: a void, see below)
+--
+-- A void (f = 0) withdraws an admission whose answer never went out (the replica gave up on
+-- Redis during admit, but the script may have run): its whole reservation comes back, its slots
+-- are freed, and nothing is billed or streamed.
 --
 -- Returns 2n integers: per request 1 and the tokens refunded (negative: debt) when settled now,
 -- 0 and 0 when it was settled before or billed at its reservation by sweep.lua (either way,
@@ -37,7 +41,7 @@ end
 
 -- Still pending = not settled before and not billed at its reservation.
 local pending = redis.call('ZMSCORE', KEYS[1], unpack(members))
-local out, settled, delta, release, spend = {}, {}, {}, {}, 0
+local out, settled, delta, release, spend, billed = {}, {}, {}, {}, 0, 0
 for r = 1, n do
   local req = requests[r]
   if pending[r] then
@@ -54,11 +58,14 @@ for r = 1, n do
       ids[#ids + 1] = req.id
       release[k] = ids
     end
-    spend = spend + req.cost
-    local event = {'XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], '*', 'request_id', req.id, 'tokens', req.used,
-      'cost_micro_usd', req.cost, 'reserved', req.reserved, 'ts_us', now}
-    for i = req.f_from, req.f_from + 2 * req.f_count - 1 do event[#event + 1] = ARGV[i] end
-    redis.call(unpack(event))
+    if req.f_count > 0 then
+      spend = spend + req.cost
+      local event = {'XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], '*', 'request_id', req.id, 'tokens', req.used,
+        'cost_micro_usd', req.cost, 'reserved', req.reserved, 'ts_us', now}
+      for i = req.f_from, req.f_from + 2 * req.f_count - 1 do event[#event + 1] = ARGV[i] end
+      redis.call(unpack(event))
+      billed = billed + 1
+    end
     out[2 * r - 1], out[2 * r] = 1, d
   else
     out[2 * r - 1], out[2 * r] = 0, 0
@@ -86,6 +93,8 @@ for k, ids in pairs(release) do
   redis.call('ZREM', KEYS[3 + nt + k], unpack(ids))
 end
 redis.call('ZREM', KEYS[1], unpack(settled))
-add_spend(KEYS[2], now, spend)
-redis.call('PEXPIRE', KEYS[3], ARGV[1])
+if billed > 0 then
+  add_spend(KEYS[2], now, spend)
+  redis.call('PEXPIRE', KEYS[3], ARGV[1])
+end
 return out

@@ -81,7 +81,36 @@ public final class Limiter: Sendable {
             return decision
         } catch {
             recordFailure(error)
+            // Sent but unanswered: the script may have run. Withdraw it once Redis answers, or
+            // the sweep would bill a request whose answer never went out as admitted.
+            if error == .timeout || error == .connectionClosed { withdraw(request, plan: plan) }
             return degradedAdmit(request, plan: plan, now: .now)
+        }
+    }
+
+    private let withdrawals = Atomic<Int>(0)
+
+    /// Voids an admission that may have happened, retrying until Redis answers or the request's
+    /// billing deadline passes (then the sweep bills it: the one case that over-bills). Bounded:
+    /// at most 10,000 at a time.
+    private func withdraw(_ request: AdmitRequest, plan: LimitPlan) {
+        guard withdrawals.add(1, ordering: .relaxed).newValue <= 10_000 else {
+            withdrawals.subtract(1, ordering: .relaxed)
+            return
+        }
+        let admission = Admission(
+            requestID: request.requestID, tenantID: request.tenantID, keyID: request.keyID, model: request.model,
+            reservedTokens: request.tokensToReserve, headers: .none, degraded: false,
+            tokenLimits: plan.rates.filter { $0.kind == .tokens }, concurrencyKeys: plan.concurrency.map(\.key),
+            pendingMember: Admission.pendingMember(for: request))
+        let deadline = ContinuousClock.now + configuration.timings.reservationTTL
+        Task { [self] in
+            defer { withdrawals.subtract(1, ordering: .relaxed) }
+            while ContinuousClock.now < deadline {
+                let void = SettleRequest(admission: admission, usage: Usage(promptTokens: 0, completionTokens: 0), void: true)
+                if (try? await settles.settle(void)) != nil { return }
+                try? await Task.sleep(for: .milliseconds(500))
+            }
         }
     }
 

@@ -18,10 +18,12 @@ public struct LimiterTimings: Sendable {
     public init() {}
 }
 
-/// One settle of a batch: the admission and its real usage.
+/// One settle of a batch: the admission and its real usage, or a void (the answer never went
+/// out: the reservation is withdrawn and nothing is billed).
 struct SettleRequest: Sendable {
     let admission: Admission
     let usage: Usage
+    var void = false
 }
 
 /// admit, settle (batched), renew and sweep as one `EVALSHA` each: arguments out, typed answers back.
@@ -98,7 +100,7 @@ struct RedisLimiterStore: Sendable {
                 }
                 perRequest.append(flightIndex[key]!)
             }
-            let event = Self.event(admission, request.usage)
+            let event = request.void ? [] : Self.event(admission, request.usage)
             perRequest.append(event.count)
             for (field, value) in event { perRequest += [field, value] as [any RESPArgument] }
         }

@@ -47,10 +47,10 @@ public enum Gateway {
         var limiterConfiguration = LimiterConfiguration(failurePolicy: configuration.failurePolicy)
         limiterConfiguration.expectedReplicas = configuration.expectedReplicas
         limiterConfiguration.timings.lease = .seconds(configuration.leaseSeconds)
-        // A request unsettled past this is billed at its reservation: later than any request can
-        // run without renewing (streams renew; whole answers end within the upstream timeout).
-        limiterConfiguration.timings.reservationTTL = max(.seconds(configuration.leaseSeconds),
-                                                          Duration.nanoseconds(configuration.upstream.total.nanoseconds)) + .seconds(60)
+        // A request unsettled past this is billed at its reservation: by default later than any
+        // request can run without renewing (streams renew; whole answers end within the upstream timeout).
+        limiterConfiguration.timings.reservationTTL = configuration.settleDeadlineSeconds.map { .seconds($0) }
+            ?? max(.seconds(configuration.leaseSeconds), Duration.nanoseconds(configuration.upstream.total.nanoseconds)) + .seconds(60)
         let limiter = Limiter(client: redis, configuration: limiterConfiguration, logger: logger)
         let upstream = try UpstreamClient(timeouts: configuration.upstream, logger: logger)
         let metrics = DataPlaneMetrics()

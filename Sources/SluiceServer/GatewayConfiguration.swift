@@ -19,6 +19,10 @@ public struct GatewayConfiguration: Sendable {
     public var expectedReplicas = 1
     /// Concurrency slots free themselves this long after a replica stops renewing them.
     public var leaseSeconds = 120
+    /// An answered request whose settle has not reached Redis by then (its replica died) is
+    /// billed at its reservation. Default: the longer of the lease and the upstream total
+    /// timeout, plus 60 s (no running request can be mistaken for an abandoned one).
+    public var settleDeadlineSeconds: Int?
     public var maxRequestBytes = 4 * 1024 * 1024
     /// The public listener's timeouts and connection cap.
     public var listenerLimits = ListenerLimits()
@@ -103,7 +107,8 @@ public struct GatewayConfiguration: Sendable {
         let reader = ConfigReader(root, path: "")
         try reader.allow(["listen", "admin_listen", "redis_url", "database_url", "failure_policy", "expected_replicas",
                           "lease_seconds", "max_request_bytes", "upstream", "models", "listener", "key_stale_seconds",
-                          "redis_max_pending_commands"])
+                          "redis_max_pending_commands", "settle_deadline_seconds"])
+        if let value = try reader.int("settle_deadline_seconds", 1...86_400) { settleDeadlineSeconds = value }
         if let value = try reader.int("key_stale_seconds", 0...86_400) { keyStaleSeconds = value }
         if let value = try reader.int("redis_max_pending_commands", 1...1_000_000) { redisMaxPendingCommands = value }
         if let listener = try reader.mapping("listener") {

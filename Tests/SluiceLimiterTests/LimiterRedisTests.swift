@@ -159,6 +159,29 @@ struct LimiterRedisTests {
         #expect(spend.int == 7)
     }
 
+    /// An admission whose answer never went out (admit timed out, though the script may have
+    /// run) is withdrawn: the reservation comes back, nothing is streamed or spent, and the sweep
+    /// finds nothing to bill.
+    @Test func aVoidWithdrawsAnAdmissionWithoutBilling() async throws {
+        var configuration = LimiterConfiguration()
+        configuration.timings.reservationTTL = .milliseconds(300)
+        let fixture = try LimiterFixture(configuration: configuration)
+        let limits = Limits(tokensPerMinute: 1_000)
+        let admission = try #require(await fixture.limiter.admit(fixture.request(reserve: 100, keyLimits: limits)).admission)
+        let store = RedisLimiterStore(client: fixture.client, timings: configuration.timings)
+        let void = SettleRequest(admission: admission, usage: Usage(promptTokens: 0, completionTokens: 0), void: true)
+        #expect(try await store.settle(tenantID: fixture.tenant, [void]) == [.settled(refunded: 100)])
+        #expect(try await store.settle(tenantID: fixture.tenant, [void]) == [.alreadySettled])
+        let keys = LimiterKeys(tenantID: fixture.tenant)
+        #expect(try await fixture.client.send("EXISTS", keys.usageStream, keys.spend).int == 0)
+        let probe = try #require(await fixture.limiter.admit(fixture.request(reserve: 1, keyLimits: limits)).admission)
+        #expect((998...1_000).contains(probe.headers.tokens?.remaining ?? -1), "the reservation came back")
+        let probed = ContinuousClock.now  // both deadlines are earlier than probed + 300 ms
+        try await Task.sleep(until: probed + .milliseconds(310))
+        let swept = try await fixture.limiter.sweep(tenantID: fixture.tenant)
+        #expect(swept == 1, "only the probe, never settled here, is billed")
+    }
+
     /// Settles of one tenant that arrive together share script calls, and each is booked.
     @Test func concurrentSettlesAreBatched() async throws {
         let fixture = try LimiterFixture()
