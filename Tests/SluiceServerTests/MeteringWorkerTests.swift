@@ -1,0 +1,56 @@
+import Foundation
+import Logging
+import PostgresNIO
+import SluiceLimiter
+import SluiceRedis
+import SluiceTenancy
+import SluiceTestSupport
+import Testing
+
+@testable import SluiceServer
+
+/// The metering worker against the stack's Redis and PostgreSQL.
+@Suite("Metering worker")
+struct MeteringWorkerTests {
+    /// A usage event the ledger cannot take never stalls the stream: it goes to the dead-letter
+    /// table with the reason, its neighbours reach the ledger, and all are acknowledged.
+    @Test func aMalformedUsageEventIsDeadLetteredAndTheRestIsLedgered() async throws {
+        try await PostgresFixture.withClient { client, _ in
+            let redis = try RedisClient(configuration: RedisConfiguration(url: TestEnvironment.redisURL))
+            defer { redis.shutdown() }
+            let tenant = UUID().uuidString.lowercased()
+            let stream = LimiterKeys(tenantID: tenant).usageStream
+            func add(_ fields: [String]) async throws {
+                _ = try await redis.send(RedisCommand("XADD", [stream, "*"] + fields))
+            }
+            try await add(["request_id", "good-1", "tenant_id", tenant, "key_id", "k", "model", "m",
+                           "prompt_tokens", "3", "completion_tokens", "4", "cost_micro_usd", "5", "ts_us", "1795780000000000"])
+            try await add(["request_id", "bad-1", "tenant_id", tenant, "key_id", "k", "model", "m",
+                           "prompt_tokens", "lots", "completion_tokens", "4"])
+            try await add(["request_id", "huge-1", "tenant_id", tenant, "key_id", "k", "model", "m",
+                           "prompt_tokens", "99999999999", "completion_tokens", "-5", "cost_micro_usd", "1"])
+            _ = try await redis.send(RedisCommand("PEXPIRE", stream, 60_000))
+            _ = try await redis.send(RedisCommand("XGROUP", "CREATE", stream, MeteringWorker.group, "0"))
+            let worker = MeteringWorker(redis: redis, limiter: Limiter(client: redis), postgres: client,
+                                        ledger: UsageLedger(client: client, logger: Logger(label: "t")),
+                                        consumer: "test", logger: Logger(label: "t"))
+            try await worker.drain(tenant)
+
+            var ledgered: [String] = []
+            for try await (id, prompt, completion, clamped) in try await client.query(
+                "SELECT request_id, prompt_tokens, completion_tokens, usage_clamped FROM usage_ledger WHERE tenant_id = \(UUID(uuidString: tenant)!) ORDER BY request_id",
+                logger: Logger(label: "t")).decode((String, Int, Int, Bool).self) {
+                ledgered.append("\(id) \(prompt) \(completion) \(clamped)")
+            }
+            #expect(ledgered == ["good-1 3 4 false", "huge-1 1000000000 0 true"])
+            var dead: [String] = []
+            for try await reason in try await client.query(
+                "SELECT reason FROM usage_dead_letter WHERE tenant_id = \(tenant)", logger: Logger(label: "t")).decode(String.self) {
+                dead.append(reason)
+            }
+            #expect(dead == ["prompt_tokens is not an integer"])
+            let pending = try await redis.send(RedisCommand("XPENDING", stream, MeteringWorker.group))
+            #expect(pending.array?.first?.int == 0, "every entry is acknowledged")
+        }
+    }
+}
