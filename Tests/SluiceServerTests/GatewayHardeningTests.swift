@@ -250,7 +250,7 @@ struct GatewayHardeningTests {
             connection.close()
             // The lease is 120 s: a slot freed by the gateway itself, not by the lease, is back in seconds.
             var admitted = false
-            for _ in 0..<100 where !admitted {
+            for _ in 0..<250 where !admitted {
                 admitted = try await gateway.chat().status == 200
                 if !admitted { try await Task.sleep(for: .milliseconds(50)) }
             }

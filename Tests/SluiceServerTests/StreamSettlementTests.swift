@@ -51,7 +51,7 @@ struct StreamSettlementTests {
                     // Dropped here: nobody reads it or cancels it.
                 }
                 var admitted = false
-                for _ in 0..<100 where !admitted {
+                for _ in 0..<250 where !admitted {
                     if case .complete(200, _, _) = await call(stream: false) { admitted = true } else {
                         try await Task.sleep(for: .milliseconds(20))
                     }
