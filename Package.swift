@@ -16,6 +16,10 @@ let package = Package(
         .executable(name: "sluice-mock-upstream", targets: ["sluice-mock-upstream"]),
         .library(name: "SluiceRedis", targets: ["SluiceRedis"]),
         .library(name: "SluiceLimiter", targets: ["SluiceLimiter"]),
+        // For the microbenchmarks package (Benchmarks/), which CI does not build.
+        .library(name: "SluiceDataPlane", targets: ["SluiceDataPlane"]),
+        .library(name: "SluiceTenancy", targets: ["SluiceTenancy"]),
+        .library(name: "SluiceLog", targets: ["SluiceLog"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.3"),

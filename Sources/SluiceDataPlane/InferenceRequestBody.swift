@@ -9,24 +9,24 @@ public enum InferenceEndpoint: String, Sendable, CaseIterable {
     var streams: Bool { self != .embeddings }
 }
 
-/// What the gateway needs from a request body, read once.
-struct InferenceRequestBody {
-    let model: String
-    let stream: Bool
+/// What the gateway needs from a request body, read once. Public for the microbenchmarks.
+public struct InferenceRequestBody: Sendable {
+    public let model: String
+    public let stream: Bool
     /// The client asked for `stream_options.include_usage` itself (then the usage chunk stays).
-    let clientWantsUsage: Bool
-    let maxOutputTokens: Int?
+    public let clientWantsUsage: Bool
+    public let maxOutputTokens: Int?
     /// A conservative prompt estimate: a token is rarely shorter than 3 bytes of JSON text.
-    let promptEstimate: Int
+    public let promptEstimate: Int
     /// The body to send upstream (with `stream_options.include_usage` added for streams).
-    let upstreamBody: ByteBuffer
+    public let upstreamBody: ByteBuffer
 
     private static let wanted: Set<String> = ["model", "stream", "max_completion_tokens", "max_tokens", "messages", "prompt",
                                               "input", "stream_options"]
 
     /// Checked strictly (the whole body must be well-formed JSON) but in one pass with no
     /// objects built; `stream_options.include_usage` is spliced into the bytes for streams.
-    static func parse(_ buffer: ByteBuffer, endpoint: InferenceEndpoint) throws(OpenAIError) -> InferenceRequestBody {
+    public static func parse(_ buffer: ByteBuffer, endpoint: InferenceEndpoint) throws(OpenAIError) -> InferenceRequestBody {
         do {
             return try buffer.withUnsafeReadableBytes { bytes throws(OpenAIError) in
                 try parse(bytes, buffer: buffer, endpoint: endpoint)

@@ -7,18 +7,18 @@ import NIOCore
 ///
 /// Events are passed on whole: bytes of an incomplete event wait for the rest (events are
 /// small; a partial one is held for one upstream read at most).
-struct ServerSentEventsFilter {
+public struct ServerSentEventsFilter: Sendable {
     let dropUsageChunk: Bool
     private var pending = ByteBuffer()
     private(set) var usage: ReportedUsage?
     private(set) var contentChunks = 0
 
-    init(dropUsageChunk: Bool) {
+    public init(dropUsageChunk: Bool) {
         self.dropUsageChunk = dropUsageChunk
     }
 
     /// Feeds one upstream chunk; returns the bytes to send to the client now.
-    mutating func feed(_ chunk: ByteBuffer) -> ByteBuffer {
+    public mutating func feed(_ chunk: ByteBuffer) -> ByteBuffer {
         var chunk = chunk
         pending.writeBuffer(&chunk)
         var output = ByteBuffer()
@@ -31,7 +31,7 @@ struct ServerSentEventsFilter {
     }
 
     /// Whatever is left when the upstream ends (an unterminated last event).
-    mutating func flush() -> ByteBuffer {
+    public mutating func flush() -> ByteBuffer {
         defer { pending.clear() }
         guard pending.readableBytes > 0, keep(pending) else { return ByteBuffer() }
         return pending
