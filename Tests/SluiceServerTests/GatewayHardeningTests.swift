@@ -51,17 +51,21 @@ struct GatewayHardeningTests {
     @Test func aRepeatedRequestIDIsNeitherAFreePassNorAFreeMeal() async throws {
         try await GatewayHarness.run(keyLimits: Limits(requestsPerMinute: 5)) { gateway in
             var statuses: [Int] = []
+            let started = ContinuousClock.now
             for _ in 0..<30 {
                 let response = try await gateway.chat(headers: [("x-request-id", "same")])
                 #expect(response.header("x-request-id") == "same", "the client's id is echoed for correlation")
                 statuses.append(response.status)
             }
-            #expect(statuses.filter { $0 == 200 }.count == 5)
-            #expect(statuses.filter { $0 == 429 }.count == 25)
-            let rows = try await Self.ledger(tenant: gateway.tenant.id, atLeast: 5)
-            #expect(rows.count == 5, "every admitted request is billed once")
+            // The burst of 5, plus one per 12 s of refill if a loaded machine took that long.
+            let refill = Int((ContinuousClock.now - started).components.seconds / 12)
+            let admitted = statuses.filter { $0 == 200 }.count
+            #expect((5...(5 + refill)).contains(admitted), "\(admitted) admitted")
+            #expect(statuses.filter { $0 == 429 }.count == 30 - admitted)
+            let rows = try await Self.ledger(tenant: gateway.tenant.id, atLeast: admitted)
+            #expect(rows.count == admitted, "every admitted request is billed once")
             #expect(rows.allSatisfy { $0.clientRequestID == "same" && $0.completion == 8 })
-            #expect(Set(rows.map(\.requestID)).count == 5, "server ids are unique")
+            #expect(Set(rows.map(\.requestID)).count == admitted, "server ids are unique")
 
             // Another tenant sending the same id is billed too.
             let other = try await gateway.store.createTenant(name: "other", limits: Limits(), modelLimits: [:], actor: "test")
