@@ -83,17 +83,19 @@ final class ConnectionGuardHandler: ChannelDuplexHandler, RemovableChannelHandle
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        timer?.cancel()
-        timer = nil
-        if counted {
-            counted = false
-            counter.release()
-        }
+        finish()
         context.fireChannelInactive()
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
+        finish()
+    }
+
+    /// The connection is over (closed, or this handler taken out): no more deadlines, and its
+    /// place under the cap goes back, once.
+    private func finish() {
         timer?.cancel()
+        timer = nil
         if counted {
             counted = false
             counter.release()
