@@ -255,8 +255,13 @@ public final class InferencePipeline: Sendable {
             record.bill(usage)
             // After the answer, not before it: one Redis round trip on the response path. Until
             // the settle lands the request is pending in Redis, billed at its reservation if this
-            // replica dies first.
-            Task { await settler.settle(usage, status: status) }
+            // replica dies first. Except when it holds concurrency slots: a client that waits for
+            // each answer before sending the next must never find its own slot still taken.
+            if settler.admission.holdsConcurrencySlots {
+                await settler.settle(usage, status: status)
+            } else {
+                Task { await settler.settle(usage, status: status) }
+            }
             emit(record)
             let contentType = response.head.headers.first(name: "content-type") ?? "application/json"
             return .complete(status: status, headers: responseHeaders(record, contentType: contentType), body: payload)
