@@ -1,6 +1,5 @@
-import HTTPTypes
-import NIOHTTPTypes
 import NIOCore
+import NIOHTTP1
 import Synchronization
 
 /// How many public connections are open, across every event loop.
@@ -38,10 +37,10 @@ final class ConnectionCounter: Sendable {
 /// of a request (when the header clock starts) it puts a `RequestBytesWatcher` at the front of
 /// the pipeline.
 final class ConnectionGuardHandler: ChannelDuplexHandler, RemovableChannelHandler {
-    typealias InboundIn = HTTPRequestPart
-    typealias InboundOut = HTTPRequestPart
-    typealias OutboundIn = HTTPResponsePart
-    typealias OutboundOut = HTTPResponsePart
+    typealias InboundIn = HTTPServerRequestPart
+    typealias InboundOut = HTTPServerRequestPart
+    typealias OutboundIn = HTTPServerResponsePart
+    typealias OutboundOut = HTTPServerResponsePart
 
     private var state: ConnectionGuardStateMachine
     private let counter: ConnectionCounter
@@ -128,7 +127,7 @@ final class ConnectionGuardHandler: ChannelDuplexHandler, RemovableChannelHandle
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         switch unwrapOutboundIn(data) {
         case .head(let response):
-            if response.headerFields[.connection]?.lowercased() == "close" { closeAfterResponse = true }
+            if response.headers.first(name: "connection")?.lowercased() == "close" { closeAfterResponse = true }
             context.write(data, promise: promise)
         case .body:
             context.write(data, promise: promise)

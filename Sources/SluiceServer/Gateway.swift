@@ -2,6 +2,7 @@ import Foundation
 import Hummingbird
 import Logging
 import NIOCore
+import NIOPosix
 import PostgresNIO
 import ServiceLifecycle
 import SluiceAdminAPI
@@ -65,14 +66,11 @@ public enum Gateway {
 
         let listening = ListeningReporter(onListening)
         let connections = ConnectionCounter(maximum: configuration.listenerLimits.maxConnections)
-        let limits = configuration.listenerLimits
-        let publicApp = Application(
-            router: PublicListener(pipeline: pipeline, maxRequestBytes: configuration.maxRequestBytes).router(),
-            server: .http1(configuration: .init(additionalChannelHandlers: [ConnectionGuardHandler(limits: limits, counter: connections)])),
-            configuration: .init(address: .hostname(configuration.listen.host, port: configuration.listen.port),
-                                 serverName: "sluice"),
-            onServerRunning: { channel in listening.report(public: channel.localAddress?.port) },
-            logger: logger)
+        let publicServer = PublicHTTPServer(
+            host: configuration.listen.host, port: configuration.listen.port, pipeline: pipeline,
+            maxRequestBytes: configuration.maxRequestBytes, limits: configuration.listenerLimits, connections: connections,
+            group: MultiThreadedEventLoopGroup.singleton, logger: logger,
+            onListening: { port in listening.report(public: port) })
 
         let adminRouter = Router(context: AdminRequestContext.self)
         let authenticator = try await AdminAuthenticator(hmacSecret: configuration.adminJWTSecret)
@@ -104,7 +102,7 @@ public enum Gateway {
                 .init(service: ShutdownHook { upstream.shutdown(); redis.shutdown() }),
                 .init(service: adminApp),
                 // Last in the list, so the first to stop on SIGTERM: no new requests, in-flight ones finish.
-                .init(service: publicApp),
+                .init(service: publicServer),
             ],
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger)
