@@ -55,12 +55,21 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // Running Swift tasks on a NIO event loop (no hop to the global pool per request).
+        .target(
+            name: "SluiceConcurrency",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
         // Distributed limits: admit/settle over the Lua scripts in lua/ (embedded at build time),
         // deny cache, circuit breaker and the fail-closed/open/local policies.
         .target(
             name: "SluiceLimiter",
             dependencies: [
-                "SluiceRedis",
+                "SluiceRedis", "SluiceConcurrency",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict
@@ -145,7 +154,7 @@ let package = Package(
         .target(
             name: "SluiceDataPlane",
             dependencies: [
-                "SluiceTenancy", "SluiceLimiter", "SluiceUpstream", "SluiceErrorBody",
+                "SluiceTenancy", "SluiceLimiter", "SluiceUpstream", "SluiceErrorBody", "SluiceConcurrency",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -184,7 +193,7 @@ let package = Package(
             name: "SluiceServer",
             dependencies: [
                 "SluiceDataPlane", "SluiceAdminAPI", "SluiceTenancy", "SluiceLimiter", "SluiceRedis", "SluiceUpstream",
-                "SluiceLog",
+                "SluiceLog", "SluiceConcurrency",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "NIOExtras", package: "swift-nio-extras"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

@@ -260,7 +260,7 @@ public final class InferencePipeline: Sendable {
             if settler.admission.holdsConcurrencySlots {
                 await settler.settle(usage, status: status)
             } else {
-                Task { await settler.settle(usage, status: status) }
+                settler.settleInBackground(usage, status: status)
             }
             emit(record)
             let contentType = response.head.headers.first(name: "content-type") ?? "application/json"
@@ -317,19 +317,33 @@ final class Settler: Sendable {
     }
 
     func settle(_ billed: BilledUsage, status: Int) async {
+        await withCheckedContinuation { continuation in
+            settleInBackground(billed, status: status) { continuation.resume() }
+        }
+    }
+
+    /// Settles without waiting (after the answer): no task of its own; `done` runs once the
+    /// usage is in Redis or, failing that, handed to the ledger fallback.
+    func settleInBackground(_ billed: BilledUsage, status: Int, done: @escaping @Sendable () -> Void = {}) {
         let cost = route.costMicroUSD(prompt: billed.prompt, completion: billed.completion)
         var attributes = ["status": String(status), UsageEntry.Field.usageSource: billed.source.rawValue]
         if billed.clamped { attributes[UsageEntry.Field.usageClamped] = "1" }
         if let clientRequestID { attributes[UsageEntry.Field.clientRequestID] = clientRequestID }
         let usage = Usage(promptTokens: billed.prompt, completionTokens: billed.completion, costMicroUSD: cost,
                           attributes: attributes)
-        do {
-            if try await limiter.settle(admission, usage: usage) == .skipped { recordDirectly(billed, cost: cost) }
-        } catch {
-            // The reservation expires on its own; the ledger still gets the usage.
-            logger.error("settle failed; usage goes to the ledger directly",
-                         metadata: ["request_id": "\(admission.requestID)", "error": "\(error)"])
-            recordDirectly(billed, cost: cost)
+        limiter.settle(admission, usage: usage) { [self] result in
+            switch result {
+            case .success(.skipped):
+                recordDirectly(billed, cost: cost)
+            case .success:
+                break
+            case .failure(let error):
+                // The reservation expires on its own; the ledger still gets the usage.
+                logger.error("settle failed; usage goes to the ledger directly",
+                             metadata: ["request_id": "\(admission.requestID)", "error": "\(error)"])
+                recordDirectly(billed, cost: cost)
+            }
+            done()
         }
     }
 

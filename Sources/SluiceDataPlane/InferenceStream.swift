@@ -77,9 +77,16 @@ public final class InferenceStream: @unchecked Sendable {
         await end(status: 499)
     }
 
+    /// Settles after the answer, as whole answers do, unless the request holds concurrency
+    /// slots: a client that waits for each stream's end before starting the next must never
+    /// find its own slot still taken.
     private func end(status: Int) async {
         guard let (usage, record) = close(status: status) else { return }
-        await settler.settle(usage, status: status)
+        if settler.admission.holdsConcurrencySlots {
+            await settler.settle(usage, status: status)
+        } else {
+            settler.settleInBackground(usage, status: status)
+        }
         pipeline.emit(record)
     }
 
@@ -88,12 +95,8 @@ public final class InferenceStream: @unchecked Sendable {
     /// does, with what was delivered: "settled exactly once" does not depend on the listener.
     deinit {
         guard let (usage, record) = close(status: 499, errorCode: "client_disconnected") else { return }
-        let settler = settler
-        let pipeline = pipeline
-        Task {
-            await settler.settle(usage, status: 499)
-            pipeline.emit(record)
-        }
+        settler.settleInBackground(usage, status: 499)
+        pipeline.emit(record)
     }
 
     /// The synchronous half of ending, once only: stops renewing, frees the backend slot and

@@ -120,18 +120,25 @@ public final class Limiter: Sendable {
     /// request stays pending in Redis until its deadline, when the sweep would bill its
     /// reservation, and the ledger keeps whichever row came first.
     public func settle(_ admission: Admission, usage: Usage) async throws(RedisClientError) -> SettleOutcome {
+        try await withCheckedContinuation { continuation in
+            settle(admission, usage: usage) { continuation.resume(returning: $0) }
+        }.get()
+    }
+
+    /// Settles without waiting: `completion` gets the outcome (on the thread that finished it).
+    public func settle(_ admission: Admission, usage: Usage,
+                       completion: @escaping @Sendable (Result<SettleOutcome, RedisClientError>) -> Void) {
         if admission.degraded {
             localLimiter.release(admission)
-            return .skipped
+            return completion(.success(.skipped))
         }
-        guard !isDegraded else { throw .connectFailed("the limiter's circuit breaker is open") }
-        do {
-            let outcome = try await settles.settle(SettleRequest(admission: admission, usage: usage))
-            recordSuccess()
-            return outcome
-        } catch {
-            recordFailure(error)
-            throw error
+        guard !isDegraded else { return completion(.failure(.connectFailed("the limiter's circuit breaker is open"))) }
+        settles.submit(SettleRequest(admission: admission, usage: usage)) { [self] result in
+            switch result {
+            case .success: recordSuccess()
+            case .failure(let error): recordFailure(error)
+            }
+            completion(result)
         }
     }
 

@@ -1,3 +1,4 @@
+import SluiceConcurrency
 import SluiceRedis
 import Synchronization
 
@@ -9,10 +10,15 @@ import Synchronization
 /// Bounded: past `capacity` waiting settles a call fails at once with `.overloaded` (the caller
 /// writes the usage to the ledger directly). A failed call is retried (settle is idempotent)
 /// unless Redis is stuck (timeout) or refused the script.
+///
+/// A caller that does not wait (`submit`) costs no task of its own; the batch runs on the event
+/// loop of the request that started it, so a settle wakes no other thread.
 final class SettleBatcher: Sendable {
+    typealias Completion = @Sendable (Result<SettleOutcome, RedisClientError>) -> Void
+
     private struct Waiting: Sendable {
         let request: SettleRequest
-        let continuation: CheckedContinuation<Result<SettleOutcome, RedisClientError>, Never>
+        let completion: Completion
     }
 
     private struct State {
@@ -33,21 +39,25 @@ final class SettleBatcher: Sendable {
     }
 
     func settle(_ request: SettleRequest) async throws(RedisClientError) -> SettleOutcome {
+        try await withCheckedContinuation { continuation in
+            submit(request) { continuation.resume(returning: $0) }
+        }.get()
+    }
+
+    /// Queues a settle; `completion` runs once it is done (or refused), on the batch's thread.
+    func submit(_ request: SettleRequest, completion: @escaping Completion) {
         let tenant = request.admission.tenantID
-        let result = await withCheckedContinuation { (continuation: CheckedContinuation<Result<SettleOutcome, RedisClientError>, Never>) in
-            let start: Bool? = state.withLock { state in
-                guard state.waiting < capacity else { return nil }
-                state.queues[tenant, default: []].append(Waiting(request: request, continuation: continuation))
-                state.waiting += 1
-                return state.draining.insert(tenant).inserted
-            }
-            switch start {
-            case nil: continuation.resume(returning: .failure(.overloaded))
-            case true?: Task { await drain(tenant) }
-            case false?: break
-            }
+        let start: Bool? = state.withLock { state in
+            guard state.waiting < capacity else { return nil }
+            state.queues[tenant, default: []].append(Waiting(request: request, completion: completion))
+            state.waiting += 1
+            return state.draining.insert(tenant).inserted
         }
-        return try result.get()
+        switch start {
+        case nil: completion(.failure(.overloaded))
+        case true?: Task(executorPreference: EventLoopTaskExecutor.current) { await self.drain(tenant) }
+        case false?: break
+        }
     }
 
     /// Sends the tenant's waiting settles, a batch per call, until none are left.
@@ -64,7 +74,7 @@ final class SettleBatcher: Sendable {
             guard !batch.isEmpty else { return }
             let result = await send(tenant, batch.map(\.request))
             for (index, waiting) in batch.enumerated() {
-                waiting.continuation.resume(returning: result.map { $0[index] })
+                waiting.completion(result.map { $0[index] })
             }
         }
     }

@@ -37,13 +37,17 @@ extension Array: RESPArgument where Element == UInt8 {
 
 extension Int: RESPArgument {
     public func writeArgument(into buffer: inout ByteBuffer) {
-        String(self).writeArgument(into: &buffer)
+        buffer.writeBulkHeader(ByteBuffer.decimalLength(Int64(self)))
+        buffer.writeDecimal(Int64(self))
+        buffer.writeCRLF()
     }
 }
 
 extension Int64: RESPArgument {
     public func writeArgument(into buffer: inout ByteBuffer) {
-        String(self).writeArgument(into: &buffer)
+        buffer.writeBulkHeader(ByteBuffer.decimalLength(Int64(self)))
+        buffer.writeDecimal(Int64(self))
+        buffer.writeCRLF()
     }
 }
 
@@ -83,13 +87,41 @@ extension ByteBuffer {
 
     fileprivate mutating func writeArrayHeader(_ count: Int) {
         writeStaticString("*")
-        writeString(String(count))
+        writeDecimal(Int64(count))
         writeCRLF()
     }
 
     fileprivate mutating func writeBulkHeader(_ length: Int) {
         writeStaticString("$")
-        writeString(String(length))
+        writeDecimal(Int64(length))
         writeCRLF()
+    }
+
+    /// How many bytes `writeDecimal` writes for `value`.
+    fileprivate static func decimalLength(_ value: Int64) -> Int {
+        var magnitude = value.magnitude
+        var length = value < 0 ? 2 : 1
+        while magnitude >= 10 {
+            magnitude /= 10
+            length += 1
+        }
+        return length
+    }
+
+    /// `value` in decimal ASCII, written in place: numbers are most of a limiter call's
+    /// arguments, and going through `String` costs an allocation each.
+    fileprivate mutating func writeDecimal(_ value: Int64) {
+        let length = Self.decimalLength(value)
+        writeWithUnsafeMutableBytes(minimumWritableBytes: length) { buffer in
+            var magnitude = value.magnitude
+            var index = length - 1
+            repeat {
+                buffer[index] = UInt8(ascii: "0") + UInt8(magnitude % 10)
+                magnitude /= 10
+                index -= 1
+            } while magnitude > 0
+            if value < 0 { buffer[0] = UInt8(ascii: "-") }
+            return length
+        }
     }
 }

@@ -1,5 +1,6 @@
 import NIOCore
 import NIOHTTP1
+import SluiceConcurrency
 import SluiceDataPlane
 
 /// The public listener's request handler: the thin adapter between HTTP/1.1 parts and
@@ -242,11 +243,4 @@ final class PublicRequestHandler: ChannelDuplexHandler, RemovableChannelHandler 
         }
         try? await channel.writeAndFlush(HTTPServerResponsePart.end(nil))
     }
-}
-
-/// Runs `body` on `eventLoop`: at once when already there (the usual case: requests run on their
-/// connection's loop), otherwise by a hop.
-func onLoop<Value: Sendable>(_ eventLoop: any EventLoop, _ body: @escaping @Sendable () -> Value) async -> Value {
-    if eventLoop.inEventLoop { return body() }
-    return try! await eventLoop.submit(body).get()  // submit only fails when its closure throws
 }

@@ -65,6 +65,11 @@ public final class RawConnection: Sendable {
         channel.close(promise: nil)
     }
 
+    /// Shuts the write side only (a client that breaks off mid-request but still reads).
+    public func closeOutput() async throws {
+        try await channel.close(mode: .output).get()
+    }
+
     private func nextEvent(after seen: Int, within timeout: Duration) async {
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             let resumeNow = state.withLock { state -> Bool in
