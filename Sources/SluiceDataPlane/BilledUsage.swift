@@ -16,17 +16,9 @@ struct ReportedUsage: Sendable, Equatable {
         self.clamped = clamped
     }
 
-    init(_ usage: [String: Any]) {
-        let (prompt, promptClamped) = Self.count(usage["prompt_tokens"])
-        let (completion, completionClamped) = Self.count(usage["completion_tokens"])
-        self.init(prompt: prompt, completion: completion, clamped: promptClamped || completionClamped)
-    }
-
     /// One count: nil when absent or unusable; `clamped` when it was not a sane integer.
-    static func count(_ value: Any?) -> (Int?, clamped: Bool) {
-        guard let value, !(value is NSNull) else { return (nil, false) }
-        guard let number = value as? NSNumber else { return (nil, true) }
-        let double = number.doubleValue
+    static func count(_ value: Double?) -> (Int?, clamped: Bool) {
+        guard let double = value else { return (nil, true) }
         guard double.isFinite, double >= 0 else { return (nil, true) }
         if double > Double(maximum) { return (maximum, true) }
         let whole = double.rounded(.up)

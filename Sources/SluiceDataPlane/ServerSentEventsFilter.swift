@@ -66,9 +66,9 @@ public struct ServerSentEventsFilter: Sendable {
             guard let usageStart = Self.valueStart(after: Self.usageKey, in: payload),
                   payload[usageStart] == UInt8(ascii: "{"),
                   let object = ResponseUsage.usageObject(in: Array(payload)),
-                  let usage = try? JSONSerialization.jsonObject(with: Data(object)) as? [String: Any]
+                  let usage = ResponseUsage.counts(object)
             else { return true }
-            self.usage = ReportedUsage(usage)
+            self.usage = usage
             // The usage-only chunk the gateway asked for: no choices, or an empty list.
             guard let choices = Self.valueStart(after: Self.choicesKey, in: payload) else { return !dropUsageChunk }
             if payload[choices] == UInt8(ascii: "["), let next = Self.skipSpace(payload, from: choices + 1),
@@ -138,10 +138,30 @@ public struct ServerSentEventsFilter: Sendable {
 /// (found by a byte scan): parsing the whole answer cost more than the rest of the request path.
 enum ResponseUsage {
     static func parse(_ body: ByteBuffer) -> ReportedUsage? {
-        let bytes = Array(body.readableBytesView)
-        guard let object = usageObject(in: bytes),
-              let usage = try? JSONSerialization.jsonObject(with: Data(object)) as? [String: Any] else { return nil }
-        return ReportedUsage(usage)
+        usageObject(in: Array(body.readableBytesView)).flatMap(counts)
+    }
+
+    private static let countNames: Set<String> = ["prompt_tokens", "completion_tokens"]
+
+    /// The counts of a usage object (its bytes); nil when it is not well-formed JSON. One pass
+    /// with the request body's scanner: no Foundation objects on the response path.
+    static func counts(_ object: ArraySlice<UInt8>) -> ReportedUsage? {
+        object.withUnsafeBytes { bytes -> ReportedUsage? in
+            guard let members = try? JSONBodyScanner.scan(bytes, wanted: countNames) else { return nil }
+            func count(_ name: String) -> (Int?, clamped: Bool) {
+                guard let member = members[name] else { return (nil, false) }
+                switch member.kind {
+                case .null: return (nil, false)
+                case .number:
+                    let text = String(decoding: UnsafeRawBufferPointer(rebasing: bytes[member.value]), as: UTF8.self)
+                    return ReportedUsage.count(Double(text))
+                default: return (nil, true)
+                }
+            }
+            let (prompt, promptClamped) = count("prompt_tokens")
+            let (completion, completionClamped) = count("completion_tokens")
+            return ReportedUsage(prompt: prompt, completion: completion, clamped: promptClamped || completionClamped)
+        }
     }
 
     private static let key = Array("\"usage\"".utf8)
