@@ -66,16 +66,19 @@ public enum Gateway {
 
         let listening = ListeningReporter(onListening)
         let connections = ConnectionCounter(maximum: configuration.listenerLimits.maxConnections)
+        let readiness = Readiness()
         let publicServer = PublicHTTPServer(
             host: configuration.listen.host, port: configuration.listen.port, pipeline: pipeline,
             maxRequestBytes: configuration.maxRequestBytes, limits: configuration.listenerLimits, connections: connections,
-            group: MultiThreadedEventLoopGroup.singleton, logger: logger,
+            group: MultiThreadedEventLoopGroup.singleton, readiness: readiness, drainDelay: configuration.drain.delay,
+            logger: logger,
             onListening: { port in listening.report(public: port) })
 
         let adminRouter = Router(context: AdminRequestContext.self)
         let authenticator = try await AdminAuthenticator(hmacSecret: configuration.adminJWTSecret)
         AdminAPI(store: store, hasher: hasher, authenticator: authenticator, redis: redis, logger: logger).addRoutes(to: adminRouter)
-        OperationsRoutes(redis: redis, postgres: postgres, limiter: limiter, metrics: metrics,
+        OperationsRoutes(redis: redis, postgres: postgres, limiter: limiter, failurePolicy: configuration.failurePolicy,
+                         readiness: readiness, metrics: metrics,
                          usageFallback: usageFallback, logger: logger).add(to: adminRouter)
         let adminApp = Application(
             router: adminRouter,
@@ -106,7 +109,7 @@ public enum Gateway {
             ],
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger)
-        groupConfiguration.maximumGracefulShutdownDuration = .seconds(30)
+        groupConfiguration.maximumGracefulShutdownDuration = configuration.drain.delay + configuration.drain.timeout
         groupConfiguration.maximumCancellationDuration = .seconds(5)
         return ServiceGroup(configuration: groupConfiguration)
     }

@@ -26,6 +26,9 @@ public struct GatewayConfiguration: Sendable {
     public var maxRequestBytes = 4 * 1024 * 1024
     /// The public listener's timeouts and connection cap.
     public var listenerLimits = ListenerLimits()
+    /// What SIGTERM does: readiness off at once, new connections still served for `delay`
+    /// (load balancers and endpoint lists catch up), then in-flight work gets `timeout` to end.
+    public var drain = DrainSettings()
     /// How long a cached key is still honoured while Redis and PostgreSQL are both unreachable
     /// (a key revoked meanwhile keeps working this long at most).
     public var keyStaleSeconds = 60
@@ -38,6 +41,14 @@ public struct GatewayConfiguration: Sendable {
     public var models: [ModelSettings] = []
     public var adminJWTSecret = ""
     public var keyPepper = ""
+
+    public struct DrainSettings: Sendable, Equatable {
+        /// Default 0: a bare process stops at once; the Kubernetes and compose examples set 5 s.
+        public var delay: Duration = .zero
+        public var timeout: Duration = .seconds(30)
+
+        public init() {}
+    }
 
     public struct HostPort: Sendable, Equatable, CustomStringConvertible {
         public var host: String
@@ -112,7 +123,10 @@ public struct GatewayConfiguration: Sendable {
         if let value = try reader.int("key_stale_seconds", 0...86_400) { keyStaleSeconds = value }
         if let value = try reader.int("redis_max_pending_commands", 1...1_000_000) { redisMaxPendingCommands = value }
         if let listener = try reader.mapping("listener") {
-            try listener.allow(["header_timeout_ms", "body_timeout_ms", "idle_timeout_ms", "max_connections"])
+            try listener.allow(["header_timeout_ms", "body_timeout_ms", "idle_timeout_ms", "max_connections",
+                                "drain_delay_ms", "drain_timeout_ms"])
+            if let value = try listener.int("drain_delay_ms", 0...600_000) { drain.delay = .milliseconds(value) }
+            if let value = try listener.int("drain_timeout_ms", 1...3_600_000) { drain.timeout = .milliseconds(value) }
             if let value = try listener.int("header_timeout_ms", 1...600_000) { listenerLimits.headerTimeout = .milliseconds(Int64(value)) }
             if let value = try listener.int("body_timeout_ms", 1...3_600_000) { listenerLimits.bodyTimeout = .milliseconds(Int64(value)) }
             if let value = try listener.int("idle_timeout_ms", 1...3_600_000) { listenerLimits.idleTimeout = .milliseconds(Int64(value)) }
@@ -183,6 +197,12 @@ public struct GatewayConfiguration: Sendable {
                 throw ConfigurationError(key: "SLUICE_KEY_STALE_SECONDS", problem: "must be an integer from 0 to 86400")
             }
             keyStaleSeconds = number
+        }
+        if let value = environment["SLUICE_DRAIN_DELAY_MS"] {
+            guard let number = Int(value), (0...600_000).contains(number) else {
+                throw ConfigurationError(key: "SLUICE_DRAIN_DELAY_MS", problem: "must be an integer from 0 to 600000")
+            }
+            drain.delay = .milliseconds(number)
         }
         adminJWTSecret = try Self.secret("SLUICE_ADMIN_JWT_SECRET", environment)
         keyPepper = try Self.secret("SLUICE_KEY_PEPPER", environment)

@@ -15,6 +15,8 @@ struct OperationsRoutes: Sendable {
     let redis: RedisClient
     let postgres: PostgresClient
     let limiter: Limiter
+    let failurePolicy: RedisFailurePolicy
+    let readiness: Readiness
     let metrics: DataPlaneMetrics
     let usageFallback: LedgerFallbackWriter
     let logger: Logger
@@ -41,9 +43,16 @@ struct OperationsRoutes: Sendable {
         }
     }
 
-    /// 200 only when Redis and PostgreSQL answer and the limiter scripts are loaded.
+    /// Whether a load balancer should send this replica traffic, under its failure policy:
+    /// - draining (SIGTERM received): 503, whatever else holds;
+    /// - Redis unreachable: 503 under `closed` (every request would be refused), but 200 and
+    ///   `degraded` under `open` and `local`, which serve without it: pulling every replica of
+    ///   such a fleet out at once would turn a Redis outage into a full one;
+    /// - PostgreSQL unreachable: 200 and `degraded` (keys resolve from the caches, usage waits
+    ///   in Redis), for the same reason.
     private func readiness() async -> Response {
         var checks: [String: String] = [:]
+        let redisUp: Bool
         do {
             let shas = LimiterScripts.all.map(\.sha1)
             let reply = try await redis.send(RedisCommand("SCRIPT", ["EXISTS"] + shas))
@@ -53,9 +62,12 @@ struct OperationsRoutes: Sendable {
                 try await redis.load(LimiterScripts.all)  // a flushed or restarted Redis: load them again
                 checks["redis"] = "ok (scripts reloaded)"
             }
+            redisUp = true
         } catch {
             checks["redis"] = "\(error)"
+            redisUp = false
         }
+        let postgresUp: Bool
         do {
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask { _ = try await postgres.query("SELECT 1", logger: logger).collect() }
@@ -67,11 +79,18 @@ struct OperationsRoutes: Sendable {
                 group.cancelAll()
             }
             checks["postgres"] = "ok"
+            postgresUp = true
         } catch {
             checks["postgres"] = error is ReadinessTimeout ? "timeout" : "unreachable"
+            postgresUp = false
         }
-        let ready = checks.values.allSatisfy { $0.hasPrefix("ok") }
-        let data = (try? JSONSerialization.data(withJSONObject: ["ready": ready, "checks": checks], options: [.sortedKeys])) ?? Data()
+        let draining = readiness.isDraining
+        let ready = !draining && (redisUp || failurePolicy != .closed)
+        let body: [String: Any] = [
+            "ready": ready, "draining": draining, "degraded": !(redisUp && postgresUp),
+            "failure_policy": failurePolicy.rawValue, "checks": checks,
+        ]
+        let data = (try? JSONSerialization.data(withJSONObject: body, options: [.sortedKeys])) ?? Data()
         return Response(status: ready ? .ok : .serviceUnavailable, headers: [.contentType: "application/json"],
                         body: .init(byteBuffer: ByteBuffer(bytes: data)))
     }

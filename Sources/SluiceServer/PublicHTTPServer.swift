@@ -11,8 +11,10 @@ import SluiceDataPlane
 /// connection's pipeline. No framework in between: a request is decoded, handled and answered
 /// on its connection's event loop.
 ///
-/// On graceful shutdown it stops accepting, lets every connection finish the request in hand
-/// (kept-alive connections close after it), and returns once all are closed.
+/// On graceful shutdown it turns readiness off at once and keeps serving, new connections
+/// included, for the drain delay (so load balancers stop sending before the port closes); then
+/// it stops accepting, lets every connection finish the request in hand (kept-alive connections
+/// close after it), and returns once all are closed.
 struct PublicHTTPServer: Service {
     let host: String
     let port: Int
@@ -21,6 +23,8 @@ struct PublicHTTPServer: Service {
     let limits: ListenerLimits
     let connections: ConnectionCounter
     let group: any EventLoopGroup
+    let readiness: Readiness
+    let drainDelay: Duration
     let logger: Logger
     let onListening: @Sendable (Int?) -> Void
 
@@ -50,6 +54,10 @@ struct PublicHTTPServer: Service {
         logger.info("public listener started", metadata: ["address": "\(host):\(server.localAddress?.port ?? port)"])
 
         try? await gracefulShutdown()
+        readiness.startDraining()
+        logger.notice("draining: readiness is off; still serving during the drain delay",
+                      metadata: ["delay": "\(drainDelay)"])
+        try? await Task.sleep(for: drainDelay)
         // Stop accepting; each connection closes once its current response has ended.
         let drained = group.next().makePromise(of: Void.self)
         quiescing.initiateShutdown(promise: drained)

@@ -21,14 +21,16 @@ struct GatewayHarness: Sendable {
     let tenant: Tenant
     let key: String
     let keyID: String
-    /// SIGTERM, as far as the gateway can tell.
+    /// SIGTERM, as far as the gateway can tell; returns once every service has stopped.
     let triggerGracefulShutdown: @Sendable () async -> Void
+    /// SIGTERM without waiting for the stop.
+    let beginGracefulShutdown: @Sendable () async -> Void
 
     static let secret = "gateway-test-admin-secret-0123456789"
 
     static func run(keyLimits: Limits = Limits(), models: [String]? = nil, leaseSeconds: Int = 120,
                     redisURL: String = TestEnvironment.redisURL, failurePolicy: RedisFailurePolicy = .closed,
-                    listenerLimits: ListenerLimits = .init(),
+                    listenerLimits: ListenerLimits = .init(), drainDelay: Duration = .zero,
                     _ body: @escaping @Sendable (GatewayHarness) async throws -> Void) async throws {
         try await PostgresFixture.withClient { _, store in
             try await withThrowingTaskGroup(of: Void.self) { group in
@@ -71,6 +73,7 @@ struct GatewayHarness: Sendable {
                 configuration.maxRequestBytes = 64 * 1024
                 configuration.leaseSeconds = leaseSeconds
                 configuration.listenerLimits = listenerLimits
+                configuration.drain.delay = drainDelay
                 configuration.upstream.firstByte = .milliseconds(500)
                 configuration.models = zip(mocks.map(\.0), ports).map { name, port in
                     .init(name: name, backends: [.init(url: "http://127.0.0.1:\(port)")])
@@ -101,7 +104,8 @@ struct GatewayHarness: Sendable {
                     await iterator.next()
                 }
                 try await body(GatewayHarness(publicPort: publicPort, adminPort: adminPort, store: store, tenant: tenant,
-                                              key: key, keyID: record.id, triggerGracefulShutdown: shutdown))
+                                              key: key, keyID: record.id, triggerGracefulShutdown: shutdown,
+                                              beginGracefulShutdown: { await gateway.triggerGracefulShutdown() }))
                 group.cancelAll()
             }
         }

@@ -1,0 +1,66 @@
+import SluiceLimiter
+import SluiceTestSupport
+import Testing
+
+/// `/readyz` as a load balancer reads it, and what SIGTERM does to it and to the listener.
+@Suite("Readiness and drain")
+struct ReadinessAndDrainTests {
+    private func readiness(_ gateway: GatewayHarness) async throws -> RawHTTPClient.Response {
+        try await RawHTTPClient.request(port: gateway.adminPort, method: "GET", path: "/readyz")
+    }
+
+    @Test(arguments: [RedisFailurePolicy.open, .local, .closed])
+    func withRedisDownReadinessFollowsTheFailurePolicy(policy: RedisFailurePolicy) async throws {
+        let nothingListening = try await RedisServerProcess.freePort()
+        try await GatewayHarness.run(redisURL: "redis://127.0.0.1:\(nothingListening)/0", failurePolicy: policy) { gateway in
+            let ready = try await readiness(gateway)
+            #expect(ready.json["degraded"] as? Bool == true, "\(ready.body)")
+            #expect(ready.json["failure_policy"] as? String == policy.rawValue)
+            if policy == .closed {
+                #expect(ready.status == 503, "closed: every request would be refused, so no traffic")
+            } else {
+                #expect(ready.status == 200, "\(policy): serving degraded is still serving")
+                #expect(try await gateway.chat().status == 200)
+            }
+        }
+    }
+
+    @Test func aHealthyReplicaIsReadyAndNotDegraded() async throws {
+        try await GatewayHarness.run { gateway in
+            let ready = try await readiness(gateway)
+            #expect(ready.status == 200)
+            #expect(ready.json["degraded"] as? Bool == false && ready.json["draining"] as? Bool == false, "\(ready.body)")
+        }
+    }
+
+    @Test func sigtermTurnsReadinessOffAtOnceServesThroughTheDelayThenCloses() async throws {
+        try await GatewayHarness.run(drainDelay: .seconds(2)) { gateway in
+            #expect(try await readiness(gateway).status == 200)
+            let signalled = ContinuousClock.now
+            await gateway.beginGracefulShutdown()
+            // Readiness goes off at once (well inside the delay)...
+            var notReady = false
+            while !notReady, ContinuousClock.now - signalled < .seconds(1) {
+                let ready = try await readiness(gateway)
+                notReady = ready.status == 503 && ready.json["draining"] as? Bool == true
+                if !notReady { await Task.yield() }
+            }
+            #expect(notReady, "readiness must turn 503 as soon as the drain begins")
+            // ...while new connections are still served, until the delay is over.
+            #expect(try await gateway.chat().status == 200)
+            #expect(ContinuousClock.now - signalled < .seconds(2), "the checks above must run inside the delay")
+            // Then the listener closes.
+            var refused = false
+            while !refused, ContinuousClock.now - signalled < .seconds(10) {
+                do {
+                    _ = try await gateway.chat()
+                    try await Task.sleep(for: .milliseconds(50))
+                } catch {
+                    refused = true
+                }
+            }
+            #expect(refused, "the listener must close after the drain delay")
+            #expect(ContinuousClock.now - signalled >= .seconds(2), "closed before the drain delay was over")
+        }
+    }
+}
