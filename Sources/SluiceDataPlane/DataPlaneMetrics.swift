@@ -16,8 +16,19 @@ public final class DataPlaneMetrics: Sendable {
 
     static let buckets: [Double] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60]
     private let state = Mutex(State())
+    private let inFlight = Atomic<Int>(0)
 
     public init() {}
+
+    /// An inference call is being handled on this replica (the autoscaler's per-pod metric).
+    public func requestStarted() {
+        inFlight.wrappingAdd(1, ordering: .relaxed)
+    }
+
+    /// Its answer is complete (or abandoned).
+    public func requestEnded() {
+        inFlight.wrappingSubtract(1, ordering: .relaxed)
+    }
 
     /// `modelLabel` is the caller's bounded choice, never the client's string.
     func request(_ record: AccessRecord, modelLabel: String) {
@@ -44,6 +55,9 @@ public final class DataPlaneMetrics: Sendable {
         let state = state.withLock { $0 }
         var out = Self.counter("sluice_requests_total", "Inference requests by endpoint, model and status.",
                                labels: ["endpoint", "model", "status"], state.requests)
+        out += "# HELP sluice_requests_in_flight Inference requests being handled on this replica (answer not yet complete).\n"
+        out += "# TYPE sluice_requests_in_flight gauge\n"
+        out += "sluice_requests_in_flight \(inFlight.load(ordering: .relaxed))\n"
         out += "# HELP sluice_request_duration_seconds Time from request to the last byte of the answer.\n"
         out += "# TYPE sluice_request_duration_seconds histogram\n"
         for (key, counts) in state.latencyBuckets.sorted(by: { $0.key < $1.key }) {

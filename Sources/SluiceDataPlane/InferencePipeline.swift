@@ -57,7 +57,7 @@ public final class InferencePipeline: Sendable {
     let settings: DataPlaneSettings
     let logger: Logger
     let accessLog: any AccessLog
-    let metrics: DataPlaneMetrics
+    public let metrics: DataPlaneMetrics
     private let selector = BackendSelector()
 
     /// `usageFallback` takes the usage Redis could not (see `Settler`).

@@ -116,8 +116,10 @@ final class PublicRequestHandler: ChannelDuplexHandler, RemovableChannelHandler 
         let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
         let pipeline = pipeline
         let channel = context.channel
+        pipeline.metrics.requestStarted()
         Task(executorPreference: executor) { @Sendable in
             await Self.answer(produce(pipeline), handler: handler, channel: channel)
+            pipeline.metrics.requestEnded()
         }
     }
 
