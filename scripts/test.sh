@@ -3,7 +3,8 @@
 # (installing what is missing), runs `swift test`, then the end-to-end tests with the official
 # OpenAI Python SDK (Tests/sdk, pytest; promtool checks /metrics and the alert rules there) and
 # the short fleet load test (loadtest/fleet.py --short: 1 and 2 replicas behind haproxy). Exits
-# non-zero when any test fails. Arguments go to `swift test`; SLUICE_SKIP_SDK_TESTS=1 skips the Python part, SLUICE_SKIP_FLEET=1 the fleet.
+# non-zero when any test fails. Arguments go to `swift test`; SLUICE_SKIP_SDK_TESTS=1 skips the Python part, SLUICE_SKIP_FLEET=1 the fleet;
+# SLUICE_CONTAINER_TEST=1 adds deploy/container-test.sh (podman).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/stack-up.sh >/dev/null
@@ -21,4 +22,8 @@ fi
 if [ "${SLUICE_SKIP_FLEET:-0}" != "1" ]; then
     command -v haproxy >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy >/dev/null; }
     python3 loadtest/fleet.py --short --output "$SLUICE_STACK_DIR/fleet-short"
+fi
+if [ "${SLUICE_CONTAINER_TEST:-0}" = "1" ]; then
+    # The container image with podman (about 5 minutes after the first run): behind a flag.
+    bash deploy/container-test.sh
 fi
