@@ -38,7 +38,7 @@ struct PublicHTTPServer: Service {
                     try channel.pipeline.syncOperations.addHandler(quiescing.makeServerChannelHandler(channel: channel))
                 }
             }
-            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
             .childChannelOption(.maxMessagesPerRead, value: 16)
             .childChannelInitializer { [pipeline, maxRequestBytes, limits, connections] channel in
                 channel.eventLoop.makeCompletedFuture {

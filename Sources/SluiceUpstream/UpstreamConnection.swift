@@ -25,7 +25,7 @@ final class UpstreamConnection: Sendable {
         do {
             let (channel, handler) = try await ClientBootstrap(group: eventLoop)
                 .connectTimeout(timeouts.connect)
-                .channelOption(.socketOption(.tcp_nodelay), value: 1)
+                .channelOption(.tcpOption(.tcp_nodelay), value: 1)
                 .channelOption(.autoRead, value: false)
                 .connect(host: backend.host, port: backend.port) { channel in
                     channel.eventLoop.makeCompletedFuture {

@@ -1,4 +1,5 @@
 import NIOCore
+import NIOPosix
 import NIOSSL
 import SluiceTestSupport
 import Testing
@@ -33,6 +34,19 @@ struct RedisClientTests {
             }
             try await group.waitForAll()
         }
+    }
+
+    /// TCP_NODELAY is a TCP-level option: set at the socket level, its number (1) is SO_DEBUG,
+    /// which leaves Nagle on and fails with EACCES wherever CAP_NET_ADMIN is missing (a container).
+    @Test func connectionsDisableNagle() async throws {
+        let configuration = try RedisConfiguration(url: TestEnvironment.redisURL)
+        let loop = MultiThreadedEventLoopGroup.singleton.next()
+        let connection = try await RedisConnection.connect(configuration, sslContext: nil, on: loop)
+        let noDelay = try await connection.channel.getOption(ChannelOptions.tcpOption(.tcp_nodelay)).get()
+        #expect(noDelay != 0)
+        let debug = try await connection.channel.getOption(ChannelOptions.socketOption(.init(rawValue: 1))).get()  // SO_DEBUG
+        #expect(debug == 0)
+        try await connection.channel.close()
     }
 
     @Test func binaryAndLargeValuesRoundTripExactly() async throws {
