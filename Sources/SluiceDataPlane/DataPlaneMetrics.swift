@@ -1,99 +1,106 @@
-import Foundation
+import CoreMetrics
 import Synchronization
 
-/// Prometheus metrics of the data plane, rendered in the text exposition format. Labels are
-/// bounded: endpoint, model (configured names only, else `other`), status, and limiter
-/// decision; values are escaped as the format requires.
+/// The data plane's metrics, through swift-metrics (the replica exports them to Prometheus).
+/// Labels are bounded: endpoint, model (configured names only, else `other`), status, limiter
+/// decision, configured backend; never a client's string. Handles are made once per series and
+/// cached, so a request costs a dictionary lookup and atomic updates.
 public final class DataPlaneMetrics: Sendable {
-    private struct State {
-        var requests: [String: Int] = [:]          // endpoint|model|status
-        var latencyBuckets: [String: [Int]] = [:]  // endpoint|model -> counts per bucket
-        var latencySum: [String: Double] = [:]
-        var latencyCount: [String: Int] = [:]
-        var tokens: [String: Int] = [:]            // model|direction
-        var decisions: [String: Int] = [:]         // decision
+    /// The metric names (the alert rules and the dashboard use them).
+    public enum Name {
+        public static let requests = "sluice_requests_total"
+        public static let requestDuration = "sluice_request_duration_seconds"
+        public static let timeToFirstToken = "sluice_time_to_first_token_seconds"
+        public static let inFlight = "sluice_requests_in_flight"
+        public static let tokens = "sluice_tokens_total"
+        public static let limiterDecisions = "sluice_limiter_decisions_total"
+        public static let backendDuration = "sluice_backend_request_duration_seconds"
+        public static let backendErrors = "sluice_backend_errors_total"
     }
 
-    static let buckets: [Double] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60]
-    private let state = Mutex(State())
-    private let inFlight = Atomic<Int>(0)
+    private let factory: any MetricsFactory
+    // Handles by series key, made on first use: a series appears only once something is recorded.
+    private let counts = Mutex<[String: Counter]>([:])
+    private let durations = Mutex<[String: Timer]>([:])
+    private let firstTokens = Mutex<[String: Timer]>([:])
+    private let tokens = Mutex<[String: Counter]>([:])
+    private let decisionHandles = Mutex<[String: Counter]>([:])
+    private let backendHandles = Mutex<[String: Timer]>([:])
+    private let backendErrorHandles = Mutex<[String: Counter]>([:])
+    private let inFlight: Meter
 
-    public init() {}
+    public init(factory: any MetricsFactory = NOOPMetricsHandler.instance) {
+        self.factory = factory
+        self.inFlight = Meter(label: Name.inFlight, dimensions: [], factory: factory)
+    }
 
     /// An inference call is being handled on this replica (the autoscaler's per-pod metric).
     public func requestStarted() {
-        inFlight.wrappingAdd(1, ordering: .relaxed)
+        inFlight.increment()
     }
 
     /// Its answer is complete (or abandoned).
     public func requestEnded() {
-        inFlight.wrappingSubtract(1, ordering: .relaxed)
+        inFlight.decrement()
     }
 
     /// `modelLabel` is the caller's bounded choice, never the client's string.
-    func request(_ record: AccessRecord, modelLabel: String) {
-        let seconds = Double(record.latency.components.seconds) + Double(record.latency.components.attoseconds) / 1e18
-        let series = "\(record.endpoint)|\(modelLabel)"
-        state.withLock { state in
-            state.requests["\(series)|\(record.status)", default: 0] += 1
-            var counts = state.latencyBuckets[series] ?? Array(repeating: 0, count: Self.buckets.count)
-            for (index, bound) in Self.buckets.enumerated() where seconds <= bound { counts[index] += 1 }
-            state.latencyBuckets[series] = counts
-            state.latencySum[series, default: 0] += seconds
-            state.latencyCount[series, default: 0] += 1
-            if record.promptTokens > 0 { state.tokens["\(modelLabel)|in", default: 0] += record.promptTokens }
-            if record.completionTokens > 0 { state.tokens["\(modelLabel)|out", default: 0] += record.completionTokens }
+    func request(_ record: AccessRecord, modelLabel model: String) {
+        let endpoint = record.endpoint
+        let series = endpoint + "|" + model
+        handle(series + "|" + String(record.status), in: counts) {
+            Counter(label: Name.requests, dimensions: [("endpoint", endpoint), ("model", model), ("status", String(record.status))],
+                    factory: factory)
+        }.increment()
+        handle(series, in: durations) {
+            Timer(label: Name.requestDuration, dimensions: [("endpoint", endpoint), ("model", model)], factory: factory)
+        }.recordInterval(record.latency)
+        if let firstByte = record.firstByte {
+            handle(model, in: firstTokens) {
+                Timer(label: Name.timeToFirstToken, dimensions: [("model", model)], factory: factory)
+            }.recordInterval(firstByte - record.started)
+        }
+        for (direction, count) in [("in", record.promptTokens), ("out", record.completionTokens)] where count > 0 {
+            handle(model + "|" + direction, in: tokens) {
+                Counter(label: Name.tokens, dimensions: [("model", model), ("direction", direction)], factory: factory)
+            }.increment(by: count)
         }
     }
 
     func limiterDecision(_ decision: String) {
-        state.withLock { $0.decisions[decision, default: 0] += 1 }
+        handle(decision, in: decisionHandles) {
+            Counter(label: Name.limiterDecisions, dimensions: [("decision", decision)], factory: factory)
+        }.increment()
     }
 
-    /// The Prometheus text format.
-    public func render() -> String {
-        let state = state.withLock { $0 }
-        var out = Self.counter("sluice_requests_total", "Inference requests by endpoint, model and status.",
-                               labels: ["endpoint", "model", "status"], state.requests)
-        out += "# HELP sluice_requests_in_flight Inference requests being handled on this replica (answer not yet complete).\n"
-        out += "# TYPE sluice_requests_in_flight gauge\n"
-        out += "sluice_requests_in_flight \(inFlight.load(ordering: .relaxed))\n"
-        out += "# HELP sluice_request_duration_seconds Time from request to the last byte of the answer.\n"
-        out += "# TYPE sluice_request_duration_seconds histogram\n"
-        for (key, counts) in state.latencyBuckets.sorted(by: { $0.key < $1.key }) {
-            let labels = Self.labels(["endpoint", "model"], key)
-            for (index, bound) in Self.buckets.enumerated() {
-                out += "sluice_request_duration_seconds_bucket{\(labels),le=\"\(bound)\"} \(counts[index])\n"
-            }
-            out += "sluice_request_duration_seconds_bucket{\(labels),le=\"+Inf\"} \(state.latencyCount[key] ?? 0)\n"
-            out += "sluice_request_duration_seconds_sum{\(labels)} \(state.latencySum[key] ?? 0)\n"
-            out += "sluice_request_duration_seconds_count{\(labels)} \(state.latencyCount[key] ?? 0)\n"
+    /// One call to a backend (its configured URL) until the response head, or its failure.
+    func backendAnswered(_ backend: String, after duration: Duration) {
+        handle(backend, in: backendHandles) {
+            Timer(label: Name.backendDuration, dimensions: [("backend", backend)], factory: factory)
+        }.recordInterval(duration)
+    }
+
+    /// `kind`: connect, timeout, protocol, status_5xx (bounded by the caller).
+    func backendFailed(_ backend: String, kind: String) {
+        handle(backend + "|" + kind, in: backendErrorHandles) {
+            Counter(label: Name.backendErrors, dimensions: [("backend", backend), ("kind", kind)], factory: factory)
+        }.increment()
+    }
+
+    private func handle<Handle: Sendable>(_ key: String, in cache: borrowing Mutex<[String: Handle]>,
+                                          make: () -> Handle) -> Handle {
+        cache.withLock { cache in
+            if let existing = cache[key] { return existing }
+            let made = make()
+            cache[key] = made
+            return made
         }
-        out += Self.counter("sluice_tokens_total", "Tokens metered, by model and direction (in = prompt, out = completion).",
-                            labels: ["model", "direction"], state.tokens)
-        out += Self.counter("sluice_limiter_decisions_total", "Admission decisions: admitted, or the limit that denied.",
-                            labels: ["decision"], state.decisions)
-        return out
     }
+}
 
-    /// One counter family; series keys hold the label values joined by "|".
-    private static func counter(_ name: String, _ help: String, labels names: [String], _ series: [String: Int]) -> String {
-        var out = "# HELP \(name) \(help)\n# TYPE \(name) counter\n"
-        for (key, value) in series.sorted(by: { $0.key < $1.key }) {
-            out += "\(name){\(labels(names, key))} \(value)\n"
-        }
-        return out
-    }
-
-    private static func labels(_ names: [String], _ key: String) -> String {
-        zip(names, key.split(separator: "|", omittingEmptySubsequences: false))
-            .map { "\($0)=\"\(escape($1))\"" }.joined(separator: ",")
-    }
-
-    /// Label value escaping of the text format: backslash, double quote and line feed.
-    static func escape(_ value: Substring) -> String {
-        guard value.contains(where: { $0 == "\\" || $0 == "\"" || $0 == "\n" }) else { return String(value) }
-        return value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
-            .replacingOccurrences(of: "\n", with: "\\n")
+extension Timer {
+    func recordInterval(_ duration: Duration) {
+        let (seconds, attoseconds) = duration.components
+        recordNanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
     }
 }

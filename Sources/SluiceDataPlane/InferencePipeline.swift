@@ -201,11 +201,14 @@ public final class InferencePipeline: Sendable {
             tried.append(backend)
             record.backend = backend.url
             let response: UpstreamResponse
+            let sent = ContinuousClock.now
             do {
                 response = try await upstream.send(request, to: backend, on: call.eventLoop)
+                metrics.backendAnswered(backend.url, after: .now - sent)
             } catch {
                 backend.releaseSlot()
                 backend.recordFailure()
+                metrics.backendFailed(backend.url, kind: error.metricKind)
                 switch error {
                 case .connectFailed, .connectionClosed:
                     lastError = .upstream(502, "upstream_error", "the model server could not be reached")
@@ -221,10 +224,16 @@ public final class InferencePipeline: Sendable {
                 response.abandon()
                 backend.releaseSlot()
                 backend.recordFailure()
+                metrics.backendFailed(backend.url, kind: "status_5xx")
                 lastError = .upstream(502, "upstream_error", "the model server answered \(status)")
                 continue
             }
-            if status >= 500 { backend.recordFailure() } else { backend.recordSuccess() }
+            if status >= 500 {
+                backend.recordFailure()
+                metrics.backendFailed(backend.url, kind: "status_5xx")
+            } else {
+                backend.recordSuccess()
+            }
 
             if body.stream && status == 200 {
                 record.status = 200
@@ -353,5 +362,17 @@ final class Settler: Sendable {
                                    model: admission.model, promptTokens: billed.prompt, completionTokens: billed.completion,
                                    costMicroUSD: Int(cost), at: Date(), clientRequestID: clientRequestID,
                                    usageSource: billed.source.rawValue, usageClamped: billed.clamped))
+    }
+}
+
+extension UpstreamError {
+    /// The error's kind as a metric label (bounded).
+    var metricKind: String {
+        switch self {
+        case .connectFailed: "connect"
+        case .connectionClosed: "connection_closed"
+        case .timeout: "timeout"
+        case .protocolError: "protocol"
+        }
     }
 }

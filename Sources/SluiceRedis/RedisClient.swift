@@ -1,3 +1,4 @@
+import CoreMetrics
 import Logging
 import NIOCore
 import NIOPosix
@@ -15,12 +16,18 @@ public final class RedisClient: Sendable {
     private let nextSlot = Atomic<Int>(0)
     let logger: Logger
     let eventLoopGroup: any EventLoopGroup
+    private let latency: CommandLatency
 
+    /// `metrics` gets `redis_command_duration_seconds` by command name (the commands are the
+    /// caller's code, so the label is bounded).
     public init(
         configuration: RedisConfiguration,
         eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
-        logger: Logger = Logger(label: "sluice.redis")
+        logger: Logger = Logger(label: "sluice.redis"),
+        metrics: any MetricsFactory = NOOPMetricsHandler.instance,
+        metricsPrefix: String = ""
     ) throws {
+        self.latency = CommandLatency(factory: metrics, label: metricsPrefix + "redis_command_duration_seconds")
         self.configuration = configuration
         self.connector = try RedisConnector(configuration: configuration)
         self.logger = logger
@@ -33,6 +40,8 @@ public final class RedisClient: Sendable {
 
     /// Sends one command. Server error replies throw `.server`; see `RedisClientError`.
     public func send(_ command: RedisCommand, timeout: TimeAmount? = nil) async throws(RedisClientError) -> RESPValue {
+        let started = ContinuousClock.now
+        defer { latency.record(command.name, .now - started) }
         let connection = try await pickSlot().connection()
         return try await connection.send(command, timeout: timeout)
     }
@@ -60,5 +69,28 @@ public final class RedisClient: Sendable {
     /// Closes every connection; later calls fail with `.shutdown`.
     public func shutdown() {
         for slot in slots { slot.shutdown() }
+    }
+}
+
+/// One latency histogram per command name, made on first use.
+final class CommandLatency: Sendable {
+    private let factory: any MetricsFactory
+    private let label: String
+    private let timers = Mutex<[String: Timer]>([:])
+
+    init(factory: any MetricsFactory, label: String) {
+        self.factory = factory
+        self.label = label
+    }
+
+    func record(_ command: String, _ duration: Duration) {
+        let timer = timers.withLock { timers in
+            if let timer = timers[command] { return timer }
+            let made = Timer(label: label, dimensions: [("command", command)], factory: factory)
+            timers[command] = made
+            return made
+        }
+        let (seconds, attoseconds) = duration.components
+        timer.recordNanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
     }
 }

@@ -26,12 +26,14 @@ public enum Gateway {
 
     public static func serviceGroup(
         _ configuration: GatewayConfiguration, logger: Logger, accessLog: (any AccessLog)? = nil,
+        metricsFactory: SluiceMetricsFactory = SluiceMetricsFactory(),
         onListening: @escaping @Sendable (Listening) -> Void = { _ in }
     ) async throws -> ServiceGroup {
         var redisConfiguration = try RedisConfiguration(url: configuration.redisURL)
         redisConfiguration.poolSize = max(2, System.coreCount)
         redisConfiguration.maxPendingCommands = configuration.redisMaxPendingCommands
-        let redis = try RedisClient(configuration: redisConfiguration, logger: logger)
+        let redis = try RedisClient(configuration: redisConfiguration, logger: logger, metrics: metricsFactory,
+                                    metricsPrefix: "sluice_")
         let postgres = PostgresClient(configuration: try DatabaseURL.configuration(configuration.databaseURL),
                                       backgroundLogger: logger)
         do {
@@ -54,7 +56,7 @@ public enum Gateway {
             ?? max(.seconds(configuration.leaseSeconds), Duration.nanoseconds(configuration.upstream.total.nanoseconds)) + .seconds(60)
         let limiter = Limiter(client: redis, configuration: limiterConfiguration, logger: logger)
         let upstream = try UpstreamClient(timeouts: configuration.upstream, logger: logger)
-        let metrics = DataPlaneMetrics()
+        let metrics = DataPlaneMetrics(factory: metricsFactory)
         var settings = DataPlaneSettings()
         settings.maxRequestBodyBytes = configuration.maxRequestBytes
         let catalog = try configuration.catalog()
@@ -77,8 +79,9 @@ public enum Gateway {
         let adminRouter = Router(context: AdminRequestContext.self)
         let authenticator = try await AdminAuthenticator(hmacSecret: configuration.adminJWTSecret)
         AdminAPI(store: store, hasher: hasher, authenticator: authenticator, redis: redis, logger: logger).addRoutes(to: adminRouter)
+        let operationsMetrics = OperationsMetrics(factory: metricsFactory, backends: catalog.backends)
         OperationsRoutes(redis: redis, postgres: postgres, limiter: limiter, failurePolicy: configuration.failurePolicy,
-                         readiness: readiness, metrics: metrics,
+                         readiness: readiness, registry: metricsFactory.registry, operations: operationsMetrics,
                          usageFallback: usageFallback, logger: logger).add(to: adminRouter)
         let adminApp = Application(
             router: adminRouter,
@@ -88,9 +91,10 @@ public enum Gateway {
             logger: logger)
 
         let subscriber = resolver.makeSubscriber(redis: redis)
-        let metering = MeteringWorker(redis: redis, limiter: limiter, postgres: postgres, ledger: ledger,
+        var metering = MeteringWorker(redis: redis, limiter: limiter, postgres: postgres, ledger: ledger,
                                       consumer: "\(ProcessInfo.processInfo.hostName)-\(ProcessInfo.processInfo.processIdentifier)",
                                       logger: logger)
+        metering.lag = operationsMetrics.meteringLag
         var groupConfiguration = ServiceGroupConfiguration(
             services: [
                 .init(service: postgres),

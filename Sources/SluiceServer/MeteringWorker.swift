@@ -1,3 +1,4 @@
+import CoreMetrics
 import Foundation
 import Logging
 import PostgresNIO
@@ -25,6 +26,8 @@ struct MeteringWorker: Service {
     /// New tenants are picked up this often (one cheap query).
     var tenantRefresh: Duration = .seconds(5)
     var sweepEvery = 10
+    /// `sluice_metering_lag_seconds`: set after every pass.
+    var lag: Gauge?
 
     func run() async throws {
         await cancelWhenGracefulShutdown { await loop() }
@@ -41,10 +44,12 @@ struct MeteringWorker: Service {
                     tenants = try await tenantIDs()
                     tenantsRefreshed = .now
                 }
+                var oldest = 0.0
                 for tenant in tenants {
                     if pass % sweepEvery == 0 { _ = try await limiter.sweep(tenantID: tenant) }
-                    try await drain(tenant)
+                    oldest = max(oldest, try await drain(tenant))
                 }
+                lag?.record(oldest)
             } catch {
                 logger.warning("metering pass failed; will retry", metadata: ["error": "\(error)"])
             }
@@ -61,7 +66,9 @@ struct MeteringWorker: Service {
     }
 
     /// One tenant: claim abandoned entries, read new ones, ledger them, acknowledge them.
-    func drain(_ tenant: String) async throws {
+    /// Returns the age in seconds of the oldest entry moved (0 when none).
+    @discardableResult
+    func drain(_ tenant: String) async throws -> Double {
         let stream = LimiterKeys(tenantID: tenant).usageStream
         let entries: [RESPValue]
         do {
@@ -72,9 +79,9 @@ struct MeteringWorker: Service {
             if try await redis.send(RedisCommand("EXISTS", stream)) == .integer(1) {
                 _ = try? await redis.send(RedisCommand("XGROUP", "CREATE", stream, Self.group, "0"))
             }
-            return
+            return 0
         }
-        guard !entries.isEmpty else { return }
+        guard !entries.isEmpty else { return 0 }
         var rows: [UsageEntry] = []
         for entry in entries {
             do {
@@ -88,6 +95,14 @@ struct MeteringWorker: Service {
         try await ledger.insert(rows)
         let ids = entries.compactMap { $0.array?.first?.string }
         _ = try await redis.send(RedisCommand("XACK", [stream, Self.group] + ids))
+        return Self.age(ofOldest: ids)
+    }
+
+    /// Stream ids start with the entry's time in milliseconds (Redis's clock: the lag is only
+    /// as exact as the clocks agree).
+    static func age(ofOldest ids: [String], now: Date = Date()) -> Double {
+        guard let oldest = ids.compactMap({ $0.split(separator: "-").first.flatMap { Double($0) } }).min() else { return 0 }
+        return max(0, now.timeIntervalSince1970 - oldest / 1000)
     }
 
     /// Entries abandoned by a dead consumer, then new ones.

@@ -3,6 +3,7 @@ import Hummingbird
 import Logging
 import NIOCore
 import PostgresNIO
+import Prometheus
 import SluiceAdminAPI
 import SluiceDataPlane
 import SluiceLimiter
@@ -17,7 +18,8 @@ struct OperationsRoutes: Sendable {
     let limiter: Limiter
     let failurePolicy: RedisFailurePolicy
     let readiness: Readiness
-    let metrics: DataPlaneMetrics
+    let registry: PrometheusCollectorRegistry
+    let operations: OperationsMetrics
     let usageFallback: LedgerFallbackWriter
     let logger: Logger
 
@@ -25,21 +27,9 @@ struct OperationsRoutes: Sendable {
         router.get("/healthz") { _, _ in Self.text("ok\n") }
         router.get("/readyz") { _, _ in await readiness() }
         router.get("/metrics") { _, _ in
-            let direct = usageFallback.counts
-            let text = metrics.render()
-                + Self.metric("sluice_limiter_degraded", "gauge", "1 while Redis is unreachable and the failure policy decides.",
-                              limiter.isDegraded ? 1 : 0)
-                + Self.metric("sluice_usage_direct_pending", "gauge",
-                              "Usage rows Redis could not take, waiting to be written to the ledger.", direct.pending)
-                + Self.metric("sluice_usage_direct_written_total", "counter",
-                              "Usage rows written to the ledger directly (Redis could not take them).", direct.written)
-                + Self.metric("sluice_usage_direct_dropped_total", "counter",
-                              "Usage rows lost: the direct-write buffer was full.", direct.dropped)
-                + Self.metric("sluice_log_lines_dropped_total", "counter",
-                              "Log lines dropped: stdout was slower than the traffic and the log buffer was full.",
-                              LogLineWriter.standardOutput.dropped)
+            operations.refresh(limiter: limiter, usageFallback: usageFallback)
             return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
-                            body: .init(byteBuffer: ByteBuffer(string: text)))
+                            body: .init(byteBuffer: ByteBuffer(bytes: registry.emitToBuffer())))
         }
     }
 
@@ -99,10 +89,5 @@ struct OperationsRoutes: Sendable {
 
     static func text(_ value: String) -> Response {
         Response(status: .ok, headers: [.contentType: "text/plain"], body: .init(byteBuffer: ByteBuffer(string: value)))
-    }
-
-    /// One unlabelled series in the Prometheus text format.
-    private static func metric(_ name: String, _ type: String, _ help: String, _ value: Int) -> String {
-        "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n\(name) \(value)\n"
     }
 }

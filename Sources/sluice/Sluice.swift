@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import CoreMetrics
 import Logging
 import PostgresNIO
 import SluiceAdminAPI
@@ -36,7 +37,11 @@ struct Serve: AsyncParsableCommand {
         }
         // The access log (info) is encoded straight to bytes; `--log-level notice` or above turns it off.
         let accessLog: any AccessLog = level <= .info ? JSONAccessLog(writer: .standardOutput) : DisabledAccessLog()
-        let group = try await Gateway.serviceGroup(settings, logger: logger, accessLog: accessLog) { listening in
+        // One registry for /metrics: Sluice's metrics, and those of any library using swift-metrics.
+        let metrics = SluiceMetricsFactory()
+        MetricsSystem.bootstrap(metrics)
+        let group = try await Gateway.serviceGroup(settings, logger: logger, accessLog: accessLog,
+                                                   metricsFactory: metrics) { listening in
             logger.notice("sluice listening", metadata: [
                 "public": "\(settings.listen.host):\(listening.publicPort ?? 0)",
                 "admin": "\(settings.adminListen.host):\(listening.adminPort ?? 0)"])

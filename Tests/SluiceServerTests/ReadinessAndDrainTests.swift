@@ -66,20 +66,21 @@ struct ReadinessAndDrainTests {
 
     @Test func inFlightRequestsAreCountedForTheAutoscaler() async throws {
         try await GatewayHarness.run { gateway in
-            func inFlight() async throws -> String? {
+            func inFlight() async throws -> Double? {
                 let text = try await RawHTTPClient.request(port: gateway.adminPort, method: "GET", path: "/metrics").body
-                return text.split(separator: "\n").first { $0.hasPrefix("sluice_requests_in_flight ") }.map { String($0.split(separator: " ")[1]) }
+                return text.split(separator: "\n").first { $0.hasPrefix("sluice_requests_in_flight ") }
+                    .flatMap { Double($0.split(separator: " ")[1]) }
             }
-            #expect(try await inFlight() == "0")
+            #expect(try await inFlight() == 0)
             let (started, signal) = AsyncStream.makeStream(of: Void.self)
             async let streamed = gateway.chat(model: "paced-model", stream: true, onFirstBytes: { signal.yield() })
             var iterator = started.makeAsyncIterator()
             await iterator.next()
-            #expect(try await inFlight() == "1", "a stream being answered is in flight")
+            #expect(try await inFlight() == 1, "a stream being answered is in flight")
             #expect(try await streamed.status == 200)
             var settled = false
             for _ in 0..<100 where !settled {
-                settled = try await inFlight() == "0"
+                settled = try await inFlight() == 0
                 if !settled { await Task.yield() }
             }
             #expect(settled, "the count must come back to 0 once the answer is complete")

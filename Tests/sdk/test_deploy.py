@@ -31,8 +31,10 @@ def panel_metric_names(dashboard):
 
 def test_every_dashboard_metric_is_exposed(gateway):
     from openai import OpenAI
-    OpenAI(base_url=gateway["base_url"], api_key=gateway["key"], max_retries=0).chat.completions.create(
-        model="sdk-model", messages=[{"role": "user", "content": "hi"}])
+    client = OpenAI(base_url=gateway["base_url"], api_key=gateway["key"], max_retries=0)
+    client.chat.completions.create(model="sdk-model", messages=[{"role": "user", "content": "hi"}])
+    for _ in client.chat.completions.create(model="sdk-model", messages=[{"role": "user", "content": "hi"}], stream=True):
+        pass  # a stream, so time to first token has a series
     exposed = set(re.findall(r"^# TYPE (\S+)", urllib.request.urlopen(
         f"{gateway['admin_url']}/metrics", timeout=5).read().decode(), re.MULTILINE))
     with open(os.path.join(DEPLOY, "grafana", "sluice.json")) as file:
