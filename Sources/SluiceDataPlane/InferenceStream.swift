@@ -17,8 +17,8 @@ public final class InferenceStream: @unchecked Sendable {
     private let pipeline: InferencePipeline
     private let done = Mutex(false)
     /// Renews the concurrency leases and the billing deadline while the stream runs (streams may
-    /// outlast both).
-    private let renewal: Task<Void, Never>?
+    /// outlast both): a timer on the connection's loop, so a stream costs no task until it is due.
+    private let renewal: RepeatedTask?
 
     init(response: UpstreamResponse, backend: Backend, settler: Settler, filter: ServerSentEventsFilter,
          record: AccessRecord, pipeline: InferencePipeline) {
@@ -30,12 +30,10 @@ public final class InferenceStream: @unchecked Sendable {
         self.pipeline = pipeline
         let limiter = settler.limiter
         let admission = settler.admission
-        renewal = admission.degraded ? nil : Task {
-            while !Task.isCancelled {
-                try? await Task.sleep(for: limiter.renewalInterval)
-                if Task.isCancelled { return }
-                await limiter.renew(admission)
-            }
+        let (seconds, attoseconds) = limiter.renewalInterval.components
+        let interval = TimeAmount.nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
+        renewal = admission.degraded ? nil : response.eventLoop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { _ in
+            Task { await limiter.renew(admission) }
         }
     }
 

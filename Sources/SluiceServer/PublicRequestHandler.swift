@@ -231,13 +231,20 @@ final class PublicRequestHandler: ChannelDuplexHandler, RemovableChannelHandler 
         return HTTPResponseHead(version: request.version, status: HTTPResponseStatus(statusCode: status), headers: fields)
     }
 
-    /// Streams the answer: each chunk is flushed at once (tokens should not wait), and the next
-    /// is not pulled before it is written (a slow client slows the backend read). A write that
-    /// fails means the client went away: the stream is cancelled and settles what was delivered.
+    /// Streams the answer: each chunk is flushed at once (tokens should not wait). While the
+    /// socket takes what is written, the next chunk is pulled at once; once the client reads
+    /// slower than the backend writes (the channel is no longer writable), the pump waits for the
+    /// write, so a slow client slows the backend read. A write that fails means the client went
+    /// away: the stream is cancelled and settles what was delivered.
     static func pump(_ stream: InferenceStream, to channel: any Channel) async {
         while let chunk = await stream.next() {
+            let part = HTTPServerResponsePart.body(.byteBuffer(chunk))
+            if channel.isActive, channel.isWritable {
+                channel.writeAndFlush(part, promise: nil)
+                continue
+            }
             do {
-                try await channel.writeAndFlush(HTTPServerResponsePart.body(.byteBuffer(chunk)))
+                try await channel.writeAndFlush(part)
             } catch {
                 await stream.cancel()
                 return

@@ -125,6 +125,8 @@ public final class UpstreamResponse: @unchecked Sendable {
     // @unchecked: used by one task at a time, like its connection.
     public let head: HTTPResponseHead
     private let connection: UpstreamConnection
+    /// The loop the backend connection runs on (the request's own, when it named one).
+    public var eventLoop: any EventLoop { connection.eventLoop }
     private let client: UpstreamClient
     private let poolKey: UpstreamClient.PoolKey
     private var finished = false
