@@ -37,6 +37,8 @@ public struct AccessRecord: Sendable {
     public internal(set) var usageSource: BilledUsage.Source?
     public internal(set) var firstByte: ContinuousClock.Instant?
     var rateLimitHeaders: [(String, String)] = []
+    /// The request's spans, when tracing is on; ended with the record (`emit`).
+    var trace: RequestTrace?
 
     public var latency: Duration { ContinuousClock.now - started }
 

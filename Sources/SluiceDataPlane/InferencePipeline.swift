@@ -5,6 +5,7 @@ import NIOHTTP1
 import SluiceLimiter
 import SluiceTenancy
 import SluiceUpstream
+import Tracing
 
 public struct DataPlaneSettings: Sendable {
     public var maxRequestBodyBytes = 4 * 1024 * 1024
@@ -58,13 +59,16 @@ public final class InferencePipeline: Sendable {
     let logger: Logger
     let accessLog: any AccessLog
     public let metrics: DataPlaneMetrics
+    /// Set when tracing is on (a sampling decision is the tracer's).
+    let tracer: (any Tracer)?
     private let selector = BackendSelector()
 
     /// `usageFallback` takes the usage Redis could not (see `Settler`).
     public init(catalog: ModelCatalog, resolver: KeyResolver, limiter: Limiter, upstream: UpstreamClient,
                 usageFallback: any UsageFallback, settings: DataPlaneSettings = .init(),
                 metrics: DataPlaneMetrics = .init(), logger: Logger = Logger(label: "sluice.access"),
-                accessLog: (any AccessLog)? = nil) {
+                accessLog: (any AccessLog)? = nil, tracer: (any Tracer)? = nil) {
+        self.tracer = tracer
         self.catalog = catalog
         self.resolver = resolver
         self.limiter = limiter
@@ -81,6 +85,7 @@ public final class InferencePipeline: Sendable {
     public func handle(_ call: InferenceCall, readBody: InferenceBodyReader) async -> InferenceResult {
         var record = AccessRecord(requestID: call.requestID, clientRequestID: call.clientRequestID,
                                   endpoint: call.endpoint.rawValue)
+        record.trace = tracer.map { RequestTrace(tracer: $0, traceparent: call.traceparent, endpoint: call.endpoint) }
         do {
             return try await proceed(call, readBody: readBody, &record)
         } catch {
@@ -114,17 +119,20 @@ public final class InferencePipeline: Sendable {
 
     private func proceed(_ call: InferenceCall, readBody: InferenceBodyReader,
                          _ record: inout AccessRecord) async throws -> InferenceResult {
-        let key = try await authenticate(call.authorization, &record)
+        let trace = record.trace
+        let key = try await traced(trace, "key lookup") { try await authenticate(call.authorization, &record) }
         let body = try InferenceRequestBody.parse(try await readBody(), endpoint: call.endpoint)
         record.model = body.model
         guard let route = catalog.routes[body.model] else { throw OpenAIError.modelNotFound(body.model) }
         guard key.allows(model: body.model) else { throw OpenAIError.modelNotAllowed(body.model) }
 
         let output = call.endpoint == .embeddings ? 0 : min(body.maxOutputTokens ?? route.defaultOutputTokens, route.maxOutputTokens)
-        let admission = try await admit(call, key: key, body: body, output: output, route: route, &record)
+        let admission = try await traced(trace, "admit") {
+            try await admit(call, key: key, body: body, output: output, route: route, &record)
+        }
         record.rateLimitHeaders = RateLimitHeaderFields.fields(admission.headers)
         let settler = Settler(limiter: limiter, admission: admission, route: route, promptEstimate: body.promptEstimate,
-                              clientRequestID: call.clientRequestID, fallback: usageFallback, logger: logger)
+                              clientRequestID: call.clientRequestID, fallback: usageFallback, logger: logger, trace: trace)
         do {
             return try await forward(call, body: body, route: route, settler: settler, &record)
         } catch {
@@ -191,7 +199,13 @@ public final class InferencePipeline: Sendable {
                          _ record: inout AccessRecord) async throws -> InferenceResult {
         var headers = HTTPHeaders([("content-type", "application/json"),
                                    ("x-request-id", call.clientRequestID ?? call.requestID), ("user-agent", "sluice")])
-        if let traceparent = call.traceparent { headers.add(name: "traceparent", value: traceparent) }
+        // Tracing on: the backend's spans are children of the upstream span. Off: the client's
+        // traceparent passes through.
+        let upstreamSpan = record.trace?.startSpan("upstream", kind: .client)
+        defer { upstreamSpan?.end() }
+        if let traceparent = upstreamSpan.flatMap({ record.trace?.traceparent(of: $0) }) ?? call.traceparent {
+            headers.add(name: "traceparent", value: traceparent)
+        }
         let request = UpstreamRequest(path: call.endpoint.rawValue, headers: headers, body: body.upstreamBody)
         var tried: [Backend] = []
         var lastError = OpenAIError.upstream(503, "upstream_unavailable", "no backend for '\(route.name)' is available")
@@ -200,6 +214,10 @@ public final class InferencePipeline: Sendable {
         while tried.count < 2, let backend = selector.acquire(from: route.backends, excluding: tried) {
             tried.append(backend)
             record.backend = backend.url
+            if let upstreamSpan {
+                upstreamSpan.attributes["server.address"] = backend.host
+                upstreamSpan.attributes["server.port"] = backend.port
+            }
             let response: UpstreamResponse
             let sent = ContinuousClock.now
             do {
@@ -299,6 +317,7 @@ public final class InferencePipeline: Sendable {
         let model = record.model.isEmpty || catalog.routes[record.model] != nil ? record.model : "other"
         metrics.request(record, modelLabel: model)
         accessLog.record(record)
+        record.trace?.finish(record, modelLabel: model)
     }
 }
 
@@ -313,9 +332,11 @@ final class Settler: Sendable {
     let clientRequestID: String?
     let fallback: any UsageFallback
     let logger: Logger
+    let trace: RequestTrace?
 
     init(limiter: Limiter, admission: Admission, route: ModelRoute, promptEstimate: Int, clientRequestID: String?,
-         fallback: any UsageFallback, logger: Logger) {
+         fallback: any UsageFallback, logger: Logger, trace: RequestTrace? = nil) {
+        self.trace = trace
         self.limiter = limiter
         self.admission = admission
         self.route = route
@@ -340,7 +361,10 @@ final class Settler: Sendable {
         if let clientRequestID { attributes[UsageEntry.Field.clientRequestID] = clientRequestID }
         let usage = Usage(promptTokens: billed.prompt, completionTokens: billed.completion, costMicroUSD: cost,
                           attributes: attributes)
+        let span = trace?.startSpan("settle")
         limiter.settle(admission, usage: usage) { [self] result in
+            defer { span?.end() }
+            if case .failure = result { span?.setStatus(SpanStatus(code: .error)) }
             switch result {
             case .success(.skipped):
                 recordDirectly(billed, cost: cost)

@@ -3,6 +3,7 @@ import Hummingbird
 import Logging
 import NIOCore
 import NIOPosix
+import OTel
 import PostgresNIO
 import ServiceLifecycle
 import SluiceAdminAPI
@@ -12,6 +13,7 @@ import SluiceRedis
 import SluiceTenancy
 import SluiceUpstream
 import Synchronization
+import Tracing
 import UnixSignals
 
 /// One gateway replica: every long-running part is a `Service` in one `ServiceGroup`, so a
@@ -62,9 +64,10 @@ public enum Gateway {
         let catalog = try configuration.catalog()
         let ledger = UsageLedger(client: postgres, logger: logger)
         let usageFallback = LedgerFallbackWriter(ledger: ledger, logger: logger)
+        let tracing = try Self.tracing(configuration.tracing)
         let pipeline = InferencePipeline(catalog: catalog, resolver: resolver, limiter: limiter, upstream: upstream,
                                          usageFallback: usageFallback, settings: settings, metrics: metrics, logger: logger,
-                                         accessLog: accessLog)
+                                         accessLog: accessLog, tracer: tracing?.tracer)
 
         let listening = ListeningReporter(onListening)
         let connections = ConnectionCounter(maximum: configuration.listenerLimits.maxConnections)
@@ -96,7 +99,7 @@ public enum Gateway {
                                       logger: logger)
         metering.lag = operationsMetrics.meteringLag
         var groupConfiguration = ServiceGroupConfiguration(
-            services: [
+            services: (tracing.map { [.init(service: $0.exporter)] } ?? []) + [
                 .init(service: postgres),
                 // Stops after the listeners, so it writes the usage of the last requests too.
                 .init(service: usageFallback),
@@ -116,6 +119,24 @@ public enum Gateway {
         groupConfiguration.maximumGracefulShutdownDuration = configuration.drain.delay + configuration.drain.timeout
         groupConfiguration.maximumCancellationDuration = .seconds(5)
         return ServiceGroup(configuration: groupConfiguration)
+    }
+}
+
+extension Gateway {
+    /// The OTLP/HTTP tracer and the service that batches and exports its spans; nil when off.
+    static func tracing(_ settings: GatewayConfiguration.TracingSettings) throws -> (tracer: any Tracer, exporter: any Service)? {
+        guard let endpoint = settings.otlpEndpoint else { return nil }
+        var otel = OTel.Configuration.default
+        otel.serviceName = settings.serviceName
+        otel.logs.enabled = false
+        otel.metrics.enabled = false
+        otel.traces.sampler = .parentBasedTraceIDRatio(ratio: settings.samplingRatio) ?? .parentBasedAlwaysOn
+        otel.traces.otlpExporter.protocol = .httpProtobuf
+        otel.traces.otlpExporter.endpoint = endpoint.hasSuffix("/v1/traces") ? endpoint
+            : endpoint.trimmingCharacters(in: CharacterSet(charactersIn: "/")) + "/v1/traces"
+        otel.traces.batchSpanProcessor.scheduleDelay = .seconds(1)
+        let (tracer, exporter) = try OTel.makeTracingBackend(configuration: otel)
+        return (tracer, exporter)
     }
 }
 

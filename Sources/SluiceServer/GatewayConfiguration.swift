@@ -29,6 +29,8 @@ public struct GatewayConfiguration: Sendable {
     /// What SIGTERM does: readiness off at once, new connections still served for `delay`
     /// (load balancers and endpoint lists catch up), then in-flight work gets `timeout` to end.
     public var drain = DrainSettings()
+    /// OpenTelemetry traces over OTLP/HTTP; off unless an endpoint is set.
+    public var tracing = TracingSettings()
     /// How long a cached key is still honoured while Redis and PostgreSQL are both unreachable
     /// (a key revoked meanwhile keeps working this long at most).
     public var keyStaleSeconds = 60
@@ -41,6 +43,16 @@ public struct GatewayConfiguration: Sendable {
     public var models: [ModelSettings] = []
     public var adminJWTSecret = ""
     public var keyPepper = ""
+
+    public struct TracingSettings: Sendable, Equatable {
+        /// The collector's OTLP/HTTP base URL (e.g. http://otel-collector:4318); nil: tracing off.
+        public var otlpEndpoint: String?
+        /// Share of new traces kept (0...1); a request continuing a sampled trace is always kept.
+        public var samplingRatio = 1.0
+        public var serviceName = "sluice"
+
+        public init() {}
+    }
 
     public struct DrainSettings: Sendable, Equatable {
         /// Default 0: a bare process stops at once; the Kubernetes and compose examples set 5 s.
@@ -118,7 +130,13 @@ public struct GatewayConfiguration: Sendable {
         let reader = ConfigReader(root, path: "")
         try reader.allow(["listen", "admin_listen", "redis_url", "database_url", "failure_policy", "expected_replicas",
                           "lease_seconds", "max_request_bytes", "upstream", "models", "listener", "key_stale_seconds",
-                          "redis_max_pending_commands", "settle_deadline_seconds"])
+                          "redis_max_pending_commands", "settle_deadline_seconds", "tracing"])
+        if let section = try reader.mapping("tracing") {
+            try section.allow(["otlp_endpoint", "sampling_ratio", "service_name"])
+            if let value = try section.string("otlp_endpoint") { tracing.otlpEndpoint = value }
+            if let value = try section.double("sampling_ratio", 0...1) { tracing.samplingRatio = value }
+            if let value = try section.string("service_name") { tracing.serviceName = value }
+        }
         if let value = try reader.int("settle_deadline_seconds", 1...86_400) { settleDeadlineSeconds = value }
         if let value = try reader.int("key_stale_seconds", 0...86_400) { keyStaleSeconds = value }
         if let value = try reader.int("redis_max_pending_commands", 1...1_000_000) { redisMaxPendingCommands = value }
@@ -203,6 +221,13 @@ public struct GatewayConfiguration: Sendable {
                 throw ConfigurationError(key: "SLUICE_DRAIN_DELAY_MS", problem: "must be an integer from 0 to 600000")
             }
             drain.delay = .milliseconds(number)
+        }
+        if let value = environment["SLUICE_OTLP_ENDPOINT"] { tracing.otlpEndpoint = value.isEmpty ? nil : value }
+        if let value = environment["SLUICE_TRACE_SAMPLING_RATIO"] {
+            guard let ratio = Double(value), (0...1).contains(ratio) else {
+                throw ConfigurationError(key: "SLUICE_TRACE_SAMPLING_RATIO", problem: "must be a number from 0 to 1")
+            }
+            tracing.samplingRatio = ratio
         }
         adminJWTSecret = try Self.secret("SLUICE_ADMIN_JWT_SECRET", environment)
         keyPepper = try Self.secret("SLUICE_KEY_PEPPER", environment)

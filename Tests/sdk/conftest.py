@@ -23,8 +23,9 @@ def free_port():
 
 
 @contextlib.contextmanager
-def running_gateway(database_url):
-    """A mock model server and one `sluice serve` on free ports over `database_url`."""
+def running_gateway(database_url, extra_config=""):
+    """A mock model server and one `sluice serve` on free ports over `database_url`;
+    `extra_config` is appended to its YAML (more models, a tracing section)."""
     env = dict(os.environ)
     env["SLUICE_ADMIN_JWT_SECRET"] = "sdk-test-admin-secret-0123456789abcdef"
     env["SLUICE_KEY_PEPPER"] = "sdk-test-pepper-0123456789"
@@ -38,7 +39,7 @@ models:
   - name: sdk-model
     backends:
       - url: http://127.0.0.1:{mock_port}
-""")
+{extra_config}""")
     config.close()
     log = tempfile.NamedTemporaryFile("w", suffix=".log", delete=False)
     subprocess.run([f"{BIN}/sluice", "migrate"], env=env, check=True, capture_output=True)
