@@ -19,6 +19,14 @@ SERVER, CLIENT = 2, 3  # Span.SpanKind
 ERROR = 2  # Status.StatusCode
 
 
+def reply(handler, status, content_type, body):
+    handler.send_response(status)
+    handler.send_header("content-type", content_type)
+    handler.send_header("content-length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
 class Receiver:
     """OTLP/HTTP traces endpoint (POST /v1/traces, application/x-protobuf)."""
 
@@ -33,12 +41,8 @@ class Receiver:
                 for resource in request.resource_spans:
                     for scope in resource.scope_spans:
                         receiver.spans.extend(scope.spans)
-                answer = trace_service.ExportTraceServiceResponse().SerializeToString()
-                self.send_response(200 if self.path == "/v1/traces" else 404)
-                self.send_header("content-type", "application/x-protobuf")
-                self.send_header("content-length", str(len(answer)))
-                self.end_headers()
-                self.wfile.write(answer)
+                reply(self, 200 if self.path == "/v1/traces" else 404, "application/x-protobuf",
+                      trace_service.ExportTraceServiceResponse().SerializeToString())
 
             def log_message(self, *args):
                 pass
@@ -67,10 +71,7 @@ class Backend:
             protocol_version = "HTTP/1.1"
 
             def do_GET(self):  # health checks
-                self.send_response(200)
-                self.send_header("content-length", "2")
-                self.end_headers()
-                self.wfile.write(b"ok")
+                reply(self, 200, "text/plain", b"ok")
 
             def do_POST(self):
                 self.rfile.read(int(self.headers["content-length"]))
@@ -78,11 +79,7 @@ class Backend:
                 body = json.dumps({"id": "x", "object": "chat.completion", "model": "traced-model", "choices": [
                     {"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
                     "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}}).encode()
-                self.send_response(200)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                reply(self, 200, "application/json", body)
 
             def log_message(self, *args):
                 pass
