@@ -214,10 +214,7 @@ public final class InferencePipeline: Sendable {
         while tried.count < 2, let backend = selector.acquire(from: route.backends, excluding: tried) {
             tried.append(backend)
             record.backend = backend.url
-            if let upstreamSpan {
-                upstreamSpan.attributes["server.address"] = backend.host
-                upstreamSpan.attributes["server.port"] = backend.port
-            }
+            if let upstreamSpan { record.trace?.backend(host: backend.host, port: backend.port, upstream: upstreamSpan) }
             let response: UpstreamResponse
             let sent = ContinuousClock.now
             do {

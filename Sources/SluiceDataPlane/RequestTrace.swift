@@ -40,6 +40,14 @@ public final class RequestTrace: @unchecked Sendable {
         tracer.startSpan(name, context: root.context, ofKind: kind)
     }
 
+    /// The backend chosen (the latest, if one was retried): on the upstream span and the server span.
+    func backend(host: String, port: Int, upstream span: any Span) {
+        for span in [span, root] {
+            span.attributes["server.address"] = host
+            span.attributes["server.port"] = port
+        }
+    }
+
     /// The W3C `traceparent` that makes the backend's spans children of `span`.
     func traceparent(of span: any Span) -> String? {
         var headers: [String: String] = [:]

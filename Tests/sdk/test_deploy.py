@@ -24,7 +24,7 @@ def panel_metric_names(dashboard):
     names = set()
     for panel in dashboard["panels"]:
         for target in panel["targets"]:
-            for name in re.findall(r"\b(sluice_[a-z0-9_]+)", target["expr"]):
+            for name in re.findall(r"\b(sluice_[a-z0-9_]+)", target.get("expr", "")):
                 names.add(re.sub(r"_(bucket|sum|count)$", "", name))
     return names
 
@@ -41,6 +41,15 @@ def test_every_dashboard_metric_is_exposed(gateway):
         wanted = panel_metric_names(json.load(file))
     assert wanted, "the dashboard queries no sluice metric"
     assert wanted <= exposed, f"panels query metrics /metrics does not have: {sorted(wanted - exposed)}"
+
+
+def test_ledger_panels_query_the_real_schema():
+    with open(os.path.join(DEPLOY, "grafana", "sluice.json")) as file:
+        queries = [t["rawSql"] for p in json.load(file)["panels"] for t in p["targets"] if "rawSql" in t]
+    assert queries, "no ledger panel"
+    for query in queries:
+        ran = subprocess.run(["psql", os.environ["SLUICE_TEST_DATABASE_URL"], "-qAc", query], capture_output=True, text=True)
+        assert ran.returncode == 0, ran.stderr
 
 
 def manifests():

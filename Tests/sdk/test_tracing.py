@@ -96,6 +96,24 @@ def attributes(span):
     return values
 
 
+def print_tree(spans):
+    """The trace as received (shown with `pytest -s`)."""
+    children = {}
+    for span in spans:
+        children.setdefault(span.parent_span_id, []).append(span)
+    ids = {span.span_id for span in spans}
+
+    def show(span, depth):
+        took = (span.end_time_unix_nano - span.start_time_unix_nano) / 1e6
+        print(f"{'  ' * depth}{span.name} [{('internal', 'internal', 'server', 'client')[min(span.kind, 3)]}] {took:.2f} ms "
+              f"{ {k: v for k, v in attributes(span).items() if not k.startswith('sluice.request')} }")
+        for child in sorted(children.get(span.span_id, []), key=lambda s: s.start_time_unix_nano):
+            show(child, depth + 1)
+    for root in (s for s in spans if s.parent_span_id not in ids):
+        print(f"trace {root.trace_id.hex()} (parent from the client's traceparent: {root.parent_span_id.hex()})")
+        show(root, 1)
+
+
 def chat(gateway, model, headers=None):
     request = urllib.request.Request(
         gateway["base_url"] + "/chat/completions",
@@ -149,6 +167,10 @@ def test_a_request_is_one_server_span_with_its_steps_as_children(traced):
     assert server.status.code != ERROR
     everything = json.dumps([attributes(span) for span in spans], default=str)
     assert gateway["key"] not in everything and gateway["key"].split("_")[-1] not in everything, "a key in a span"
+
+    assert server_attributes["server.address"] == "127.0.0.1"
+    assert server_attributes["server.port"] == backend.server.server_port
+    print_tree(spans)
 
     upstream = by_name["upstream"]
     assert upstream.kind == CLIENT
