@@ -35,7 +35,8 @@ public struct LimiterConfiguration: Sendable {
 /// answers meanwhile.
 public final class Limiter: Sendable {
     private let store: RedisLimiterStore
-    private let settles: SettleBatcher
+    private let settles: TenantBatcher<SettleRequest, SettleOutcome>
+    private let admits: TenantBatcher<AdmitItem, AdmitDecision>
     private let configuration: LimiterConfiguration
     private let denyCache: DenyCache
     private let localLimiter: LocalLimiter
@@ -45,7 +46,8 @@ public final class Limiter: Sendable {
     public init(client: RedisClient, configuration: LimiterConfiguration = .init(),
                 logger: Logger = Logger(label: "sluice.limiter")) {
         self.store = RedisLimiterStore(client: client, timings: configuration.timings)
-        self.settles = SettleBatcher(store: store)
+        self.settles = .settles(store: store)
+        self.admits = .admits(store: store)
         self.configuration = configuration
         self.denyCache = DenyCache(capacity: configuration.denyCacheCapacity)
         self.localLimiter = LocalLimiter(expectedReplicas: configuration.expectedReplicas,
@@ -75,7 +77,7 @@ public final class Limiter: Sendable {
             return degradedAdmit(request, plan: plan, now: now)
         }
         do {
-            let decision = try await store.admit(request, plan: plan, keys: keys)
+            let decision = try await admits.run(AdmitItem(request: request, plan: plan), tenant: request.tenantID)
             recordSuccess()
             if case .denied(let denial) = decision { remember(denial, plan: plan, keys: keys, now: .now) }
             return decision
@@ -108,13 +110,13 @@ public final class Limiter: Sendable {
             defer { withdrawals.subtract(1, ordering: .relaxed) }
             while ContinuousClock.now < deadline {
                 let void = SettleRequest(admission: admission, usage: Usage(promptTokens: 0, completionTokens: 0), void: true)
-                if (try? await settles.settle(void)) != nil { return }
+                if (try? await settles.run(void, tenant: admission.tenantID)) != nil { return }
                 try? await Task.sleep(for: .milliseconds(500))
             }
         }
     }
 
-    /// Books the real usage, batched with the tenant's other settles (`SettleBatcher`).
+    /// Books the real usage, batched with the tenant's other settles (`TenantBatcher`).
     /// Idempotent, so a dropped connection is retried; a timeout is not (Redis is stuck), nor is
     /// anything once the breaker is open. The caller then records the usage another way; the
     /// request stays pending in Redis until its deadline, when the sweep would bill its
@@ -133,7 +135,7 @@ public final class Limiter: Sendable {
             return completion(.success(.skipped))
         }
         guard !isDegraded else { return completion(.failure(.connectFailed("the limiter's circuit breaker is open"))) }
-        settles.submit(SettleRequest(admission: admission, usage: usage)) { [self] result in
+        settles.submit(SettleRequest(admission: admission, usage: usage), tenant: admission.tenantID) { [self] result in
             switch result {
             case .success: recordSuccess()
             case .failure(let error): recordFailure(error)

@@ -31,41 +31,75 @@ struct RedisLimiterStore: Sendable {
     let client: RedisClient
     let timings: LimiterTimings
 
-    func admit(_ request: AdmitRequest, plan: LimitPlan, keys: LimiterKeys) async throws(RedisClientError) -> AdmitDecision {
-        let member = Admission.pendingMember(for: request)
-        var scriptKeys: [any RESPArgument] = [keys.pending, keys.spend]
-        var arguments: [any RESPArgument] = [
-            request.requestID, request.tokensToReserve, timings.lease.microseconds, timings.reservationTTL.microseconds,
-            plan.budgetMicroUSD ?? -1, plan.rates.count, plan.concurrency.count, member, timings.pendingSetTTL.milliseconds,
-        ]
-        for rate in plan.rates {
-            scriptKeys.append(rate.key)
-            arguments += [rate.kind.rawValue, rate.interval, rate.burst, rate.perMinute, rate.name] as [any RESPArgument]
+    /// One admit, alone in its call.
+    func admit(_ request: AdmitRequest, plan: LimitPlan) async throws(RedisClientError) -> AdmitDecision {
+        try await admit(tenantID: request.tenantID, [AdmitItem(request: request, plan: plan)])[0]
+    }
+
+    /// Decides admits of one tenant in one call, in order; a decision per request.
+    func admit(tenantID: String, _ batch: [AdmitItem]) async throws(RedisClientError) -> [AdmitDecision] {
+        let keys = LimiterKeys(tenantID: tenantID)
+        // Each limit key once; requests refer to them by index.
+        var rateKeys: [String] = []
+        var rateArguments: [any RESPArgument] = []
+        var rateIndex: [String: Int] = [:]
+        var flightKeys: [String] = []
+        var flightArguments: [any RESPArgument] = []
+        var flightIndex: [String: Int] = [:]
+        var perRequest: [any RESPArgument] = []
+        for item in batch {
+            let request = item.request
+            perRequest += [request.requestID, request.tokensToReserve, timings.reservationTTL.microseconds,
+                           item.plan.budgetMicroUSD ?? -1, Admission.pendingMember(for: request),
+                           item.plan.rates.count] as [any RESPArgument]
+            for rate in item.plan.rates {
+                if rateIndex[rate.key] == nil {
+                    rateKeys.append(rate.key)
+                    rateArguments += [rate.kind.rawValue, rate.interval, rate.burst, rate.perMinute, rate.name] as [any RESPArgument]
+                    rateIndex[rate.key] = rateKeys.count
+                }
+                perRequest.append(rateIndex[rate.key]!)
+            }
+            perRequest.append(item.plan.concurrency.count)
+            for limit in item.plan.concurrency {
+                if flightIndex[limit.key] == nil {
+                    flightKeys.append(limit.key)
+                    flightArguments += [limit.max, limit.name] as [any RESPArgument]
+                    flightIndex[limit.key] = flightKeys.count
+                }
+                perRequest.append(flightIndex[limit.key]!)
+            }
         }
-        for limit in plan.concurrency {
-            scriptKeys.append(limit.key)
-            arguments += [limit.max, limit.name] as [any RESPArgument]
-        }
+        let scriptKeys: [any RESPArgument] = [keys.pending, keys.spend] + rateKeys + flightKeys
+        let arguments: [any RESPArgument] = [batch.count, rateKeys.count, flightKeys.count, timings.lease.microseconds,
+                                             timings.pendingSetTTL.milliseconds] + rateArguments + flightArguments + perRequest
         let reply = try await client.evalScript(LimiterScripts.admit, keys: scriptKeys, arguments: arguments)
-        guard let fields = reply.array, fields.count == 9, let decision = fields[0].int else {
+        guard let fields = reply.array, fields.count == 9 * batch.count else {
             throw .protocolError("admit returned \(reply)")
         }
+        return batch.enumerated().map { index, item in
+            Self.decision(Array(fields[(9 * index)..<(9 * index + 9)]), item)
+        }
+    }
+
+    private static func decision(_ fields: [RESPValue], _ item: AdmitItem) -> AdmitDecision {
+        let request = item.request
         let name = fields[1].string ?? ""
         let retry = Duration.microseconds(fields[2].int ?? 0)
         let headers = Self.headers(fields[3...8].map { $0.int ?? -1 })
-        switch decision {
+        switch fields[0].int {
         case 1:
             return .admitted(Admission(
                 requestID: request.requestID, tenantID: request.tenantID, keyID: request.keyID, model: request.model,
                 reservedTokens: request.tokensToReserve, headers: headers, degraded: false,
-                tokenLimits: plan.rates.filter { $0.kind == .tokens }, concurrencyKeys: plan.concurrency.map(\.key),
-                pendingMember: member))
+                tokenLimits: item.plan.rates.filter { $0.kind == .tokens }, concurrencyKeys: item.plan.concurrency.map(\.key),
+                pendingMember: Admission.pendingMember(for: request)))
         case 0:
             return .denied(Denial(reason: .rateLimited, limit: name, retryAfter: retry, headers: headers, fromCache: false))
         case 2:
             return .denied(Denial(reason: .budgetExhausted, limit: name, retryAfter: retry, headers: headers, fromCache: false))
         default:
-            let burst = plan.rates.first { $0.name == name }?.burst ?? 0
+            let burst = item.plan.rates.first { $0.name == name }?.burst ?? 0
             return .neverFits(limit: name, tokens: request.tokensToReserve, burst: burst)
         }
     }
