@@ -38,6 +38,8 @@ public final class Limiter: Sendable {
     private let settles: TenantBatcher<SettleRequest, SettleOutcome>
     private let admits: TenantBatcher<AdmitItem, AdmitDecision>
     private let configuration: LimiterConfiguration
+    /// Tenants with usage settled through this replica, for the metering worker.
+    public let activity = TenantActivity()
     private let denyCache: DenyCache
     private let localLimiter: LocalLimiter
     private let breaker: Mutex<CircuitBreakerStateMachine>
@@ -77,6 +79,7 @@ public final class Limiter: Sendable {
             return degradedAdmit(request, plan: plan, now: now)
         }
         do {
+            activity.mark(request.tenantID)  // admitted requests leave usage or reservations to meter
             let decision = try await admits.run(AdmitItem(request: request, plan: plan), tenant: request.tenantID)
             recordSuccess()
             if case .denied(let denial) = decision { remember(denial, plan: plan, keys: keys, now: .now) }
@@ -135,9 +138,12 @@ public final class Limiter: Sendable {
             return completion(.success(.skipped))
         }
         guard !isDegraded else { return completion(.failure(.connectFailed("the limiter's circuit breaker is open"))) }
+        // Marked before the outcome is known: a settle whose answer is lost may still have run.
+        activity.mark(admission.tenantID)
         settles.submit(SettleRequest(admission: admission, usage: usage), tenant: admission.tenantID) { [self] result in
             switch result {
-            case .success: recordSuccess()
+            case .success:
+                recordSuccess()
             case .failure(let error): recordFailure(error)
             }
             completion(result)

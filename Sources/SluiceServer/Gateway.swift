@@ -98,6 +98,8 @@ public enum Gateway {
                                       consumer: "\(ProcessInfo.processInfo.hostName)-\(ProcessInfo.processInfo.processIdentifier)",
                                       logger: logger)
         metering.lag = operationsMetrics.meteringLag
+        metering.commands = operationsMetrics.meteringCommands
+        metering.backlog = operationsMetrics.meteringBacklog
         var groupConfiguration = ServiceGroupConfiguration(
             services: (tracing.map { [.init(service: $0.exporter)] } ?? []) + [
                 .init(service: postgres),

@@ -9,9 +9,13 @@ import SluiceTenancy
 
 /// Moves usage events from the tenants' Redis Streams into the PostgreSQL ledger: a consumer
 /// group shared by every replica, batches inserted idempotently by request id, then acknowledged.
-/// Entries a dead replica read but never acknowledged are claimed after `claimIdle`. Every
-/// `sweepEvery` passes it also has the limiter bill, at their reservation, requests whose settle
-/// never came (their replica died between the answer and the settle).
+/// Which streams a pass reads is `MeteringSchedule`'s: the tenants any replica admitted or
+/// settled requests for within `activeWindow` (so the Redis cost follows traffic, not the tenant
+/// count), plus a slow rotation through every tenant as a safety net. Replicas share what they
+/// saw through a few sharded sorted sets (`sl:metering:active:{n}`, tenant → last activity, ms):
+/// each pass publishes this replica's tenants and reads the fleet's, so a replica's leftovers
+/// (usage it never read, entries it read but never acknowledged, reservations it never settled)
+/// are picked up by the others when it dies. One tenant's failure never holds up the others.
 struct MeteringWorker: Service {
     static let group = "sl-metering"
     let redis: RedisClient
@@ -20,41 +24,98 @@ struct MeteringWorker: Service {
     let ledger: UsageLedger
     let consumer: String
     let logger: Logger
-    var interval: Duration = .milliseconds(500)
+    var interval: Duration = .seconds(1)
     var claimIdle: Duration = .seconds(60)
     var batch = 500
     /// New tenants are picked up this often (one cheap query).
     var tenantRefresh: Duration = .seconds(5)
-    var sweepEvery = 10
+    var schedule = MeteringSchedule(scanPasses: 600, maintenanceEvery: 10)
+    /// A tenant stays "active" this long after its last admit or settle anywhere in the fleet:
+    /// longer than `claimIdle`, so a dead replica's unacknowledged entries are claimed.
+    var activeWindow: Duration = .seconds(180)
+    static let activityShards = 8
     /// `sluice_metering_lag_seconds`: set after every pass.
     var lag: Gauge?
+    /// `sluice_metering_redis_commands_total` and `sluice_metering_backlog_tenants`.
+    var commands: Counter?
+    var backlog: Gauge?
 
     func run() async throws {
         await cancelWhenGracefulShutdown { await loop() }
     }
 
     private func loop() async {
+        var schedule = schedule
         var tenants: [String] = []
         var tenantsRefreshed = ContinuousClock.now - .seconds(3_600)
         var pass = 0
         while !Task.isCancelled {
             pass += 1
-            do {
-                if ContinuousClock.now - tenantsRefreshed > tenantRefresh {
+            let started = ContinuousClock.now
+            if started - tenantsRefreshed > tenantRefresh {
+                do {
                     tenants = try await tenantIDs()
                     tenantsRefreshed = .now
+                } catch {
+                    logger.warning("metering could not list tenants; will retry", metadata: ["error": "\(error)"])
                 }
-                var oldest = 0.0
-                for tenant in tenants {
-                    if pass % sweepEvery == 0 { _ = try await limiter.sweep(tenantID: tenant) }
-                    oldest = max(oldest, try await drain(tenant))
-                }
-                lag?.record(oldest)
-            } catch {
-                logger.warning("metering pass failed; will retry", metadata: ["error": "\(error)"])
             }
-            try? await Task.sleep(for: interval)
+            var active = limiter.activity.take()
+            do {
+                // Only tenants of this database: a fleet sharing the Redis with another (tests do)
+                // must never ledger the other's usage.
+                let known = Set(tenants)
+                active.formUnion(try await shareActivity(active, trim: pass % (Self.activityShards * 10)).filter(known.contains))
+            } catch {
+                logger.warning("metering could not share activity; reading this replica's tenants", metadata: ["error": "\(error)"])
+            }
+            var oldest = 0.0
+            for step in schedule.next(active: active, all: tenants) {
+                do {
+                    if step.sweep {
+                        commands?.increment()
+                        _ = try await limiter.sweep(tenantID: step.tenant)
+                    }
+                    oldest = max(oldest, try await drain(step.tenant, claim: step.claim, recover: step.recover))
+                } catch {
+                    schedule.failed(step.tenant)
+                    logger.warning("metering a tenant failed; will retry", metadata: ["tenant_id": "\(step.tenant)", "error": "\(error)"])
+                }
+            }
+            lag?.record(oldest)
+            backlog?.record(schedule.backlog)
+            try? await Task.sleep(until: started + interval)
         }
+    }
+
+    /// Publishes this replica's active tenants and returns the fleet's (within `activeWindow`).
+    private func shareActivity(_ local: Set<String>, trim: Int) async throws(RedisClientError) -> Set<String> {
+        let now = Int(Date().timeIntervalSince1970 * 1000)
+        var shards: [Int: [any RESPArgument]] = [:]
+        for tenant in local { shards[Self.shard(of: tenant), default: []] += [now, tenant] as [any RESPArgument] }
+        for (shard, members) in shards {
+            let key = Self.activityKey(shard)
+            _ = try await send(RedisCommand("ZADD", [key] + members))
+            _ = try await send(RedisCommand("PEXPIRE", key, 3_600_000))
+        }
+        var fleet: Set<String> = []
+        let since = now - Int(activeWindow.components.seconds * 1000)
+        for shard in 0..<Self.activityShards {
+            let key = Self.activityKey(shard)
+            let members = try await send(RedisCommand("ZRANGEBYSCORE", key, "(\(since)", "+inf"))
+            for member in members.array ?? [] { if let tenant = member.string { fleet.insert(tenant) } }
+            if shard == trim {  // one shard per pass drops tenants gone quiet
+                _ = try await send(RedisCommand("ZREMRANGEBYSCORE", key, "-inf", "(\(since)"))
+            }
+        }
+        return fleet
+    }
+
+    static func activityKey(_ shard: Int) -> String { "sl:metering:active:{\(shard)}" }
+
+    /// A stable shard (not `hashValue`, which differs per process).
+    static func shard(of tenant: String) -> Int {
+        Int(tenant.utf8.reduce(UInt32(2_166_136_261)) { ($0 ^ UInt32($1)) &* 16_777_619 } % UInt32(activityShards))
     }
 
     private func tenantIDs() async throws -> [String] {
@@ -65,19 +126,20 @@ struct MeteringWorker: Service {
         return ids
     }
 
-    /// One tenant: claim abandoned entries, read new ones, ledger them, acknowledge them.
-    /// Returns the age in seconds of the oldest entry moved (0 when none).
+    /// One tenant: claim abandoned entries (when `claim`), read its own unacknowledged ones
+    /// again (when `recover`), read new ones, ledger them, acknowledge them. Returns the age in
+    /// seconds of the oldest entry moved (0 when none).
     @discardableResult
-    func drain(_ tenant: String) async throws -> Double {
+    func drain(_ tenant: String, claim: Bool = true, recover: Bool = true) async throws -> Double {
         let stream = LimiterKeys(tenantID: tenant).usageStream
         let entries: [RESPValue]
         do {
-            entries = try await read(stream)
+            entries = try await read(stream, claim: claim, recover: recover)
         } catch {
             guard error.serverErrorCode == "NOGROUP" else { throw error }
             // No group yet: create it if the stream exists (never create a stream without TTL).
-            if try await redis.send(RedisCommand("EXISTS", stream)) == .integer(1) {
-                _ = try? await redis.send(RedisCommand("XGROUP", "CREATE", stream, Self.group, "0"))
+            if try await send(RedisCommand("EXISTS", stream)) == .integer(1) {
+                _ = try? await send(RedisCommand("XGROUP", "CREATE", stream, Self.group, "0"))
             }
             return 0
         }
@@ -94,7 +156,7 @@ struct MeteringWorker: Service {
         }
         try await ledger.insert(rows)
         let ids = entries.compactMap { $0.array?.first?.string }
-        _ = try await redis.send(RedisCommand("XACK", [stream, Self.group] + ids))
+        _ = try await send(RedisCommand("XACK", [stream, Self.group] + ids))
         return Self.age(ofOldest: ids)
     }
 
@@ -105,13 +167,30 @@ struct MeteringWorker: Service {
         return max(0, now.timeIntervalSince1970 - oldest / 1000)
     }
 
-    /// Entries abandoned by a dead consumer, then new ones.
-    private func read(_ stream: String) async throws(RedisClientError) -> [RESPValue] {
-        let claimed = try await redis.send(RedisCommand("XAUTOCLAIM", stream, Self.group, consumer,
-                                                        Int(claimIdle.components.seconds * 1_000), "0", "COUNT", batch))
-        let fresh = try await redis.send(RedisCommand("XREADGROUP", "GROUP", Self.group, consumer, "COUNT", batch,
-                                                      "STREAMS", stream, ">"))
-        return (claimed.array?.dropFirst().first?.array ?? []) + (fresh.array?.first?.array?.dropFirst().first?.array ?? [])
+    /// Entries abandoned by a dead consumer (when `claim`), this consumer's own unacknowledged
+    /// ones (when `recover`), then new ones.
+    private func read(_ stream: String, claim: Bool, recover: Bool) async throws(RedisClientError) -> [RESPValue] {
+        var claimed: [RESPValue] = []
+        if claim {
+            let reply = try await send(RedisCommand("XAUTOCLAIM", stream, Self.group, consumer,
+                                                    Int(claimIdle.components.seconds * 1_000), "0", "COUNT", batch))
+            claimed = reply.array?.dropFirst().first?.array ?? []
+        }
+        if recover {
+            // This consumer's pending list, the entries just claimed included.
+            let own = try await send(RedisCommand("XREADGROUP", "GROUP", Self.group, consumer, "COUNT", batch,
+                                                  "STREAMS", stream, "0"))
+            claimed = own.array?.first?.array?.dropFirst().first?.array ?? []
+        }
+        let fresh = try await send(RedisCommand("XREADGROUP", "GROUP", Self.group, consumer, "COUNT", batch,
+                                                "STREAMS", stream, ">"))
+        return claimed + (fresh.array?.first?.array?.dropFirst().first?.array ?? [])
+    }
+
+    /// Every Redis command of the worker goes through here, so its cost is counted.
+    private func send(_ command: RedisCommand) async throws(RedisClientError) -> RESPValue {
+        commands?.increment()
+        return try await redis.send(command)
     }
 }
 

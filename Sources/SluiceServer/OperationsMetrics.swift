@@ -14,6 +14,8 @@ final class OperationsMetrics: Sendable {
         static let limiterDegraded = "sluice_limiter_degraded"
         static let backendHealthy = "sluice_backend_healthy"
         static let meteringLag = "sluice_metering_lag_seconds"
+        static let meteringCommands = "sluice_metering_redis_commands_total"
+        static let meteringBacklog = "sluice_metering_backlog_tenants"
         static let directPending = "sluice_usage_direct_pending"
         static let directWritten = "sluice_usage_direct_written_total"
         static let directDropped = "sluice_usage_direct_dropped_total"
@@ -27,6 +29,8 @@ final class OperationsMetrics: Sendable {
     private let dropped: CounterMirror
     private let logDropped: CounterMirror
     let meteringLag: Gauge
+    let meteringCommands: Counter
+    let meteringBacklog: Gauge
 
     init(factory: any MetricsFactory, backends: [Backend]) {
         degraded = Gauge(label: Name.limiterDegraded, dimensions: [], factory: factory)
@@ -37,6 +41,10 @@ final class OperationsMetrics: Sendable {
         logDropped = CounterMirror(Counter(label: Name.logLinesDropped, dimensions: [], factory: factory))
         meteringLag = Gauge(label: Name.meteringLag, dimensions: [], factory: factory)
         meteringLag.record(0)
+        meteringCommands = Counter(label: Name.meteringCommands, dimensions: [], factory: factory)
+        meteringCommands.increment(by: 0)
+        meteringBacklog = Gauge(label: Name.meteringBacklog, dimensions: [], factory: factory)
+        meteringBacklog.record(0)
     }
 
     func refresh(limiter: Limiter, usageFallback: LedgerFallbackWriter) {

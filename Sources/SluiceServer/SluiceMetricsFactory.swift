@@ -38,6 +38,8 @@ public struct SluiceMetricsFactory: MetricsFactory {
         OperationsMetrics.Name.limiterDegraded: "1 while Redis is unreachable and the failure policy decides.",
         OperationsMetrics.Name.backendHealthy: "1 while a backend passes its health checks and is not ejected.",
         OperationsMetrics.Name.meteringLag: "Age of the oldest usage event in the last batch moved to the ledger.",
+        OperationsMetrics.Name.meteringCommands: "Redis commands the metering worker sent (reads, claims, acks, sweeps).",
+        OperationsMetrics.Name.meteringBacklog: "Tenants whose usage stream failed to drain, retried next pass.",
         OperationsMetrics.Name.directPending: "Usage rows Redis could not take, waiting to be written to the ledger.",
         OperationsMetrics.Name.directWritten: "Usage rows written to the ledger directly (Redis could not take them).",
         OperationsMetrics.Name.directDropped: "Usage rows lost: the direct-write buffer was full.",

@@ -53,4 +53,40 @@ struct MeteringWorkerTests {
             #expect(pending.array?.first?.int == 0, "every entry is acknowledged")
         }
     }
+
+    /// Entries this consumer read but never acknowledged (its last drain failed after the read)
+    /// are ledgered by the next drain that recovers: within seconds, not after the claim time.
+    @Test func entriesReadButNotAcknowledgedAreRecoveredByTheirConsumer() async throws {
+        try await PostgresFixture.withClient { client, _ in
+            let redis = try RedisClient(configuration: RedisConfiguration(url: TestEnvironment.redisURL))
+            defer { redis.shutdown() }
+            let tenant = UUID().uuidString.lowercased()
+            let stream = LimiterKeys(tenantID: tenant).usageStream
+            _ = try await redis.send(RedisCommand("XADD", [stream, "*", "request_id", "read-1", "tenant_id", tenant, "key_id", "k",
+                                                           "model", "m", "prompt_tokens", "1", "completion_tokens", "2",
+                                                           "cost_micro_usd", "3", "ts_us", "1795780000000000"]))
+            _ = try await redis.send(RedisCommand("PEXPIRE", stream, 60_000))
+            _ = try await redis.send(RedisCommand("XGROUP", "CREATE", stream, MeteringWorker.group, "0"))
+            // Delivered to the worker's consumer, then the worker "failed" before acknowledging.
+            _ = try await redis.send(RedisCommand("XREADGROUP", "GROUP", MeteringWorker.group, "test", "COUNT", 10,
+                                                  "STREAMS", stream, ">"))
+            let worker = MeteringWorker(redis: redis, limiter: Limiter(client: redis), postgres: client,
+                                        ledger: UsageLedger(client: client, logger: Logger(label: "t")),
+                                        consumer: "test", logger: Logger(label: "t"))
+            func rows() async throws -> Int {
+                for try await count in try await client.query(
+                    "SELECT count(*)::int8 FROM usage_ledger WHERE tenant_id = \(UUID(uuidString: tenant)!)",
+                    logger: Logger(label: "t")).decode(Int.self) {
+                    return count
+                }
+                return 0
+            }
+            try await worker.drain(tenant, claim: false, recover: false)
+            #expect(try await rows() == 0, "a plain read sees only new entries")
+            try await worker.drain(tenant, claim: false, recover: true)
+            #expect(try await rows() == 1)
+            let pending = try await redis.send(RedisCommand("XPENDING", stream, MeteringWorker.group))
+            #expect(pending.array?.first?.int == 0)
+        }
+    }
 }
