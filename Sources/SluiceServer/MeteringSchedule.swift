@@ -45,7 +45,7 @@ struct MeteringSchedule {
         for offset in 0..<min(slice, all.count) {
             let tenant = all[(cursor + offset) % all.count]
             if seen.insert(tenant).inserted {
-                steps.append(Step(tenant: tenant, claim: true, sweep: true, recover: true))
+                steps.append(Step(tenant: tenant, claim: true, sweep: true))
             }
         }
         cursor = (cursor + slice) % all.count

@@ -12,7 +12,7 @@ import SluiceTenancy
 /// Which streams a pass reads is `MeteringSchedule`'s: the tenants any replica admitted or
 /// settled requests for within `activeWindow` (so the Redis cost follows traffic, not the tenant
 /// count), plus a slow rotation through every tenant as a safety net. Replicas share what they
-/// saw through a few sharded sorted sets (`sl:metering:active:{n}`, tenant → last activity, ms):
+/// saw through four sharded sorted sets (`sl:metering:active:{n}`, tenant → last activity, ms):
 /// each pass publishes this replica's tenants and reads the fleet's, so a replica's leftovers
 /// (usage it never read, entries it read but never acknowledged, reservations it never settled)
 /// are picked up by the others when it dies. One tenant's failure never holds up the others.
@@ -33,7 +33,7 @@ struct MeteringWorker: Service {
     /// A tenant stays "active" this long after its last admit or settle anywhere in the fleet:
     /// longer than `claimIdle`, so a dead replica's unacknowledged entries are claimed.
     var activeWindow: Duration = .seconds(180)
-    static let activityShards = 8
+    static let activityShards = 4
     /// `sluice_metering_lag_seconds`: set after every pass.
     var lag: Gauge?
     /// `sluice_metering_redis_commands_total` and `sluice_metering_backlog_tenants`.
@@ -49,6 +49,7 @@ struct MeteringWorker: Service {
         var tenants: [String] = []
         var tenantsRefreshed = ContinuousClock.now - .seconds(3_600)
         var pass = 0
+        var grouped: Set<String> = []  // tenants whose stream has the consumer group (read once)
         while !Task.isCancelled {
             pass += 1
             let started = ContinuousClock.now
@@ -70,18 +71,29 @@ struct MeteringWorker: Service {
                 logger.warning("metering could not share activity; reading this replica's tenants", metadata: ["error": "\(error)"])
             }
             var oldest = 0.0
+            var plain: [String] = []
             for step in schedule.next(active: active, all: tenants) {
                 do {
                     if step.sweep {
                         commands?.increment()
                         _ = try await limiter.sweep(tenantID: step.tenant)
                     }
-                    oldest = max(oldest, try await drain(step.tenant, claim: step.claim, recover: step.recover))
+                    // Streams known to have the group and nothing to claim or recover are read
+                    // together below; the rest one by one (that also creates missing groups).
+                    if !step.claim, !step.recover, grouped.contains(step.tenant) {
+                        plain.append(step.tenant)
+                    } else if let age = try await drain(step.tenant, claim: step.claim, recover: step.recover) {
+                        grouped.insert(step.tenant)
+                        oldest = max(oldest, age)
+                    }
                 } catch {
                     schedule.failed(step.tenant)
                     logger.warning("metering a tenant failed; will retry", metadata: ["tenant_id": "\(step.tenant)", "error": "\(error)"])
                 }
             }
+            let many = await drainTogether(plain, grouped: &grouped)
+            oldest = max(oldest, many.oldest)
+            for tenant in many.failed { schedule.failed(tenant) }
             lag?.record(oldest)
             backlog?.record(schedule.backlog)
             try? await Task.sleep(until: started + interval)
@@ -128,9 +140,10 @@ struct MeteringWorker: Service {
 
     /// One tenant: claim abandoned entries (when `claim`), read its own unacknowledged ones
     /// again (when `recover`), read new ones, ledger them, acknowledge them. Returns the age in
-    /// seconds of the oldest entry moved (0 when none).
+    /// seconds of the oldest entry moved (0 when none), or nil when the stream has no consumer
+    /// group yet (it is created when the stream exists).
     @discardableResult
-    func drain(_ tenant: String, claim: Bool = true, recover: Bool = true) async throws -> Double {
+    func drain(_ tenant: String, claim: Bool = true, recover: Bool = true) async throws -> Double? {
         let stream = LimiterKeys(tenantID: tenant).usageStream
         let entries: [RESPValue]
         do {
@@ -141,8 +154,56 @@ struct MeteringWorker: Service {
             if try await send(RedisCommand("EXISTS", stream)) == .integer(1) {
                 _ = try? await send(RedisCommand("XGROUP", "CREATE", stream, Self.group, "0"))
             }
-            return 0
+            return nil
         }
+        return try await ledger(tenant, stream, entries)
+    }
+
+    /// New entries of many tenants in one XREADGROUP (their streams all have the group), each
+    /// tenant's then ledgered and acknowledged on its own: one failing tenant leaves the others
+    /// done. A stream that lost its group (expired, or Redis lost its data) fails the read for
+    /// all: they are read one by one this time and the group-less ones leave `grouped`.
+    /// Standalone Redis; on a cluster a read could only group streams of one slot.
+    func drainTogether(_ tenants: [String], grouped: inout Set<String>) async -> (oldest: Double, failed: [String]) {
+        guard !tenants.isEmpty else { return (0, []) }
+        var oldest = 0.0
+        var failed: [String] = []
+        var streams: [String: String] = [:]
+        for tenant in tenants { streams[LimiterKeys(tenantID: tenant).usageStream] = tenant }
+        let reply: RESPValue
+        do {
+            let names = tenants.map { LimiterKeys(tenantID: $0).usageStream }
+            reply = try await send(RedisCommand("XREADGROUP", ["GROUP", Self.group, consumer, "COUNT", batch, "STREAMS"]
+                                                + names + Array(repeating: ">", count: names.count)))
+        } catch {
+            for tenant in tenants {
+                do {
+                    if let age = try await drain(tenant, claim: false, recover: false) {
+                        oldest = max(oldest, age)
+                    } else {
+                        grouped.remove(tenant)
+                    }
+                } catch {
+                    failed.append(tenant)
+                }
+            }
+            return (oldest, failed)
+        }
+        for item in reply.array ?? [] {
+            guard let parts = item.array, parts.count == 2, let stream = parts[0].string, let tenant = streams[stream] else { continue }
+            do {
+                oldest = max(oldest, try await ledger(tenant, stream, parts[1].array ?? []))
+            } catch {
+                failed.append(tenant)
+                logger.warning("metering a tenant failed; will retry", metadata: ["tenant_id": "\(tenant)", "error": "\(error)"])
+            }
+        }
+        return (oldest, failed)
+    }
+
+    /// Writes entries of one stream to the ledger (malformed ones to the dead-letter table),
+    /// then acknowledges them all. Returns the age of the oldest.
+    private func ledger(_ tenant: String, _ stream: String, _ entries: [RESPValue]) async throws -> Double {
         guard !entries.isEmpty else { return 0 }
         var rows: [UsageEntry] = []
         for entry in entries {
