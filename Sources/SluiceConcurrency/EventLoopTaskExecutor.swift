@@ -38,8 +38,14 @@ public final class EventLoopTaskExecutor: TaskExecutor, Sendable {
 }
 
 /// Runs `body` on `eventLoop`: at once when already there (the usual case: requests run on their
-/// connection's loop), otherwise by a hop.
-public func onLoop<Value: Sendable>(_ eventLoop: any EventLoop, _ body: @escaping @Sendable () -> Value) async -> Value {
+/// connection's loop), otherwise by a hop. `unavailable` is the answer when the loop has shut
+/// down and can run nothing more.
+public func onLoop<Value: Sendable>(_ eventLoop: any EventLoop, unavailable: @autoclosure () -> Value,
+                                    _ body: @escaping @Sendable () -> Value) async -> Value {
     if eventLoop.inEventLoop { return body() }
-    return try! await eventLoop.submit(body).get()  // submit only fails when its closure throws
+    do {
+        return try await eventLoop.submit(body).get()
+    } catch {
+        return unavailable()
+    }
 }

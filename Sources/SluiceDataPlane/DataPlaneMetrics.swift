@@ -23,7 +23,7 @@ public final class DataPlaneMetrics: Sendable {
     private let counts = Mutex<[String: Counter]>([:])
     private let durations = Mutex<[String: Timer]>([:])
     private let firstTokens = Mutex<[String: Timer]>([:])
-    private let tokens = Mutex<[String: Counter]>([:])
+    private let tokenCounters = Mutex<[String: Counter]>([:])
     private let decisionHandles = Mutex<[String: Counter]>([:])
     private let backendHandles = Mutex<[String: Timer]>([:])
     private let backendErrorHandles = Mutex<[String: Counter]>([:])
@@ -60,10 +60,13 @@ public final class DataPlaneMetrics: Sendable {
                 Timer(label: Name.timeToFirstToken, dimensions: [("model", model)], factory: factory)
             }.recordInterval(firstByte - record.started)
         }
-        for (direction, count) in [("in", record.promptTokens), ("out", record.completionTokens)] where count > 0 {
-            handle(model + "|" + direction, in: tokens) {
-                Counter(label: Name.tokens, dimensions: [("model", model), ("direction", direction)], factory: factory)
-            }.increment(by: count)
+        if record.promptTokens > 0 { tokens(model, "in").increment(by: record.promptTokens) }
+        if record.completionTokens > 0 { tokens(model, "out").increment(by: record.completionTokens) }
+    }
+
+    private func tokens(_ model: String, _ direction: String) -> Counter {
+        handle(model + "|" + direction, in: tokenCounters) {
+            Counter(label: Name.tokens, dimensions: [("model", model), ("direction", direction)], factory: factory)
         }
     }
 

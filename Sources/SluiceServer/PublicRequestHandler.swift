@@ -125,7 +125,8 @@ final class PublicRequestHandler: ChannelDuplexHandler, RemovableChannelHandler 
 
     private static func answer(_ result: InferenceResult, handler: NIOLoopBound<PublicRequestHandler>,
                                channel: any Channel) async {
-        let stream = await onLoop(channel.eventLoop) { handler.value.respond(result) }
+        let fallback: StreamFollowUp = if case .stream(_, let stream) = result { .cancel(stream) } else { .none }
+        let stream = await onLoop(channel.eventLoop, unavailable: fallback) { handler.value.respond(result) }
         switch stream {
         case .none: break
         case .pump(let stream): await pump(stream, to: channel)
@@ -136,7 +137,8 @@ final class PublicRequestHandler: ChannelDuplexHandler, RemovableChannelHandler 
     private func bodyReader(_ eventLoop: any EventLoop) -> InferenceBodyReader {
         let handler = NIOLoopBound(self, eventLoop: eventLoop)
         return { () async throws(OpenAIError) -> ByteBuffer in
-            let body = await onLoop(eventLoop) { handler.value.demandBody(on: eventLoop) }
+            let body = await onLoop(eventLoop, unavailable: eventLoop.makeFailedFuture(OpenAIError.invalidRequest(
+                "the request body could not be read"))) { handler.value.demandBody(on: eventLoop) }
             do {
                 return try await body.get()
             } catch let error as OpenAIError {
