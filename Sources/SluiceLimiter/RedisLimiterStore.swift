@@ -39,13 +39,7 @@ struct RedisLimiterStore: Sendable {
     /// Decides admits of one tenant in one call, in order; a decision per request.
     func admit(tenantID: String, _ batch: [AdmitItem]) async throws(RedisClientError) -> [AdmitDecision] {
         let keys = LimiterKeys(tenantID: tenantID)
-        // Each limit key once; requests refer to them by index.
-        var rateKeys: [String] = []
-        var rateArguments: [any RESPArgument] = []
-        var rateIndex: [String: Int] = [:]
-        var flightKeys: [String] = []
-        var flightArguments: [any RESPArgument] = []
-        var flightIndex: [String: Int] = [:]
+        var rates = BatchKeys(), flights = BatchKeys()
         var perRequest: [any RESPArgument] = []
         for item in batch {
             let request = item.request
@@ -53,26 +47,18 @@ struct RedisLimiterStore: Sendable {
                            item.plan.budgetMicroUSD ?? -1, Admission.pendingMember(for: request),
                            item.plan.rates.count] as [any RESPArgument]
             for rate in item.plan.rates {
-                if rateIndex[rate.key] == nil {
-                    rateKeys.append(rate.key)
-                    rateArguments += [rate.kind.rawValue, rate.interval, rate.burst, rate.perMinute, rate.name] as [any RESPArgument]
-                    rateIndex[rate.key] = rateKeys.count
-                }
-                perRequest.append(rateIndex[rate.key]!)
+                perRequest.append(rates.index(of: rate.key,
+                                              [rate.kind.rawValue, rate.interval, rate.burst, rate.perMinute, rate.name]))
             }
             perRequest.append(item.plan.concurrency.count)
             for limit in item.plan.concurrency {
-                if flightIndex[limit.key] == nil {
-                    flightKeys.append(limit.key)
-                    flightArguments += [limit.max, limit.name] as [any RESPArgument]
-                    flightIndex[limit.key] = flightKeys.count
-                }
-                perRequest.append(flightIndex[limit.key]!)
+                perRequest.append(flights.index(of: limit.key, [limit.max, limit.name]))
             }
         }
-        let scriptKeys: [any RESPArgument] = [keys.pending, keys.spend] + rateKeys + flightKeys
-        let arguments: [any RESPArgument] = [batch.count, rateKeys.count, flightKeys.count, timings.lease.microseconds,
-                                             timings.pendingSetTTL.milliseconds] + rateArguments + flightArguments + perRequest
+        let scriptKeys: [any RESPArgument] = [keys.pending, keys.spend] + rates.keys + flights.keys
+        let arguments: [any RESPArgument] = [batch.count, rates.keys.count, flights.keys.count, timings.lease.microseconds,
+                                             timings.pendingSetTTL.milliseconds] + rates.arguments + flights.arguments
+                                             + perRequest
         let reply = try await client.evalScript(LimiterScripts.admit, keys: scriptKeys, arguments: arguments)
         guard let fields = reply.array, fields.count == 9 * batch.count else {
             throw .protocolError("admit returned \(reply)")
@@ -107,40 +93,22 @@ struct RedisLimiterStore: Sendable {
     /// Settles requests of one tenant in one call; an outcome per request, in order.
     func settle(tenantID: String, _ batch: [SettleRequest]) async throws(RedisClientError) -> [SettleOutcome] {
         let keys = LimiterKeys(tenantID: tenantID)
-        // Each token key and in-flight set once; requests refer to them by index.
-        var tokenKeys: [String] = []
-        var intervals: [any RESPArgument] = []
-        var tokenIndex: [String: Int] = [:]
-        var flightKeys: [String] = []
-        var flightIndex: [String: Int] = [:]
+        var tokens = BatchKeys(), flights = BatchKeys()
         var perRequest: [any RESPArgument] = []
         for request in batch {
             let admission = request.admission
             perRequest += [admission.pendingMember, admission.requestID, request.usage.totalTokens, request.usage.costMicroUSD,
                            admission.reservedTokens, admission.tokenLimits.count] as [any RESPArgument]
-            for limit in admission.tokenLimits {
-                if tokenIndex[limit.key] == nil {
-                    tokenKeys.append(limit.key)
-                    intervals.append(limit.interval)
-                    tokenIndex[limit.key] = tokenKeys.count
-                }
-                perRequest.append(tokenIndex[limit.key]!)
-            }
+            for limit in admission.tokenLimits { perRequest.append(tokens.index(of: limit.key, [limit.interval])) }
             perRequest.append(admission.concurrencyKeys.count)
-            for key in admission.concurrencyKeys {
-                if flightIndex[key] == nil {
-                    flightKeys.append(key)
-                    flightIndex[key] = flightKeys.count
-                }
-                perRequest.append(flightIndex[key]!)
-            }
+            for key in admission.concurrencyKeys { perRequest.append(flights.index(of: key)) }
             let event = request.void ? [] : Self.event(admission, request.usage)
             perRequest.append(event.count)
             for (field, value) in event { perRequest += [field, value] as [any RESPArgument] }
         }
-        let scriptKeys: [any RESPArgument] = [keys.pending, keys.spend, keys.usageStream] + tokenKeys + flightKeys
+        let scriptKeys: [any RESPArgument] = [keys.pending, keys.spend, keys.usageStream] + tokens.keys + flights.keys
         let arguments: [any RESPArgument] = [timings.usageStreamTTL.milliseconds, timings.usageStreamMaxLength, batch.count,
-                                             tokenKeys.count, flightKeys.count] + intervals + perRequest
+                                             tokens.keys.count, flights.keys.count] + tokens.arguments + perRequest
         let reply = try await client.evalScript(LimiterScripts.settle, keys: scriptKeys, arguments: arguments)
         guard let fields = reply.array, fields.count == 2 * batch.count else {
             throw .protocolError("settle returned \(reply)")
@@ -195,3 +163,21 @@ extension Duration {
         components.seconds * 1_000 + components.attoseconds / 1_000_000_000_000_000
     }
 }
+
+/// The keys of a batch, each once, with the arguments that describe each; requests refer to
+/// them by 1-based index, as the scripts read them.
+struct BatchKeys {
+    private(set) var keys: [String] = []
+    private(set) var arguments: [any RESPArgument] = []
+    private var positions: [String: Int] = [:]
+
+    /// The key's index; a new key is added with its `describing` arguments.
+    mutating func index(of key: String, _ describing: @autoclosure () -> [any RESPArgument] = []) -> Int {
+        if let known = positions[key] { return known }
+        keys.append(key)
+        arguments += describing()
+        positions[key] = keys.count
+        return keys.count
+    }
+}
+
