@@ -136,7 +136,9 @@ public final class KeyResolver: Sendable {
                                            logger: Logger) async {
         guard !keyIDs.isEmpty else { return }
         do {
-            _ = try await redis.send(RedisCommand("DEL", keyIDs.map { cacheKey($0) }))
+            // One DEL per key: keys of different ids hash to different Redis Cluster slots, and a
+            // multi-key DEL across slots fails with CROSSSLOT.
+            for keyID in keyIDs { _ = try await redis.send(RedisCommand("DEL", cacheKey(keyID))) }
             _ = try await redis.send(RedisCommand("PUBLISH", channel, keyIDs.joined(separator: ",")))
         } catch {
             logger.error("could not publish key invalidation; replicas catch up within their cache TTLs",

@@ -339,4 +339,18 @@ struct TenancyPostgresTests {
             _ = try await client.query(PostgresQuery(unsafeSQL: "DROP DATABASE \(database) WITH (FORCE)"), logger: Logger(label: "t"))
         }
     }
+
+    /// Invalidating several keys drops each one's Redis copy (one DEL per key: on a cluster the
+    /// keys live in different slots, where a multi-key DEL fails).
+    @Test func invalidatingSeveralKeysDropsEveryCachedCopy() async throws {
+        let redis = try RedisClient(configuration: RedisConfiguration(url: TestEnvironment.redisURL))
+        defer { redis.shutdown() }
+        let ids = (0..<3).map { _ in "inv" + UUID().uuidString.prefix(8) }
+        for id in ids { _ = try await redis.send(RedisCommand("SET", KeyResolver.cacheKey(id), "cached", "PX", 60_000)) }
+        await KeyResolver.publishInvalidation(ids, redis: redis, channel: "sl:test:" + UUID().uuidString, logger: Logger(label: "t"))
+        for id in ids {
+            #expect(try await redis.send(RedisCommand("EXISTS", KeyResolver.cacheKey(id))) == .integer(0), "\(id)")
+        }
+    }
 }
+
