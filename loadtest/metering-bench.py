@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,13 +23,7 @@ import urllib.error
 import urllib.request
 import uuid
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from fleet import ROOT, free_port, stack_env, wait_ready
 
 
 def metric(text, name):
@@ -47,9 +40,7 @@ def main():
     parser.add_argument("--seconds", type=int, default=30)
     args = parser.parse_args()
 
-    stack = subprocess.run(["bash", "-c", "source scripts/stack-env.sh && env"], cwd=ROOT, capture_output=True,
-                           text=True, check=True).stdout
-    env = dict(os.environ, **dict(line.split("=", 1) for line in stack.splitlines() if line.startswith("SLUICE_")))
+    env = dict(os.environ, **stack_env())
     subprocess.run(["swift", "build", "-c", "release", "--product", "sluice"], cwd=ROOT, check=True, capture_output=True)
     subprocess.run(["swift", "build", "-c", "release", "--product", "sluice-mock-upstream"], cwd=ROOT, check=True,
                    capture_output=True)
@@ -90,15 +81,7 @@ def main():
                                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
             replicas.append((port, admin))
         for _, admin in replicas:
-            deadline = time.time() + 30
-            while True:
-                try:
-                    urllib.request.urlopen(f"http://127.0.0.1:{admin}/readyz", timeout=1)
-                    break
-                except Exception:
-                    if time.time() > deadline:
-                        raise SystemExit("a replica did not become ready")
-                    time.sleep(0.1)
+            wait_ready(f"http://127.0.0.1:{admin}/readyz")
 
         def scrape(admin):
             return urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=5).read().decode()

@@ -1,4 +1,5 @@
 import CoreMetrics
+import Metrics
 import Synchronization
 
 /// The data plane's metrics, through swift-metrics (the replica exports them to Prometheus).
@@ -54,11 +55,11 @@ public final class DataPlaneMetrics: Sendable {
         }.increment()
         handle(series, in: durations) {
             Timer(label: Name.requestDuration, dimensions: [("endpoint", endpoint), ("model", model)], factory: factory)
-        }.recordInterval(record.latency)
+        }.record(duration: record.latency)
         if let firstByte = record.firstByte {
             handle(model, in: firstTokens) {
                 Timer(label: Name.timeToFirstToken, dimensions: [("model", model)], factory: factory)
-            }.recordInterval(firstByte - record.started)
+            }.record(duration: firstByte - record.started)
         }
         if record.promptTokens > 0 { tokens(model, "in").increment(by: record.promptTokens) }
         if record.completionTokens > 0 { tokens(model, "out").increment(by: record.completionTokens) }
@@ -80,7 +81,7 @@ public final class DataPlaneMetrics: Sendable {
     func backendAnswered(_ backend: String, after duration: Duration) {
         handle(backend, in: backendHandles) {
             Timer(label: Name.backendDuration, dimensions: [("backend", backend)], factory: factory)
-        }.recordInterval(duration)
+        }.record(duration: duration)
     }
 
     /// `kind`: connect, timeout, protocol, status_5xx (bounded by the caller).
@@ -98,12 +99,5 @@ public final class DataPlaneMetrics: Sendable {
             cache[key] = made
             return made
         }
-    }
-}
-
-extension Timer {
-    func recordInterval(_ duration: Duration) {
-        let (seconds, attoseconds) = duration.components
-        recordNanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
     }
 }

@@ -30,8 +30,7 @@ public final class InferenceStream: @unchecked Sendable {
         self.pipeline = pipeline
         let limiter = settler.limiter
         let admission = settler.admission
-        let (seconds, attoseconds) = limiter.renewalInterval.components
-        let interval = TimeAmount.nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
+        let interval = TimeAmount(limiter.renewalInterval)
         renewal = admission.degraded ? nil : response.eventLoop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { _ in
             Task { await limiter.renew(admission) }
         }

@@ -1,4 +1,5 @@
 import CoreMetrics
+import Metrics
 import Logging
 import NIOCore
 import NIOPosix
@@ -90,7 +91,6 @@ final class CommandLatency: Sendable {
             timers[command] = made
             return made
         }
-        let (seconds, attoseconds) = duration.components
-        timer.recordNanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
+        timer.record(duration: duration)
     }
 }

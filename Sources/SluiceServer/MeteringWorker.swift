@@ -47,6 +47,7 @@ struct MeteringWorker: Service {
     private func loop() async {
         var schedule = schedule
         var tenants: [String] = []
+        var known: Set<String> = []
         var tenantsRefreshed = ContinuousClock.now - .seconds(3_600)
         var pass = 0
         var grouped: Set<String> = []  // tenants whose stream has the consumer group (read once)
@@ -56,6 +57,7 @@ struct MeteringWorker: Service {
             if started - tenantsRefreshed > tenantRefresh {
                 do {
                     tenants = try await tenantIDs()
+                    known = Set(tenants)
                     tenantsRefreshed = .now
                 } catch {
                     logger.warning("metering could not list tenants; will retry", metadata: ["error": "\(error)"])
@@ -65,7 +67,6 @@ struct MeteringWorker: Service {
             do {
                 // Only tenants of this database: a fleet sharing the Redis with another (tests do)
                 // must never ledger the other's usage.
-                let known = Set(tenants)
                 active.formUnion(try await shareActivity(active, trim: pass % (Self.activityShards * 10)).filter(known.contains))
             } catch {
                 logger.warning("metering could not share activity; reading this replica's tenants", metadata: ["error": "\(error)"])

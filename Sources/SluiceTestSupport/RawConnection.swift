@@ -81,8 +81,7 @@ public final class RawConnection: Sendable {
                 continuation.resume()
                 return
             }
-            let nanoseconds = timeout.components.seconds * 1_000_000_000 + timeout.components.attoseconds / 1_000_000_000
-            channel.eventLoop.scheduleTask(in: .nanoseconds(nanoseconds)) { [self] in wake() }
+            channel.eventLoop.scheduleTask(in: TimeAmount(timeout)) { [self] in wake() }
         }
     }
 
