@@ -105,13 +105,16 @@ public enum Gateway {
                 .init(service: postgres),
                 // Stops after the listeners, so it writes the usage of the last requests too.
                 .init(service: usageFallback),
+                // Closes Redis and the upstream pool after everything that uses them has stopped
+                // (the metering worker finishes its pass); a settle still queued then fails over
+                // to the usage fallback, which stops after it.
+                .init(service: ShutdownHook { upstream.shutdown(); redis.shutdown() }),
                 .init(service: subscriber),
                 .init(service: InvalidationFollower(resolver: resolver, subscriber: subscriber),
                       successTerminationBehavior: .ignore),
                 .init(service: metering),
                 .init(service: BackendHealthChecker(backends: catalog.backends, client: upstream,
                                                     path: configuration.healthPath, logger: logger)),
-                .init(service: ShutdownHook { upstream.shutdown(); redis.shutdown() }),
                 .init(service: adminApp),
                 // Last in the list, so the first to stop on SIGTERM: no new requests, in-flight ones finish.
                 .init(service: publicServer),

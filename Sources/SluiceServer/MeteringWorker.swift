@@ -40,18 +40,17 @@ struct MeteringWorker: Service {
     var commands: Counter?
     var backlog: Gauge?
 
+    /// On graceful shutdown the pass in progress finishes (what it read is ledgered and
+    /// acknowledged, not left for another replica to claim after `claimIdle`); only the wait
+    /// before the next pass is cut short. Cancellation still stops it anywhere.
     func run() async throws {
-        await cancelWhenGracefulShutdown { await loop() }
-    }
-
-    private func loop() async {
         var schedule = schedule
         var tenants: [String] = []
         var known: Set<String> = []
         var tenantsRefreshed = ContinuousClock.now - .seconds(3_600)
         var pass = 0
         var grouped: Set<String> = []  // tenants whose stream has the consumer group (read once)
-        while !Task.isCancelled {
+        while !Task.isCancelled, !Task.isShuttingDownGracefully {
             pass += 1
             let started = ContinuousClock.now
             if started - tenantsRefreshed > tenantRefresh {
@@ -97,7 +96,7 @@ struct MeteringWorker: Service {
             for tenant in many.failed { schedule.failed(tenant) }
             lag?.record(oldest)
             backlog?.record(schedule.backlog)
-            try? await Task.sleep(until: started + interval)
+            try? await cancelWhenGracefulShutdown { try await Task.sleep(until: started + interval) }
         }
     }
 

@@ -85,8 +85,8 @@ struct GatewayHarness: Sendable {
                 let gateway = try await Gateway.serviceGroup(configuration, logger: logger) { continuation.yield($0) }
                 let stopped = AsyncStream.makeStream(of: Void.self)
                 group.addTask {
+                    defer { stopped.continuation.finish() }  // every later wait for the stop returns at once
                     try await gateway.run()
-                    stopped.continuation.yield()
                 }
                 var iterator = listening.makeAsyncIterator()
                 guard let bound = await iterator.next(), let publicPort = bound.publicPort, let adminPort = bound.adminPort else {
@@ -106,6 +106,10 @@ struct GatewayHarness: Sendable {
                 try await body(GatewayHarness(publicPort: publicPort, adminPort: adminPort, store: store, tenant: tenant,
                                               key: key, keyID: record.id, triggerGracefulShutdown: shutdown,
                                               beginGracefulShutdown: { await gateway.triggerGracefulShutdown() }))
+                // Stops as a replica does on SIGTERM, so its metering worker ledgers what it read
+                // (every gateway of this process shares one consumer name, so entries a cancelled
+                // worker read would wait for the claim time before any other test's gateway saw them).
+                await shutdown()
                 group.cancelAll()
             }
         }
