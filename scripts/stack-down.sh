@@ -5,6 +5,7 @@ here="$(cd "$(dirname "$0")" && pwd)"
 source "$here/stack-env.sh"
 
 redis-cli -p "$SLUICE_STACK_REDIS_PORT" shutdown nosave >/dev/null 2>&1 || true
+"$here/redis-cluster.sh" stop "$SLUICE_STACK_DIR/redis-cluster"
 pgdata="$SLUICE_STACK_DIR/pg/data"
 if [ -f "$pgdata/PG_VERSION" ]; then
     pgbin="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)"

@@ -33,6 +33,8 @@ else
     echo "redis started on $SLUICE_STACK_REDIS_PORT" >&2
 fi
 
+"$here/redis-cluster.sh" start "$SLUICE_STACK_DIR/redis-cluster" "$SLUICE_STACK_CLUSTER_PORT"
+
 pgbin="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)"
 pgdata="$SLUICE_STACK_DIR/pg/data"
 pgsock="$SLUICE_STACK_DIR/pg/socket"
@@ -65,3 +67,4 @@ fi
 
 echo "export SLUICE_TEST_REDIS_URL=$SLUICE_TEST_REDIS_URL"
 echo "export SLUICE_TEST_DATABASE_URL=$SLUICE_TEST_DATABASE_URL"
+echo "export SLUICE_TEST_REDIS_CLUSTER_URL=$SLUICE_TEST_REDIS_CLUSTER_URL"

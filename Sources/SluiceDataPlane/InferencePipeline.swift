@@ -363,7 +363,9 @@ final class Settler: Sendable {
             defer { span?.end() }
             if case .failure = result { span?.setStatus(SpanStatus(code: .error)) }
             switch result {
-            case .success(.skipped):
+            case .success(.skipped), .success(.alreadySettled), .success(.unconfirmed):
+                // Not booked by this settle, or booked where a failover could lose it: the ledger
+                // gets it directly too (it keeps one row per request id).
                 recordDirectly(billed, cost: cost)
             case .success:
                 break

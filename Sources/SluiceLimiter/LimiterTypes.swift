@@ -135,7 +135,12 @@ public struct Usage: Sendable, Equatable {
 public enum SettleOutcome: Sendable, Equatable {
     /// Booked now. `refunded` is tokens given back (negative: debt).
     case settled(refunded: Int)
-    /// Settled before, or billed at its reservation by the sweep (its settle came too late).
+    /// Booked on a master, but fewer replicas than `settleReplicas` confirmed it in time: a
+    /// failover could still lose it, so the caller writes the usage to the ledger as well.
+    case unconfirmed(refunded: Int)
+    /// Settled before, or billed at its reservation by the sweep (its settle came too late), or
+    /// its admission was lost with a failed-over master. The caller writes the usage to the
+    /// ledger directly: the ledger keeps one row per request id, so a bill already there stays.
     case alreadySettled
     /// A degraded admission: nothing to book in Redis.
     case skipped

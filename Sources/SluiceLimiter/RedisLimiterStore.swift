@@ -14,6 +14,12 @@ public struct LimiterTimings: Sendable {
     /// The usage stream expires this long after its last event if metering stops entirely.
     public var usageStreamTTL: Duration = .seconds(7 * 86_400)
     public var usageStreamMaxLength = 1_000_000
+    /// Replicas that must confirm a settle (`WAIT`) before its usage counts as safe in Redis;
+    /// unconfirmed usage is also written to the ledger directly, so a failover that loses the
+    /// write loses no bill. 0 (standalone Redis, or no replicas) skips the wait.
+    public var settleReplicas = 0
+    /// How long a settle waits for those replicas.
+    public var settleReplicaWait: Duration = .milliseconds(50)
 
     public init() {}
 }
@@ -109,12 +115,17 @@ struct RedisLimiterStore: Sendable {
         let scriptKeys: [any RESPArgument] = [keys.pending, keys.spend, keys.usageStream] + tokens.keys + flights.keys
         let arguments: [any RESPArgument] = [timings.usageStreamTTL.milliseconds, timings.usageStreamMaxLength, batch.count,
                                              tokens.keys.count, flights.keys.count] + tokens.arguments + perRequest
-        let reply = try await client.evalScript(LimiterScripts.settle, keys: scriptKeys, arguments: arguments)
+        let (reply, replicas) = try await client.evalScript(LimiterScripts.settle, keys: scriptKeys, arguments: arguments,
+                                                            replicas: timings.settleReplicas,
+                                                            waitTimeout: timings.settleReplicaWait)
         guard let fields = reply.array, fields.count == 2 * batch.count else {
             throw .protocolError("settle returned \(reply)")
         }
+        let confirmed = replicas >= timings.settleReplicas
         return (0..<batch.count).map { index in
-            fields[2 * index].int == 1 ? .settled(refunded: Int(fields[2 * index + 1].int ?? 0)) : .alreadySettled
+            guard fields[2 * index].int == 1 else { return .alreadySettled }
+            let refunded = Int(fields[2 * index + 1].int ?? 0)
+            return confirmed ? .settled(refunded: refunded) : .unconfirmed(refunded: refunded)
         }
     }
 

@@ -12,12 +12,17 @@ import Synchronization
 /// command timeout (plus the connect timeout when a connection must be opened first).
 public final class RedisClient: Sendable {
     public let configuration: RedisConfiguration
-    let connector: RedisConnector
-    private let slots: [RedisConnectionSlot]
-    private let nextSlot = Atomic<Int>(0)
+    private let router: Router
     let logger: Logger
     let eventLoopGroup: any EventLoopGroup
     private let latency: CommandLatency
+
+    /// Where commands go: one server's pool, or a router that finds the server.
+    private enum Router: Sendable {
+        case standalone(RedisNodePool)
+        case cluster(RedisClusterRouter)
+        case sentinel(RedisSentinelRouter)
+    }
 
     /// `metrics` gets `redis_command_duration_seconds` by command name (the commands are the
     /// caller's code, so the label is bounded).
@@ -30,46 +35,93 @@ public final class RedisClient: Sendable {
     ) throws {
         self.latency = CommandLatency(factory: metrics, label: metricsPrefix + "redis_command_duration_seconds")
         self.configuration = configuration
-        self.connector = try RedisConnector(configuration: configuration)
         self.logger = logger
         self.eventLoopGroup = eventLoopGroup
-        let connector = self.connector
-        self.slots = (0..<max(1, configuration.poolSize)).map { _ in
-            RedisConnectionSlot(configuration: configuration, connector: connector, eventLoop: eventLoopGroup.next())
+        switch configuration.topology {
+        case .standalone:
+            router = .standalone(try RedisNodePool(address: RedisNodeAddress(host: configuration.host, port: configuration.port),
+                                                   configuration: configuration, eventLoopGroup: eventLoopGroup))
+        case .cluster(let seeds):
+            router = .cluster(RedisClusterRouter(seeds: seeds, configuration: configuration,
+                                                 eventLoopGroup: eventLoopGroup, logger: logger))
+        case .sentinel(let sentinels, let masterName):
+            router = .sentinel(RedisSentinelRouter(sentinels: sentinels, masterName: masterName, configuration: configuration,
+                                                   eventLoopGroup: eventLoopGroup, logger: logger))
         }
+    }
+
+    /// True on a Redis Cluster: a multi-key command must keep its keys in one slot.
+    public var isCluster: Bool {
+        if case .cluster = router { return true }
+        return false
     }
 
     /// Sends one command. Server error replies throw `.server`; see `RedisClientError`.
     public func send(_ command: RedisCommand, timeout: TimeAmount? = nil) async throws(RedisClientError) -> RESPValue {
         let started = ContinuousClock.now
         defer { latency.record(command.name, .now - started) }
-        let connection = try await pickSlot().connection()
-        return try await connection.send(command, timeout: timeout)
+        switch router {
+        case .standalone(let pool):
+            return try await pool.connection().send(command, timeout: timeout)
+        case .cluster(let cluster):
+            return try await cluster.send(command, timeout: timeout)
+        case .sentinel(let sentinel):
+            return try await sentinel.send(command, timeout: timeout)
+        }
+    }
+
+    /// Sends a write, then `WAIT replicas timeout` on the same connection: the reply and how
+    /// many replicas acknowledged the write (a failover can lose a write no replica has).
+    public func sendReplicated(_ command: RedisCommand, replicas: Int,
+                               waitTimeout: Duration) async throws(RedisClientError) -> (reply: RESPValue, replicas: Int) {
+        let started = ContinuousClock.now
+        defer { latency.record(command.name, .now - started) }
+        let milliseconds = Int(waitTimeout.components.seconds * 1000 + waitTimeout.components.attoseconds / 1_000_000_000_000_000)
+        let wait = RedisCommand("WAIT", replicas, max(1, milliseconds))
+        let timeout = configuration.commandTimeout + TimeAmount(waitTimeout)
+        let reply: RESPValue
+        let acknowledged: RESPValue?
+        switch router {
+        case .standalone(let pool):
+            let replies = await (try await pool.connection()).sendPipelined([command, wait], timeout: timeout)
+            reply = try replies[0].get()
+            acknowledged = try replies[1].get()
+        case .cluster(let cluster):
+            (reply, acknowledged) = try await cluster.send(command, timeout: timeout, then: wait)
+        case .sentinel(let sentinel):
+            (reply, acknowledged) = try await sentinel.send(command, timeout: timeout, then: wait)
+        }
+        return (reply, Int(acknowledged?.int ?? 0))
     }
 
     public func send(_ name: String, _ arguments: any RESPArgument...) async throws(RedisClientError) -> RESPValue {
         try await send(RedisCommand(name, arguments))
     }
 
-    /// Prefers a connection on the caller's event loop (no thread hop); otherwise round-robin.
-    private func pickSlot() -> RedisConnectionSlot {
-        if slots.count > 1 {
-            for slot in slots where slot.eventLoop.inEventLoop { return slot }
-        }
-        let index = nextSlot.add(1, ordering: .relaxed).oldValue
-        return slots[index % slots.count]
+    /// Sends a keyless command to every master: on a cluster each one, otherwise the one server.
+    func sendToEveryMaster(_ command: RedisCommand) async throws(RedisClientError) -> [RESPValue] {
+        if case .cluster(let cluster) = router { return try await cluster.sendToEveryMaster(command, timeout: nil) }
+        return [try await send(command)]
     }
 
     /// Opens a connection that receives pub/sub pushes; used by `RedisSubscriber`.
     func connectSubscriber(
         on eventLoop: any EventLoop, onPush: @escaping @Sendable (RESPValue) -> Void
     ) async throws(RedisClientError) -> RedisConnection {
-        try await connector.connect(on: eventLoop, onPush: onPush)
+        switch router {
+        case .standalone(let pool): return try await pool.connector.connect(on: eventLoop, onPush: onPush)
+        case .cluster(let cluster): return try await cluster.connectSubscriber(on: eventLoop, onPush: onPush)
+        case .sentinel(let sentinel): return try await sentinel.connectSubscriber(on: eventLoop, onPush: onPush)
+        }
     }
 
     /// Closes every connection; later calls fail with `.shutdown`.
     public func shutdown() {
-        for slot in slots { slot.shutdown() }
+        switch router {
+        case .standalone(let pool): pool.shutdown()
+        case .cluster(let cluster): cluster.shutdown()
+        case .sentinel(let sentinel): sentinel.shutdown()
+        }
     }
 }
 

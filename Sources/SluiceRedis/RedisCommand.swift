@@ -62,9 +62,13 @@ extension Double: RESPArgument {
 public struct RedisCommand: Sendable {
     public let name: String
     public let encoded: ByteBuffer
+    /// The key whose slot a Redis Cluster routes the command by (nil: any node will do).
+    public let routingKey: String?
 
-    public init(_ name: String, _ arguments: [any RESPArgument] = []) {
+    /// `routingKey` defaults to the command's first key (`RedisCommand.firstKey`).
+    public init(_ name: String, _ arguments: [any RESPArgument], routingKey: String? = nil) {
         self.name = name
+        self.routingKey = routingKey ?? Self.firstKey(name, arguments)
         var buffer = ByteBuffer()
         buffer.reserveCapacity(32 + arguments.count * 16)
         buffer.writeArrayHeader(arguments.count + 1)
@@ -77,6 +81,34 @@ public struct RedisCommand: Sendable {
 
     public init(_ name: String, _ arguments: any RESPArgument...) {
         self.init(name, arguments)
+    }
+}
+
+extension RedisCommand {
+    /// Commands that name no key, or whose keys a cluster need not route (PUBLISH reaches every node).
+    private static let keyless: Set<String> = [
+        "ASKING", "AUTH", "CLIENT", "CLUSTER", "COMMAND", "CONFIG", "DBSIZE", "DEBUG", "FLUSHALL", "FLUSHDB", "HELLO",
+        "INFO", "PING", "PSUBSCRIBE", "PUBLISH", "READONLY", "ROLE", "SCAN", "SCRIPT", "SELECT", "SENTINEL",
+        "SUBSCRIBE", "TIME", "UNSUBSCRIBE", "WAIT",
+    ]
+
+    /// The first key of the commands Sluice sends (upper-case names): after `numkeys` for
+    /// scripts, after `STREAMS` for stream reads, otherwise the first argument.
+    static func firstKey(_ name: String, _ arguments: [any RESPArgument]) -> String? {
+        func text(_ index: Int) -> String? {
+            guard arguments.indices.contains(index) else { return nil }
+            return arguments[index] as? String ?? (arguments[index] as? Substring).map(String.init)
+        }
+        switch name {
+        case "EVALSHA", "EVAL", "EVALSHA_RO", "EVAL_RO", "FCALL", "FCALL_RO":
+            let keys = arguments.count > 1 ? (arguments[1] as? Int ?? text(1).flatMap { Int($0) } ?? 0) : 0
+            return keys > 0 ? text(2) : nil
+        case "XREADGROUP", "XREAD":
+            guard let streams = arguments.firstIndex(where: { ($0 as? String)?.uppercased() == "STREAMS" }) else { return nil }
+            return text(streams + 1)
+        default:
+            return keyless.contains(name) ? nil : text(0)
+        }
     }
 }
 

@@ -12,6 +12,11 @@ public struct RedisConfiguration: Sendable {
     public var database: Int
     /// Set for `rediss://`; replace it to trust a private CA.
     public var tls: TLSConfiguration?
+    /// One server (`host`, `port`), a Redis Cluster found from seed nodes, or a master found
+    /// through Sentinel.
+    public var topology: RedisTopology = .standalone
+    /// Connections check `ROLE` and refuse a server that is not a master (set under Sentinel).
+    var requiresMasterRole = false
 
     public var connectTimeout: TimeAmount = .seconds(1)
     public var commandTimeout: TimeAmount = .seconds(1)
@@ -41,8 +46,16 @@ public struct RedisConfiguration: Sendable {
         self.tls = tls
     }
 
-    /// Parses `redis://[user:pass@]host:port[/db]` and `rediss://...` (TLS).
+    /// Parses `redis://[user:pass@]host:port[/db]` and `rediss://...` (TLS), a cluster as
+    /// `redis+cluster://[user:pass@]h1:p1,h2:p2` (seed nodes), and Sentinel as
+    /// `redis+sentinel://[user:pass@]s1:p1,s2:p2/mastername[/db]` (the credentials are the master's).
     public init(url text: String) throws(RedisConfigurationError) {
+        if let plus = text.range(of: "+"), let schemeEnd = text.range(of: "://"), plus.lowerBound < schemeEnd.lowerBound {
+            try self.init(multiNodeURL: text, base: String(text[..<plus.lowerBound]).lowercased(),
+                          kind: String(text[plus.upperBound..<schemeEnd.lowerBound]).lowercased(),
+                          rest: String(text[schemeEnd.upperBound...]))
+            return
+        }
         guard let url = URLComponents(string: text), let scheme = url.scheme?.lowercased() else {
             throw .invalid("not a URL: expected redis://host:port[/db]")
         }
@@ -68,6 +81,74 @@ public struct RedisConfiguration: Sendable {
         self.init(host: host, port: port, username: password == nil ? nil : user,
                   password: password ?? user, database: database,
                   tls: scheme == "rediss" ? TLSConfiguration.makeClientConfiguration() : nil)
+    }
+}
+
+/// How the client finds the Redis it talks to.
+public enum RedisTopology: Sendable, Equatable {
+    case standalone
+    /// Seed nodes; the client learns the rest of the cluster from them.
+    case cluster(seeds: [RedisNodeAddress])
+    /// Sentinels watching the master named `masterName`.
+    case sentinel(sentinels: [RedisNodeAddress], masterName: String)
+}
+
+extension RedisConfiguration {
+    /// `redis+cluster://` and `redis+sentinel://` (and `rediss+…` for TLS): a list of
+    /// `host:port` where a URL has one host, which `URLComponents` does not parse.
+    private init(multiNodeURL text: String, base: String, kind: String, rest: String) throws(RedisConfigurationError) {
+        guard base == "redis" || base == "rediss" else { throw .invalid("scheme must be redis+\(kind):// or rediss+\(kind)://") }
+        guard kind == "cluster" || kind == "sentinel" else {
+            throw .invalid("scheme must be redis+cluster:// or redis+sentinel://, not \(base)+\(kind)://")
+        }
+        var authority = Substring(rest)
+        var path = Substring("")
+        if let slash = rest.firstIndex(of: "/") {
+            authority = rest[..<slash]
+            path = rest[rest.index(after: slash)...]
+        }
+        var username: String?
+        var password: String?
+        if let at = authority.lastIndex(of: "@") {
+            let credentials = authority[..<at]
+            authority = authority[authority.index(after: at)...]
+            let parts = credentials.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false)
+            let user = parts[0].removingPercentEncoding.flatMap { $0.isEmpty ? nil : $0 }
+            if parts.count == 2 {
+                username = user
+                password = parts[1].removingPercentEncoding
+            } else {
+                password = user
+            }
+        }
+        var nodes: [RedisNodeAddress] = []
+        for item in authority.split(separator: ",") {
+            let node = item.contains(":") ? item : item + ":\(kind == "sentinel" ? 26379 : 6379)"
+            guard let address = RedisNodeAddress(node) else { throw .invalid("'\(item)' is not host:port") }
+            nodes.append(address)
+        }
+        guard let first = nodes.first else { throw .invalid("no \(kind == "cluster" ? "seed nodes" : "sentinels") given") }
+        let segments = path.split(separator: "/")
+        var database = 0
+        let topology: RedisTopology
+        if kind == "cluster" {
+            guard segments.isEmpty else { throw .invalid("a cluster has no database number (only database 0)") }
+            topology = .cluster(seeds: nodes)
+        } else {
+            guard let name = segments.first, segments.count <= 2 else {
+                throw .invalid("expected redis+sentinel://s1:p1,s2:p2/mastername[/db]")
+            }
+            if segments.count == 2 {
+                guard let number = Int(segments[1]), number >= 0 else {
+                    throw .invalid("database must be a non-negative number, not '\(segments[1])'")
+                }
+                database = number
+            }
+            topology = .sentinel(sentinels: nodes, masterName: String(name))
+        }
+        self.init(host: first.host, port: first.port, username: username, password: password, database: database,
+                  tls: base == "rediss" ? TLSConfiguration.makeClientConfiguration() : nil)
+        self.topology = topology
     }
 }
 

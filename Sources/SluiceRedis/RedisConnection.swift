@@ -71,6 +71,12 @@ public final class RedisConnection: Sendable {
         if configuration.database != 0 {
             _ = try await send(RedisCommand("SELECT", configuration.database))
         }
+        if configuration.requiresMasterRole {
+            let role = try await send(RedisCommand("ROLE"))
+            guard let kind = role.array?.first?.string, kind == "master" else {
+                throw .connectFailed("\(configuration.host):\(configuration.port) is not a master")
+            }
+        }
     }
 
     /// Sends one command and waits for its reply. A top-level error reply is thrown as
@@ -91,6 +97,31 @@ public final class RedisConnection: Sendable {
         } catch {
             throw .connectionClosed
         }
+    }
+
+    /// Writes `commands` back to back on this connection (nothing else comes between them),
+    /// then waits for every reply: an `ASK` redirection needs `ASKING` right before the command,
+    /// and `WAIT` counts the replicas that have this connection's writes so far.
+    func sendPipelined(_ commands: [RedisCommand], timeout: TimeAmount? = nil) async -> [Result<RESPValue, RedisClientError>] {
+        let deadline = NIODeadline.now() + (timeout ?? commandTimeout)
+        let promises = commands.map { command in
+            let promise = channel.eventLoop.makePromise(of: RESPValue.self)
+            channel.write(RedisRequest(command: command.encoded, promise: promise, deadline: deadline)).whenFailure { _ in
+                promise.fail(RedisClientError.connectionClosed)
+            }
+            return promise
+        }
+        var results: [Result<RESPValue, RedisClientError>] = []
+        for promise in promises {
+            do {
+                results.append(.success(try await promise.futureResult.get()))
+            } catch let error as RedisClientError {
+                results.append(.failure(error))
+            } catch {
+                results.append(.failure(.connectionClosed))
+            }
+        }
+        return results
     }
 
     /// Sends a command whose replies arrive as pushes (SUBSCRIBE): nothing waits for a reply.

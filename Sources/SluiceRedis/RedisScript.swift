@@ -22,13 +22,19 @@ public struct RedisScript: Sendable {
 }
 
 extension RedisClient {
-    /// Loads scripts with `SCRIPT LOAD` (at start-up) and checks Redis agrees on each hash.
+    /// Loads scripts with `SCRIPT LOAD` (at start-up; on every master of a cluster) and checks
+    /// Redis agrees on each hash.
     public func load(_ scripts: [RedisScript]) async throws(RedisClientError) {
         for script in scripts {
-            let reply = try await send(RedisCommand("SCRIPT", "LOAD", script.source))
-            guard reply.string == script.sha1 else {
-                throw .protocolError("SCRIPT LOAD of \(script.name) returned \(reply.string ?? "nothing"), expected \(script.sha1)")
+            for reply in try await sendToEveryMaster(RedisCommand("SCRIPT", "LOAD", script.source)) {
+                try Self.check(reply, loading: script)
             }
+        }
+    }
+
+    private static func check(_ reply: RESPValue, loading script: RedisScript) throws(RedisClientError) {
+        guard reply.string == script.sha1 else {
+            throw .protocolError("SCRIPT LOAD of \(script.name) returned \(reply.string ?? "nothing"), expected \(script.sha1)")
         }
     }
 
@@ -37,13 +43,27 @@ extension RedisClient {
     public func evalScript(
         _ script: RedisScript, keys: [any RESPArgument], arguments: [any RESPArgument]
     ) async throws(RedisClientError) -> RESPValue {
+        try await evalScript(script, keys: keys, arguments: arguments, replicas: 0, waitTimeout: .zero).reply
+    }
+
+    /// Runs a script by hash and, when `replicas` > 0, then `WAIT`s for that many replicas to
+    /// have its writes: the reply and how many did.
+    public func evalScript(
+        _ script: RedisScript, keys: [any RESPArgument], arguments: [any RESPArgument], replicas: Int, waitTimeout: Duration
+    ) async throws(RedisClientError) -> (reply: RESPValue, replicas: Int) {
         let command = RedisCommand("EVALSHA", [script.sha1 as any RESPArgument, keys.count] + keys + arguments)
+        func run() async throws(RedisClientError) -> (reply: RESPValue, replicas: Int) {
+            if replicas > 0 { return try await sendReplicated(command, replicas: replicas, waitTimeout: waitTimeout) }
+            return (try await send(command), 0)
+        }
         do {
-            return try await send(command)
+            return try await run()
         } catch let error where error.serverErrorCode == "NOSCRIPT" {
             logger.info("redis forgot a script, loading it again", metadata: ["script": "\(script.name)"])
-            try await load([script])
-            return try await send(command)
+            // On the server that forgot it: the one that serves the script's first key.
+            try Self.check(try await send(RedisCommand("SCRIPT", ["LOAD", script.source], routingKey: command.routingKey)),
+                           loading: script)
+            return try await run()
         }
     }
 }

@@ -52,6 +52,7 @@ public enum Gateway {
         var limiterConfiguration = LimiterConfiguration(failurePolicy: configuration.failurePolicy)
         limiterConfiguration.expectedReplicas = configuration.expectedReplicas
         limiterConfiguration.timings.lease = .seconds(configuration.leaseSeconds)
+        limiterConfiguration.timings.settleReplicas = configuration.redisSettleReplicas
         // A request unsettled past this is billed at its reservation: by default later than any
         // request can run without renewing (streams renew; whole answers end within the upstream timeout).
         limiterConfiguration.timings.reservationTTL = configuration.settleDeadlineSeconds.map { .seconds($0) }

@@ -37,6 +37,10 @@ public struct GatewayConfiguration: Sendable {
     /// Commands waiting for replies on one Redis connection; past this, calls fail at once and
     /// the failure policy answers.
     public var redisMaxPendingCommands = 10_000
+    /// Replicas that must confirm a settle (`WAIT`) before its usage is trusted to Redis alone;
+    /// unconfirmed usage also goes to the ledger directly. Set 1 on a Redis Cluster or Sentinel
+    /// setup with replicas; 0 (the default) skips the wait.
+    public var redisSettleReplicas = 0
     public var upstream = UpstreamTimeouts()
     /// Path probed on every backend by the active health checks (vLLM and the mock serve /health).
     public var healthPath = "/health"
@@ -130,7 +134,9 @@ public struct GatewayConfiguration: Sendable {
         let reader = ConfigReader(root, path: "")
         try reader.allow(["listen", "admin_listen", "redis_url", "database_url", "failure_policy", "expected_replicas",
                           "lease_seconds", "max_request_bytes", "upstream", "models", "listener", "key_stale_seconds",
-                          "redis_max_pending_commands", "settle_deadline_seconds", "tracing"])
+                          "redis_max_pending_commands", "settle_deadline_seconds", "tracing", "redis_cluster_nodes",
+                          "redis_settle_replicas"])
+        if let value = try reader.int("redis_settle_replicas", 0...16) { redisSettleReplicas = value }
         if let section = try reader.mapping("tracing") {
             try section.allow(["otlp_endpoint", "sampling_ratio", "service_name"])
             if let value = try section.string("otlp_endpoint") { tracing.otlpEndpoint = value }
@@ -154,6 +160,12 @@ public struct GatewayConfiguration: Sendable {
         if let value = try reader.string("listen") { listen = try HostPort(value, key: "listen") }
         if let value = try reader.string("admin_listen") { adminListen = try HostPort(value, key: "admin_listen") }
         if let value = try reader.string("redis_url") { redisURL = value }
+        if let nodes = try reader.strings("redis_cluster_nodes") {
+            guard !nodes.isEmpty, !nodes.contains(where: { $0.contains(",") || $0.contains("/") || $0.contains("@") }) else {
+                throw ConfigurationError(key: "redis_cluster_nodes", problem: "must be a non-empty list of host:port")
+            }
+            redisURL = "redis+cluster://" + nodes.joined(separator: ",")
+        }
         if let value = try reader.string("database_url") { databaseURL = value }
         if let value = try reader.string("failure_policy") { failurePolicy = try Self.policy(value, key: "failure_policy") }
         if let value = try reader.int("expected_replicas", 1...1_000) { expectedReplicas = value }
@@ -202,6 +214,12 @@ public struct GatewayConfiguration: Sendable {
         if let value = environment["SLUICE_LISTEN"] { listen = try HostPort(value, key: "SLUICE_LISTEN") }
         if let value = environment["SLUICE_ADMIN_LISTEN"] { adminListen = try HostPort(value, key: "SLUICE_ADMIN_LISTEN") }
         if let value = environment["SLUICE_REDIS_URL"] { redisURL = value }
+        if let value = environment["SLUICE_REDIS_SETTLE_REPLICAS"] {
+            guard let number = Int(value), (0...16).contains(number) else {
+                throw ConfigurationError(key: "SLUICE_REDIS_SETTLE_REPLICAS", problem: "must be an integer from 0 to 16")
+            }
+            redisSettleReplicas = number
+        }
         if let value = environment["SLUICE_DATABASE_URL"] { databaseURL = value }
         if let value = environment["SLUICE_FAILURE_POLICY"] { failurePolicy = try Self.policy(value, key: "SLUICE_FAILURE_POLICY") }
         if let value = environment["SLUICE_EXPECTED_REPLICAS"] {
@@ -369,6 +387,14 @@ struct ConfigReader {
         guard let value = values[name], !(value is NSNull) else { return nil }
         guard let mapping = value as? [String: Any] else { throw ConfigurationError(key: key(name), problem: "must be a mapping") }
         return ConfigReader(mapping, path: key(name))
+    }
+
+    func strings(_ name: String) throws(ConfigurationError) -> [String]? {
+        guard let value = values[name], !(value is NSNull) else { return nil }
+        guard let items = value as? [Any], let strings = items as? [String] else {
+            throw ConfigurationError(key: key(name), problem: "must be a list of strings")
+        }
+        return strings
     }
 
     func list(_ name: String) throws(ConfigurationError) -> [ConfigReader]? {

@@ -163,9 +163,22 @@ struct MeteringWorker: Service {
     /// tenant's then ledgered and acknowledged on its own: one failing tenant leaves the others
     /// done. A stream that lost its group (expired, or Redis lost its data) fails the read for
     /// all: they are read one by one this time and the group-less ones leave `grouped`.
-    /// Standalone Redis; on a cluster a read could only group streams of one slot.
+    /// On a Redis Cluster one read can only name streams of one slot: a read per slot then.
     func drainTogether(_ tenants: [String], grouped: inout Set<String>) async -> (oldest: Double, failed: [String]) {
         guard !tenants.isEmpty else { return (0, []) }
+        if redis.isCluster {
+            let bySlot = Dictionary(grouping: tenants) { RedisHashSlot.of(LimiterKeys(tenantID: $0).usageStream) }
+            if bySlot.count > 1 {
+                var oldest = 0.0
+                var failed: [String] = []
+                for slotTenants in bySlot.values {
+                    let drained = await drainTogether(slotTenants, grouped: &grouped)
+                    oldest = max(oldest, drained.oldest)
+                    failed += drained.failed
+                }
+                return (oldest, failed)
+            }
+        }
         var oldest = 0.0
         var failed: [String] = []
         var streams: [String: String] = [:]
