@@ -6,6 +6,12 @@ public enum TestEnvironment {
         ProcessInfo.processInfo.environment["SLUICE_TEST_REDIS_URL"] ?? "redis://127.0.0.1:16379/0"
     }
 
+    /// The stack's Redis Cluster (three masters, three replicas).
+    public static var redisClusterURL: String {
+        ProcessInfo.processInfo.environment["SLUICE_TEST_REDIS_CLUSTER_URL"]
+            ?? "redis+cluster://127.0.0.1:16479,127.0.0.1:16480,127.0.0.1:16481"
+    }
+
     public static var databaseURL: String {
         ProcessInfo.processInfo.environment["SLUICE_TEST_DATABASE_URL"]
             ?? "postgres://sluice:sluice@127.0.0.1:15432/sluice"

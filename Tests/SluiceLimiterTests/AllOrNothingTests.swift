@@ -29,10 +29,10 @@ struct AllOrNothingTests {
         return limits
     }
 
-    @Test func deniedAdmitsChangeNoKey() async throws {
+    @Test(arguments: RedisTarget.allCases) func deniedAdmitsChangeNoKey(target: RedisTarget) async throws {
         let seed = UInt64(ProcessInfo.processInfo.environment["SLUICE_TEST_SEED"] ?? "") ?? 20261126
         var rng = SplitMix64(state: seed)
-        let client = try RedisClient(configuration: RedisConfiguration(url: TestEnvironment.redisURL))
+        let client = try RedisClient(configuration: RedisConfiguration(url: target.url))
         let store = RedisLimiterStore(client: client, timings: LimiterTimings())
         var denials = 0
 
@@ -96,10 +96,10 @@ struct AllOrNothingTests {
     /// gets 12 requests one per call, tenant B the same 12 in one call. Every limit here refills
     /// one unit per 150 ms or slower (at most 400 per minute) and each arrival time moves in whole
     /// units from the first admit, so the milliseconds between A's calls change no decision.
-    @Test func aBatchDecidesAsOneCallPerAdmitWould() async throws {
+    @Test(arguments: RedisTarget.allCases) func aBatchDecidesAsOneCallPerAdmitWould(target: RedisTarget) async throws {
         let seed = UInt64(ProcessInfo.processInfo.environment["SLUICE_TEST_SEED"] ?? "") ?? 20261127
         var rng = SplitMix64(state: seed)
-        let client = try RedisClient(configuration: RedisConfiguration(url: TestEnvironment.redisURL))
+        let client = try RedisClient(configuration: RedisConfiguration(url: target.url))
         let store = RedisLimiterStore(client: client, timings: LimiterTimings())
         var admitted = 0, denied = 0
         for _ in 0..<60 {

@@ -9,9 +9,9 @@ import Testing
 /// The scripts against the stack's real redis-server.
 @Suite("Limiter scripts against a real redis-server")
 struct LimiterRedisTests {
-    @Test func aBurstOfTenTimesTheLimitFromFourReplicasAdmitsExactlyTheLimit() async throws {
+    @Test(arguments: RedisTarget.allCases) func aBurstOfTenTimesTheLimitFromFourReplicasAdmitsExactlyTheLimit(target: RedisTarget) async throws {
         let limit = 50  // one request per 1.2 s refills: the burst finishes long before
-        let replicas = try (0..<4).map { _ in try LimiterFixture(poolSize: 1) }
+        let replicas = try (0..<4).map { _ in try LimiterFixture(target: target, poolSize: 1) }
         let tenant = replicas[0].tenant
         let admitted = try await withThrowingTaskGroup(of: Bool.self) { group in
             for index in 0..<(10 * limit) {
@@ -56,8 +56,8 @@ struct LimiterRedisTests {
         #expect(abs(Double(admitted) - expected) <= expected * 0.01, "admitted \(admitted) of \(sent), expected \(expected)")
     }
 
-    @Test func tokenReservationsAndRefunds() async throws {
-        let fixture = try LimiterFixture()
+    @Test(arguments: RedisTarget.allCases) func tokenReservationsAndRefunds(target: RedisTarget) async throws {
+        let fixture = try LimiterFixture(target: target)
         let limits = Limits(tokensPerMinute: 3000)
 
         // 150 requests reserving 20 prompt + 30 max tokens: 3000 / 50 = 60 fit.
@@ -85,8 +85,8 @@ struct LimiterRedisTests {
         #expect((29...(32 + refill)).contains(second.count), "refunds admitted \(second.count)")
     }
 
-    @Test func refundAndDebtArithmeticShowsInTheHeaders() async throws {
-        let fixture = try LimiterFixture()
+    @Test(arguments: RedisTarget.allCases) func refundAndDebtArithmeticShowsInTheHeaders(target: RedisTarget) async throws {
+        let fixture = try LimiterFixture(target: target)
         let limits = Limits(tokensPerMinute: 6000)  // 100 tokens per second refill
         let first = try #require(await fixture.limiter.admit(fixture.request(reserve: 1000, keyLimits: limits)).admission)
         #expect(first.headers.tokens?.limit == 6000)
@@ -108,8 +108,8 @@ struct LimiterRedisTests {
 
     /// Request ids are the server's, but a repeated id must still never be a free pass: each
     /// admit counts, and settling twice books once.
-    @Test func aRepeatedRequestIDIsAdmittedAsANewRequestAndSettledOnce() async throws {
-        let fixture = try LimiterFixture()
+    @Test(arguments: RedisTarget.allCases) func aRepeatedRequestIDIsAdmittedAsANewRequestAndSettledOnce(target: RedisTarget) async throws {
+        let fixture = try LimiterFixture(target: target)
         let limits = Limits(requestsPerMinute: 10, tokensPerMinute: 1000)
         let request = fixture.request("same-id", reserve: 100, keyLimits: limits)
         let first = try #require(await fixture.limiter.admit(request).admission)
@@ -128,10 +128,10 @@ struct LimiterRedisTests {
 
     /// A request whose settle never comes (its replica died after answering) is billed at its
     /// reservation once its deadline passes, exactly once: a late settle books nothing more.
-    @Test func anUnsettledRequestIsBilledAtItsReservationOnce() async throws {
+    @Test(arguments: RedisTarget.allCases) func anUnsettledRequestIsBilledAtItsReservationOnce(target: RedisTarget) async throws {
         var configuration = LimiterConfiguration()
         configuration.timings.reservationTTL = .seconds(1)
-        let fixture = try LimiterFixture(configuration: configuration)
+        let fixture = try LimiterFixture(target: target, configuration: configuration)
         var request = fixture.request(reserve: 10, keyLimits: Limits(tokensPerMinute: 100))
         request.promptEstimate = 4
         request.reservedCostMicroUSD = 7
@@ -162,10 +162,10 @@ struct LimiterRedisTests {
     /// An admission whose answer never went out (admit timed out, though the script may have
     /// run) is withdrawn: the reservation comes back, nothing is streamed or spent, and the sweep
     /// finds nothing to bill.
-    @Test func aVoidWithdrawsAnAdmissionWithoutBilling() async throws {
+    @Test(arguments: RedisTarget.allCases) func aVoidWithdrawsAnAdmissionWithoutBilling(target: RedisTarget) async throws {
         var configuration = LimiterConfiguration()
         configuration.timings.reservationTTL = .milliseconds(300)
-        let fixture = try LimiterFixture(configuration: configuration)
+        let fixture = try LimiterFixture(target: target, configuration: configuration)
         let limits = Limits(tokensPerMinute: 1_000)
         let admission = try #require(await fixture.limiter.admit(fixture.request(reserve: 100, keyLimits: limits)).admission)
         let store = RedisLimiterStore(client: fixture.client, timings: configuration.timings)
@@ -183,8 +183,8 @@ struct LimiterRedisTests {
     }
 
     /// Settles of one tenant that arrive together share script calls, and each is booked.
-    @Test func concurrentSettlesAreBatched() async throws {
-        let fixture = try LimiterFixture()
+    @Test(arguments: RedisTarget.allCases) func concurrentSettlesAreBatched(target: RedisTarget) async throws {
+        let fixture = try LimiterFixture(target: target)
         let limits = Limits(tokensPerMinute: 1_000_000)
         var admissions: [Admission] = []
         for _ in 0..<200 {
@@ -212,10 +212,10 @@ struct LimiterRedisTests {
         #expect((989_990...1_000_000).contains(probe.headers.tokens?.remaining ?? -1), "\(probe.headers)")
     }
 
-    @Test func concurrencySlotsReturnWhenTheLeaseExpires() async throws {
+    @Test(arguments: RedisTarget.allCases) func concurrencySlotsReturnWhenTheLeaseExpires(target: RedisTarget) async throws {
         var configuration = LimiterConfiguration()
         configuration.timings.lease = .seconds(2)
-        let fixture = try LimiterFixture(configuration: configuration)
+        let fixture = try LimiterFixture(target: target, configuration: configuration)
         let limits = Limits(maxConcurrentRequests: 2)
         #expect(await fixture.limiter.admit(fixture.request(keyLimits: limits)).admission != nil)
         let held = try #require(await fixture.limiter.admit(fixture.request(keyLimits: limits)).admission)
@@ -236,8 +236,8 @@ struct LimiterRedisTests {
         #expect(freed)
     }
 
-    @Test func aSpentBudgetDeniesWithInsufficientQuotaUntilNextMonth() async throws {
-        let fixture = try LimiterFixture()
+    @Test(arguments: RedisTarget.allCases) func aSpentBudgetDeniesWithInsufficientQuotaUntilNextMonth(target: RedisTarget) async throws {
+        let fixture = try LimiterFixture(target: target)
         let limits = Limits(monthlyBudgetUSD: 0.001)  // 1000 micro-USD
         let admission = try #require(await fixture.limiter.admit(fixture.request(tenantLimits: limits)).admission)
         _ = try await fixture.limiter.settle(admission, usage: Usage(promptTokens: 1, completionTokens: 1, costMicroUSD: 1500))
@@ -262,8 +262,8 @@ struct LimiterRedisTests {
         #expect(!limiter.isDegraded)
     }
 
-    @Test func requestDenialsAreCachedUntilTheirRetryAfter() async throws {
-        let fixture = try LimiterFixture()
+    @Test(arguments: RedisTarget.allCases) func requestDenialsAreCachedUntilTheirRetryAfter(target: RedisTarget) async throws {
+        let fixture = try LimiterFixture(target: target)
         let limits = Limits(requestsPerMinute: 1)
         #expect(await fixture.limiter.admit(fixture.request(keyLimits: limits)).admission != nil)
         let fromRedis = try #require(await fixture.limiter.admit(fixture.request(keyLimits: limits)).denial)
@@ -275,8 +275,8 @@ struct LimiterRedisTests {
         #expect(await fixture.limiter.admit(fixture.request(keyID: "k2", keyLimits: limits)).admission != nil)
     }
 
-    @Test func everyKeyTheScriptsWriteHasATTL() async throws {
-        let fixture = try LimiterFixture()
+    @Test(arguments: RedisTarget.allCases) func everyKeyTheScriptsWriteHasATTL(target: RedisTarget) async throws {
+        let fixture = try LimiterFixture(target: target)
         let limits = Limits(requestsPerMinute: 100, tokensPerMinute: 10_000, maxConcurrentRequests: 5, monthlyBudgetUSD: 10)
         for index in 0..<20 {
             let decision = await fixture.limiter.admit(fixture.request(reserve: 100, tenantLimits: limits, keyLimits: limits, modelLimits: limits))
@@ -295,10 +295,10 @@ struct LimiterRedisTests {
 
 @Suite("Lease renewal")
 struct LeaseRenewalTests {
-    @Test func aRenewedLeaseOutlivesItsLengthAndFreesOnceRenewalStops() async throws {
+    @Test(arguments: RedisTarget.allCases) func aRenewedLeaseOutlivesItsLengthAndFreesOnceRenewalStops(target: RedisTarget) async throws {
         var configuration = LimiterConfiguration()
         configuration.timings.lease = .milliseconds(900)
-        let fixture = try LimiterFixture(configuration: configuration)
+        let fixture = try LimiterFixture(target: target, configuration: configuration)
         let limits = Limits(maxConcurrentRequests: 1)
         let held = try #require(await fixture.limiter.admit(fixture.request(keyLimits: limits)).admission)
         #expect(held.holdsConcurrencySlots)

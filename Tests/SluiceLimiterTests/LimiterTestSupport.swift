@@ -2,8 +2,18 @@ import Foundation
 import NIOCore
 import SluiceRedis
 import SluiceTestSupport
+import Testing
 
 @testable import SluiceLimiter
+
+/// The stack's two Redis setups: the exactness tests pass on both.
+enum RedisTarget: String, CaseIterable, Sendable, CustomTestStringConvertible {
+    case standalone
+    case cluster
+
+    var url: String { self == .cluster ? TestEnvironment.redisClusterURL : TestEnvironment.redisURL }
+    var testDescription: String { rawValue }
+}
 
 /// A fresh tenant per test, so tests share the stack's Redis without seeing each other.
 struct LimiterFixture {
@@ -11,8 +21,8 @@ struct LimiterFixture {
     let limiter: Limiter
     let tenant: String
 
-    init(configuration: LimiterConfiguration = .init(), poolSize: Int = 2) throws {
-        var redis = try RedisConfiguration(url: TestEnvironment.redisURL)
+    init(target: RedisTarget = .standalone, configuration: LimiterConfiguration = .init(), poolSize: Int = 2) throws {
+        var redis = try RedisConfiguration(url: target.url)
         redis.poolSize = poolSize
         client = try RedisClient(configuration: redis)
         limiter = Limiter(client: client, configuration: configuration)
@@ -30,7 +40,9 @@ struct LimiterFixture {
         var cursor = "0"
         var found: [String] = []
         repeat {
-            let reply = try await client.send("SCAN", cursor, "MATCH", "sl:{t:\(tenant)}*", "COUNT", 1000)
+            // On a cluster, on the master of the tenant's slot.
+            let reply = try await client.send(RedisCommand("SCAN", [cursor, "MATCH", "sl:{t:\(tenant)}*", "COUNT", 1000],
+                                                           routingKey: "sl:{t:\(tenant)}"))
             guard let parts = reply.array, parts.count == 2 else { break }
             cursor = parts[0].string ?? "0"
             found += parts[1].array?.compactMap(\.string) ?? []
