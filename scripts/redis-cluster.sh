@@ -36,8 +36,9 @@ for i in 0 1 2 3 4 5; do
     mkdir -p "$dir/node-$i"
     redis-server --bind 127.0.0.1 --port "$port" --cluster-enabled yes --cluster-port $((port + 20)) \
         --cluster-config-file "$dir/node-$i/nodes.conf" --cluster-node-timeout 1000 \
+        --cluster-replica-validity-factor 0 \
         --dir "$dir/node-$i" --pidfile "$dir/node-$i/redis.pid" --logfile "$dir/node-$i/redis.log" \
-        --save "" --appendonly no --daemonize yes
+        --save "" --appendonly no --daemonize yes </dev/null >/dev/null 2>&1  # the daemon keeps no caller's pipe open
     nodes+=("127.0.0.1:$port")
 done
 for i in 0 1 2 3 4 5; do
@@ -54,7 +55,11 @@ for _ in $(seq 1 200); do
     for i in 0 1 2 3 4 5; do
         redis-cli -p $((base + i)) cluster info 2>/dev/null | grep -q '^cluster_state:ok' || ok=0
     done
-    [ "$(redis-cli -p "$base" cluster nodes | grep -c slave)" -eq 3 ] || ok=0
+    synced=0
+    for i in 0 1 2 3 4 5; do
+        redis-cli -p $((base + i)) info replication 2>/dev/null | grep -q '^master_link_status:up' && synced=$((synced + 1))
+    done
+    [ "$synced" -eq 3 ] || ok=0
     [ $ok -eq 1 ] && break
     sleep 0.1
 done

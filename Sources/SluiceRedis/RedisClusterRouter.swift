@@ -45,9 +45,11 @@ final class RedisClusterRouter: Sendable {
               then trailer: RedisCommand?) async throws(RedisClientError) -> (reply: RESPValue, trailer: RESPValue?) {
         let slot = command.routingKey.map(RedisHashSlot.of)
         var asking: RedisNodeAddress?
+        var redirected: RedisNodeAddress?
         var lastError = RedisClientError.connectFailed("no Redis Cluster node answered")
         for attempt in 0..<Self.maxAttempts {
-            var target = asking
+            var target = asking ?? redirected
+            redirected = nil
             if target == nil { target = try await master(for: slot) }
             guard let node = target else {
                 await refresh(after: .milliseconds(20 * attempt))
@@ -81,6 +83,9 @@ final class RedisClusterRouter: Sendable {
                 case .moved(let slot, let to):
                     state.withLock { $0.map.assign(slot...slot, to: to) }
                     startRefresh()
+                    // Sent where the cluster says, even if the routing key was not the key it
+                    // went by (a command shape `firstKey` does not know).
+                    redirected = to
                 case .ask(_, let to):
                     asking = to
                 case .tryAgain:

@@ -103,6 +103,8 @@ extension RedisCommand {
         case "EVALSHA", "EVAL", "EVALSHA_RO", "EVAL_RO", "FCALL", "FCALL_RO":
             let keys = arguments.count > 1 ? (arguments[1] as? Int ?? text(1).flatMap { Int($0) } ?? 0) : 0
             return keys > 0 ? text(2) : nil
+        case "XGROUP", "XINFO", "OBJECT":  // a subcommand, then the key
+            return text(1)
         case "XREADGROUP", "XREAD":
             guard let streams = arguments.firstIndex(where: { ($0 as? String)?.uppercased() == "STREAMS" }) else { return nil }
             return text(streams + 1)

@@ -81,6 +81,8 @@ struct RedisClusterRoutingTests {
         #expect(RedisCommand("EVALSHA", ["sha", 0, "arg"] as [any RESPArgument]).routingKey == nil)
         #expect(RedisCommand("XREADGROUP", ["GROUP", "g", "c", "COUNT", 5, "STREAMS", "s1", "s2", ">", ">"] as [any RESPArgument])
                     .routingKey == "s1")
+        #expect(RedisCommand("XGROUP", "CREATE", "stream", "group", "0").routingKey == "stream")
+        #expect(RedisCommand("XINFO", "GROUPS", "stream").routingKey == "stream")
         #expect(RedisCommand("PUBLISH", "channel", "m").routingKey == nil)
         #expect(RedisCommand("SCRIPT", "LOAD", "return 1").routingKey == nil)
         #expect(RedisCommand("SCAN", ["0"], routingKey: "{t}").routingKey == "{t}")

@@ -30,7 +30,7 @@ struct GatewayHarness: Sendable {
 
     static func run(keyLimits: Limits = Limits(), models: [String]? = nil, leaseSeconds: Int = 120,
                     redisURL: String = TestEnvironment.redisURL, failurePolicy: RedisFailurePolicy = .closed,
-                    listenerLimits: ListenerLimits = .init(), drainDelay: Duration = .zero,
+                    listenerLimits: ListenerLimits = .init(), drainDelay: Duration = .zero, settleReplicas: Int = 0,
                     _ body: @escaping @Sendable (GatewayHarness) async throws -> Void) async throws {
         try await PostgresFixture.withClient { _, store in
             try await withThrowingTaskGroup(of: Void.self) { group in
@@ -67,6 +67,7 @@ struct GatewayHarness: Sendable {
                 configuration.adminListen = .init(host: "127.0.0.1", port: 0)
                 configuration.redisURL = redisURL
                 configuration.failurePolicy = failurePolicy
+                configuration.redisSettleReplicas = settleReplicas
                 configuration.databaseURL = TestEnvironment.databaseURL
                 configuration.adminJWTSecret = secret
                 configuration.keyPepper = "gateway-test-pepper"
@@ -81,7 +82,7 @@ struct GatewayHarness: Sendable {
                      .init(name: "forbidden-model", backends: [.init(url: "http://127.0.0.1:\(ports[0])")])]
                 let (listening, continuation) = AsyncStream.makeStream(of: Gateway.Listening.self)
                 var logger = Logger(label: "gateway-test")
-                logger.logLevel = .error
+                logger.logLevel = ProcessInfo.processInfo.environment["SLUICE_TEST_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .error
                 let gateway = try await Gateway.serviceGroup(configuration, logger: logger) { continuation.yield($0) }
                 let stopped = AsyncStream.makeStream(of: Void.self)
                 group.addTask {
