@@ -21,8 +21,9 @@ struct LimiterFixture {
     let limiter: Limiter
     let tenant: String
 
-    init(target: RedisTarget = .standalone, configuration: LimiterConfiguration = .init(), poolSize: Int = 2) throws {
-        var redis = try RedisConfiguration(url: target.url)
+    init(target: RedisTarget = .standalone, url: String? = nil, configuration: LimiterConfiguration = .init(),
+         poolSize: Int = 2) throws {
+        var redis = try RedisConfiguration(url: url ?? target.url)
         redis.poolSize = poolSize
         client = try RedisClient(configuration: redis)
         limiter = Limiter(client: client, configuration: configuration)
