@@ -16,7 +16,7 @@ public struct RedisConfiguration: Sendable {
     /// through Sentinel.
     public var topology: RedisTopology = .standalone
     /// Connections check `ROLE` and refuse a server that is not a master (set under Sentinel).
-    var requiresMasterRole = false
+    public var requiresMasterRole = false
 
     public var connectTimeout: TimeAmount = .seconds(1)
     public var commandTimeout: TimeAmount = .seconds(1)

@@ -41,18 +41,27 @@ struct ClusterFailoverTests {
             return
         }
         let survivor = cluster.ports.first { $0 != victim }!
+        try await failOver(under: gateway, policy: policy, kill: { try cluster.kill(port: victim) }, promoted: {
+            // A live node names another master for the slot (node timeout 1 s).
+            guard let master = try? await cluster.masterPort(forKey: slotKey, askingPort: survivor) else { return false }
+            return master != victim
+        })
+    }
+
+    /// Sends load through the gateway, kills the master with `kill`, waits for `promoted`,
+    /// then checks the answers against the policy and the ledger against the admitted requests.
+    static func failOver(under gateway: GatewayHarness, policy: RedisFailurePolicy, kill: @escaping @Sendable () throws -> Void,
+                         promoted: @escaping @Sendable () async -> Bool) async throws {
         let load = LoadRecord()
         try await withThrowingTaskGroup(of: Void.self) { group in
             for worker in 0..<8 {
                 group.addTask { try await load.send(through: gateway, worker: worker) }
             }
             try await Task.sleep(for: .milliseconds(500))
-            try cluster.kill(port: victim)
+            try kill()
             load.phase.store(1, ordering: .relaxed)
-            // The promotion: a live node names another master for the slot (node timeout 1 s).
             let deadline = ContinuousClock.now + .seconds(30)
-            while ContinuousClock.now < deadline {
-                if let master = try? await cluster.masterPort(forKey: slotKey, askingPort: survivor), master != victim { break }
+            while ContinuousClock.now < deadline, !(await promoted()) {
                 try await Task.sleep(for: .milliseconds(100))
             }
             load.phase.store(2, ordering: .relaxed)
@@ -68,7 +77,7 @@ struct ClusterFailoverTests {
         let all = load.answers.withLock { $0 }
         let admitted = all.filter { $0.status == 200 }
         let refused = all.filter { $0.status != 200 }
-        print("cluster failover (\(policy)): \(all.count) requests, \(admitted.count) admitted, refused: "
+        print("failover (\(policy)): \(all.count) requests, \(admitted.count) admitted, refused: "
               + "\(Dictionary(grouping: refused, by: { "\($0.status) \($0.code ?? "")" }).mapValues(\.count))")
         switch policy {
         case .closed:
@@ -88,6 +97,42 @@ struct ClusterFailoverTests {
             + missing.sorted().prefix(5).joined(separator: " ")
         let complete = missing.isEmpty && billed.count == admitted.count
         #expect(complete, "every admitted request billed: \(report)")
+    }
+}
+
+/// The gateway on a private Sentinel setup (a master, a replica, three sentinels) whose master
+/// is killed under load: the client follows the sentinels to the promoted replica.
+@Suite("Gateway through a Redis Sentinel failover", .serialized)
+struct SentinelFailoverTests {
+    @Test func aMasterKilledUnderLoadIsFollowedToThePromotedReplica() async throws {
+        let sentinel = try await RedisSentinelProcesses()
+        do {
+            try await GatewayHarness.run(keyLimits: Limits(requestsPerMinute: 1_000_000), redisURL: sentinel.url,
+                                         failurePolicy: .closed, settleReplicas: 1) { gateway in
+                try await ClusterFailoverTests.failOver(under: gateway, policy: .closed, kill: { try sentinel.killMaster() },
+                                                        promoted: {
+                    let reply = try? await RedisClusterProcesses.command(["SENTINEL", "get-master-addr-by-name", "sluice"],
+                                                                        port: sentinel.basePort + 10)
+                    return reply?.array?.last?.string == String(sentinel.replicaPort)
+                })
+            }
+        } catch {
+            await sentinel.stop()
+            throw error
+        }
+        await sentinel.stop()
+    }
+
+    /// A server that is not a master is refused at connect time under Sentinel, so a demoted
+    /// master that comes back is never written to.
+    @Test func aReplicaIsNeverTakenForTheMaster() async throws {
+        let sentinel = try await RedisSentinelProcesses()
+        var configuration = RedisConfiguration(port: sentinel.replicaPort)
+        configuration.requiresMasterRole = true
+        let client = try RedisClient(configuration: configuration)
+        await #expect(throws: RedisClientError.self) { _ = try await client.send("SET", "k", "v") }
+        client.shutdown()
+        await sentinel.stop()
     }
 }
 

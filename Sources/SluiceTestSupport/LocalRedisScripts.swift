@@ -1,0 +1,78 @@
+import Foundation
+import NIOCore
+import NIOPosix
+
+/// Runs the repository's scripts that start local Redis topologies (scripts/redis-*.sh).
+enum LocalRedisScripts {
+    static func path(_ name: String) -> String {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../scripts/\(name)").standardized.path
+    }
+
+    /// Runs a command to its end. Spawned and reaped by hand on a thread of its own: Foundation's
+    /// `Process` never reported the end of a script whose children daemonize.
+    static func run(_ executable: String, _ arguments: [String]) async throws {
+        let log = FileManager.default.temporaryDirectory.appendingPathComponent("sluice-cluster-\(UUID().uuidString).log").path
+        defer { try? FileManager.default.removeItem(atPath: log) }
+        let words = executable == "/usr/bin/env" ? arguments : [executable] + arguments
+        let line = words.map { "'" + $0.replacingOccurrences(of: "'", with: "'\\''") + "'" }.joined(separator: " ")
+        let command = "\(executable == "/usr/bin/env" ? "" : "bash ")\(line) </dev/null >/dev/null 2>'\(log)'"
+        let status: Int32 = try await withCheckedThrowingContinuation { continuation in
+            let thread = Thread {
+                var pid: pid_t = 0
+                let argv: [UnsafeMutablePointer<CChar>?] = ["/bin/sh", "-c", command].map { (word: String) in strdup(word) } + [nil]
+                defer { for pointer in argv { free(pointer) } }
+                let spawned = posix_spawn(&pid, "/bin/sh", nil, nil, argv, environ)
+                guard spawned == 0 else {
+                    continuation.resume(throwing: RedisClusterError.failed("posix_spawn: \(spawned)"))
+                    return
+                }
+                var status: Int32 = 0
+                while waitpid(pid, &status, 0) == -1, errno == EINTR {}
+                continuation.resume(returning: status)
+            }
+            thread.start()
+        }
+        guard status == 0 else {
+            let output = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+            throw RedisClusterError.failed("\(arguments.prefix(2).joined(separator: " ")): \(output)")
+        }
+    }
+
+    /// A base port such that every `base + offset` is free.
+    static func freePortRange(_ offsets: [Int]) async throws -> Int {
+        for _ in 0..<50 {
+            let base = Int.random(in: 20_000..<32_000)  // below the ephemeral range (32768 up)
+            var free = true
+            for port in offsets.map({ base + $0 }) {
+                do {
+                    let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                        .bind(host: "127.0.0.1", port: port).get()
+                    try await channel.close()
+                } catch {
+                    free = false
+                    break
+                }
+            }
+            if free { return base }
+        }
+        throw RedisClusterError.failed("no free port range")
+    }
+
+    /// Starts `script` on a free port range (`offsets` from its base) in a fresh folder; tries
+    /// another range when a port was taken meanwhile. Returns the base port and the folder.
+    static func start(_ script: String, offsets: [Int], name: String) async throws -> (port: Int, directory: String) {
+        var failure: (any Error)?
+        for _ in 0..<3 {
+            let port = try await freePortRange(offsets)
+            let directory = FileManager.default.temporaryDirectory.appendingPathComponent("sluice-\(name)-\(port)").path
+            do {
+                try await run(path(script), ["start", directory, String(port)])
+                return (port, directory)
+            } catch {
+                try? await run(path(script), ["stop", directory])
+                failure = error
+            }
+        }
+        throw failure ?? RedisClusterError.failed("\(script) did not start")
+    }
+}
