@@ -64,9 +64,9 @@ public final class RedisClient: Sendable {
         case .standalone(let pool):
             return try await pool.connection().send(command, timeout: timeout)
         case .cluster(let cluster):
-            return try await cluster.send(command, timeout: timeout)
+            return try await cluster.send(command, timeout: timeout).reply
         case .sentinel(let sentinel):
-            return try await sentinel.send(command, timeout: timeout)
+            return try await sentinel.send(command, timeout: timeout).reply
         }
     }
 

@@ -36,13 +36,9 @@ final class RedisClusterRouter: Sendable {
         self.logger = logger
     }
 
-    func send(_ command: RedisCommand, timeout: TimeAmount?) async throws(RedisClientError) -> RESPValue {
-        try await send(command, timeout: timeout, then: nil).reply
-    }
-
-    /// `command`, then `trailer` (a `WAIT`) right after it on the same connection.
+    /// `command`, then `trailer` (a `WAIT`, when given) right after it on the same connection.
     func send(_ command: RedisCommand, timeout: TimeAmount?,
-              then trailer: RedisCommand?) async throws(RedisClientError) -> (reply: RESPValue, trailer: RESPValue?) {
+              then trailer: RedisCommand? = nil) async throws(RedisClientError) -> (reply: RESPValue, trailer: RESPValue?) {
         let slot = command.routingKey.map(RedisHashSlot.of)
         var asking: RedisNodeAddress?
         var redirected: RedisNodeAddress?
