@@ -22,6 +22,10 @@ fi
 if [ "${SLUICE_SKIP_FLEET:-0}" != "1" ]; then
     command -v haproxy >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy >/dev/null; }
     python3 loadtest/fleet.py --short --output "$SLUICE_STACK_DIR/fleet-short"
+    # The same limits through the stack's Redis Cluster (2 replicas; the Swift tests kill and
+    # reshard nodes of private clusters).
+    python3 loadtest/fleet.py --short --redis cluster --replicas 2 --scenarios request_limits,token_limits,revocation \
+        --output "$SLUICE_STACK_DIR/fleet-short-cluster"
 fi
 if [ "${SLUICE_CONTAINER_TEST:-0}" = "1" ]; then
     # The container image with podman (about 5 minutes after the first run): behind a flag.
