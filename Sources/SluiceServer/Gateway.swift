@@ -114,6 +114,8 @@ public enum Gateway {
                 .init(service: InvalidationFollower(resolver: resolver, subscriber: subscriber),
                       successTerminationBehavior: .ignore),
                 .init(service: metering),
+                .init(service: LedgerPartitions(client: postgres, logger: logger,
+                                                retentionMonths: configuration.ledgerRetentionMonths)),
                 .init(service: BackendHealthChecker(backends: catalog.backends, client: upstream,
                                                     path: configuration.healthPath, logger: logger)),
                 .init(service: adminApp),

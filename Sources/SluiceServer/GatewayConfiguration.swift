@@ -34,6 +34,9 @@ public struct GatewayConfiguration: Sendable {
     /// How long a cached key is still honoured while Redis and PostgreSQL are both unreachable
     /// (a key revoked meanwhile keeps working this long at most).
     public var keyStaleSeconds = 60
+    /// Whole months of ledger kept before the current one (older monthly partitions are
+    /// dropped); nil keeps everything.
+    public var ledgerRetentionMonths: Int?
     /// Commands waiting for replies on one Redis connection; past this, calls fail at once and
     /// the failure policy answers.
     public var redisMaxPendingCommands = 10_000
@@ -135,7 +138,8 @@ public struct GatewayConfiguration: Sendable {
         try reader.allow(["listen", "admin_listen", "redis_url", "database_url", "failure_policy", "expected_replicas",
                           "lease_seconds", "max_request_bytes", "upstream", "models", "listener", "key_stale_seconds",
                           "redis_max_pending_commands", "settle_deadline_seconds", "tracing", "redis_cluster_nodes",
-                          "redis_settle_replicas"])
+                          "redis_settle_replicas", "ledger_retention_months"])
+        if let value = try reader.int("ledger_retention_months", 1...1_200) { ledgerRetentionMonths = value }
         if let value = try reader.int("redis_settle_replicas", 0...16) { redisSettleReplicas = value }
         if let section = try reader.mapping("tracing") {
             try section.allow(["otlp_endpoint", "sampling_ratio", "service_name"])

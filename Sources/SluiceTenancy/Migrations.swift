@@ -90,6 +90,80 @@ enum Migrations {
             )
             """,
         ]),
+        // Monthly partitions, so one PostgreSQL keeps up and old months are dropped whole. A
+        // partitioned table's unique keys must include the partition key (`at`), and one request
+        // can reach the ledger with two times (its settle, or the direct write when Redis failed),
+        // so exactly-once moves to `usage_request_ids` (one row per request, not partitioned):
+        // a ledger row is written only for an id that table did not have yet.
+        Migration(version: 3, name: "ledger partitioned by month; request ids apart for exactly-once", statements: [
+            "ALTER TABLE usage_ledger RENAME TO usage_ledger_v2",
+            "ALTER INDEX usage_ledger_tenant RENAME TO usage_ledger_v2_tenant",
+            """
+            CREATE TABLE usage_ledger (
+                request_id text NOT NULL,
+                tenant_id uuid NOT NULL,
+                key_id text NOT NULL,
+                model text NOT NULL,
+                prompt_tokens integer NOT NULL,
+                completion_tokens integer NOT NULL,
+                cost_micro_usd bigint NOT NULL,
+                at timestamptz NOT NULL,
+                client_request_id text,
+                usage_source text NOT NULL DEFAULT 'backend' CHECK (usage_source IN ('backend', 'estimated')),
+                usage_clamped boolean NOT NULL DEFAULT false
+            ) PARTITION BY RANGE (at)
+            """,
+            // Rows of a month with no partition yet land here rather than fail.
+            "CREATE TABLE usage_ledger_default PARTITION OF usage_ledger DEFAULT",
+            "CREATE INDEX usage_ledger_tenant ON usage_ledger (tenant_id, at)",
+            """
+            CREATE TABLE usage_request_ids (
+                tenant_id uuid NOT NULL,
+                request_id text NOT NULL,
+                at timestamptz NOT NULL,
+                PRIMARY KEY (tenant_id, request_id)
+            )
+            """,
+            "CREATE INDEX usage_request_ids_at ON usage_request_ids (at)",
+            // Creates the monthly partitions from `first` to `last` (UTC months) that do not exist.
+            // Serialised by an advisory lock: replicas run it concurrently.
+            """
+            CREATE FUNCTION sluice_ledger_partitions(first timestamptz, last timestamptz) RETURNS integer
+            LANGUAGE plpgsql AS $$
+            DECLARE
+                month timestamptz := date_trunc('month', first AT TIME ZONE 'UTC') AT TIME ZONE 'UTC';
+                made integer := 0;
+                name text;
+            BEGIN
+                PERFORM pg_advisory_xact_lock(1397508419);
+                WHILE month <= last LOOP
+                    name := 'usage_ledger_' || to_char(month AT TIME ZONE 'UTC', 'YYYY_MM');
+                    IF to_regclass(name) IS NULL THEN
+                        EXECUTE format('CREATE TABLE %I PARTITION OF usage_ledger FOR VALUES FROM (%L) TO (%L)',
+                                       name, month, month + interval '1 month');
+                        made := made + 1;
+                    END IF;
+                    month := month + interval '1 month';
+                END LOOP;
+                RETURN made;
+            END $$
+            """,
+            """
+            SELECT sluice_ledger_partitions(coalesce((SELECT min(at) FROM usage_ledger_v2), now()), now() + interval '2 months')
+            """,
+            """
+            INSERT INTO usage_request_ids (tenant_id, request_id, at)
+            SELECT tenant_id, request_id, at FROM usage_ledger_v2
+            """,
+            """
+            INSERT INTO usage_ledger (request_id, tenant_id, key_id, model, prompt_tokens, completion_tokens, cost_micro_usd,
+                                      at, client_request_id, usage_source, usage_clamped)
+            SELECT request_id, tenant_id, key_id, model, prompt_tokens, completion_tokens, cost_micro_usd,
+                   at, client_request_id, usage_source, usage_clamped
+            FROM usage_ledger_v2
+            """,
+            "DROP TABLE usage_ledger_v2",
+        ]),
     ]
 }
 

@@ -93,18 +93,28 @@ public struct UsageLedger: Sendable {
             """, logger: logger)
     }
 
+    /// One statement per batch: the request ids the ledger has not seen are recorded, and only
+    /// their rows are written (a repeated id, in the batch or from before, is ignored).
     private func insertBatch(_ rows: [UsageEntry]) async throws {
         _ = try await client.query("""
+            WITH batch AS (
+                SELECT DISTINCT ON (t, r) r, t, k, m, p, c, cost, at, client, source, clamped
+                FROM unnest(\(rows.map(\.requestID))::text[], \(rows.map(\.tenantID))::uuid[], \(rows.map(\.keyID))::text[],
+                            \(rows.map(\.model))::text[], \(rows.map(\.promptTokens))::int[], \(rows.map(\.completionTokens))::int[],
+                            \(rows.map(\.costMicroUSD))::bigint[], \(rows.map(\.at))::timestamptz[],
+                            \(rows.map { $0.clientRequestID ?? "" })::text[], \(rows.map(\.usageSource))::text[],
+                            \(rows.map(\.usageClamped))::boolean[])
+                     AS u(r, t, k, m, p, c, cost, at, client, source, clamped)
+            ), fresh AS (
+                INSERT INTO usage_request_ids (tenant_id, request_id, at)
+                SELECT t, r, at FROM batch
+                ON CONFLICT (tenant_id, request_id) DO NOTHING
+                RETURNING tenant_id, request_id
+            )
             INSERT INTO usage_ledger (request_id, tenant_id, key_id, model, prompt_tokens, completion_tokens, cost_micro_usd, at,
                                       client_request_id, usage_source, usage_clamped)
             SELECT r, t, k, m, p, c, cost, at, NULLIF(client, ''), source, clamped
-            FROM unnest(\(rows.map(\.requestID))::text[], \(rows.map(\.tenantID))::uuid[], \(rows.map(\.keyID))::text[],
-                        \(rows.map(\.model))::text[], \(rows.map(\.promptTokens))::int[], \(rows.map(\.completionTokens))::int[],
-                        \(rows.map(\.costMicroUSD))::bigint[], \(rows.map(\.at))::timestamptz[],
-                        \(rows.map { $0.clientRequestID ?? "" })::text[], \(rows.map(\.usageSource))::text[],
-                        \(rows.map(\.usageClamped))::boolean[])
-                 AS u(r, t, k, m, p, c, cost, at, client, source, clamped)
-            ON CONFLICT (tenant_id, request_id) DO NOTHING
+            FROM batch JOIN fresh ON fresh.tenant_id = batch.t AND fresh.request_id = batch.r
             """, logger: logger)
     }
 }

@@ -301,18 +301,10 @@ struct TenancyPostgresTests {
         }
     }
 
-    /// Migration 2 re-keys the ledger by (tenant, request id) without losing a row written
-    /// under migration 1.
+    /// Migrations 2 and 3 re-key the ledger by (tenant, request id) and partition it by month
+    /// without losing a row written under migration 1; afterwards a repeated id is still ignored.
     @Test func theLedgerMigrationKeepsExistingRows() async throws {
-        let database = "sluice_migration_\(UUID().uuidString.prefix(8).lowercased())"
-        try await PostgresFixture.withClient { client, _ in
-            _ = try await client.query(PostgresQuery(unsafeSQL: "CREATE DATABASE \(database)"), logger: Logger(label: "t"))
-        }
-        var url = TestEnvironment.databaseURL
-        url = String(url[..<url.lastIndex(of: "/")!]) + "/" + database
-        let scratch = PostgresClient(configuration: try DatabaseURL.configuration(url), backgroundLogger: Logger(label: "t"))
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { await scratch.run() }
+        try await Self.withScratchDatabase { scratch in
             let migrator = Migrator(client: scratch, logger: Logger(label: "t"))
             #expect(try await migrator.migrate(upTo: 1) == [1])
             let tenant = UUID()
@@ -320,7 +312,7 @@ struct TenancyPostgresTests {
                 INSERT INTO usage_ledger (request_id, tenant_id, key_id, model, prompt_tokens, completion_tokens, cost_micro_usd, at)
                 VALUES ('old-1', \(tenant), 'k', 'm', 5, 6, 7, now()), ('old-2', \(tenant), 'k', 'm', 1, 1, 1, now())
                 """, logger: Logger(label: "t"))
-            #expect(try await migrator.migrate().contains(2))
+            #expect(try await migrator.migrate() == [2, 3])
             var kept: [String] = []
             for try await (id, source) in try await scratch.query(
                 "SELECT request_id, usage_source FROM usage_ledger WHERE tenant_id = \(tenant) ORDER BY request_id",
@@ -328,13 +320,84 @@ struct TenancyPostgresTests {
                 kept.append("\(id):\(source)")
             }
             #expect(kept == ["old-1:backend", "old-2:backend"])
-            // The same id under another tenant is a new row now.
-            _ = try await scratch.query("""
-                INSERT INTO usage_ledger (request_id, tenant_id, key_id, model, prompt_tokens, completion_tokens, cost_micro_usd, at)
-                VALUES ('old-1', \(UUID()), 'k', 'm', 1, 1, 1, now())
-                """, logger: Logger(label: "t"))
-            group.cancelAll()
+            // The same id again is ignored; under another tenant it is a new row.
+            let ledger = UsageLedger(client: scratch, logger: Logger(label: "t"))
+            let other = UUID()
+            try await ledger.insert([
+                UsageEntry(requestID: "old-1", tenantID: tenant, keyID: "k", model: "m", promptTokens: 9, completionTokens: 9,
+                           costMicroUSD: 9, at: Date(timeIntervalSinceNow: -40 * 86_400)),
+                UsageEntry(requestID: "old-1", tenantID: other, keyID: "k", model: "m", promptTokens: 1, completionTokens: 1,
+                           costMicroUSD: 1, at: Date()),
+            ])
+            var counts: [Int] = []
+            for owner in [tenant, other] {
+                for try await count in try await scratch.query("SELECT count(*)::int8 FROM usage_ledger WHERE tenant_id = \(owner)",
+                                                               logger: Logger(label: "t")).decode(Int.self) {
+                    counts.append(count)
+                }
+            }
+            #expect(counts == [2, 1])
+            // Rows live in their month's partition.
+            for try await partition in try await scratch.query(
+                "SELECT tableoid::regclass::text FROM usage_ledger WHERE tenant_id = \(other)", logger: Logger(label: "t"))
+                .decode(String.self) {
+                #expect(partition.hasPrefix("usage_ledger_2"), "\(partition)")
+            }
         }
+    }
+
+    /// Retention drops whole months with their request ids; the current month stays.
+    @Test func retentionDropsOldMonthsWithTheirRequestIDs() async throws {
+        try await Self.withScratchDatabase { scratch in
+            try await Migrator(client: scratch, logger: Logger(label: "t")).migrate()
+            let ledger = UsageLedger(client: scratch, logger: Logger(label: "t"))
+            _ = try await scratch.query("SELECT sluice_ledger_partitions(now() - interval '6 months', now())", logger: Logger(label: "t"))
+            let tenant = UUID()
+            try await ledger.insert([
+                UsageEntry(requestID: "old", tenantID: tenant, keyID: "k", model: "m", promptTokens: 1, completionTokens: 1,
+                           costMicroUSD: 1, at: Date(timeIntervalSinceNow: -150 * 86_400)),
+                UsageEntry(requestID: "new", tenantID: tenant, keyID: "k", model: "m", promptTokens: 1, completionTokens: 1,
+                           costMicroUSD: 1, at: Date()),
+            ])
+            let dropped = try await LedgerPartitions(client: scratch, logger: Logger(label: "t"), retentionMonths: 2).maintain()
+            #expect(dropped.count >= 3, "\(dropped)")
+            var left: [String] = []
+            for try await id in try await scratch.query("SELECT request_id FROM usage_ledger ORDER BY 1", logger: Logger(label: "t"))
+                .decode(String.self) {
+                left.append(id)
+            }
+            var ids: [String] = []
+            for try await id in try await scratch.query("SELECT request_id FROM usage_request_ids ORDER BY 1", logger: Logger(label: "t"))
+                .decode(String.self) {
+                ids.append(id)
+            }
+            #expect(left == ["new"] && ids == ["new"])
+        }
+    }
+
+    /// A database of its own, dropped afterwards (migration and retention tests reshape tables).
+    static func withScratchDatabase(_ body: @Sendable (PostgresClient) async throws -> Void) async throws {
+        let database = "sluice_scratch_\(UUID().uuidString.prefix(8).lowercased())"
+        try await PostgresFixture.withClient { client, _ in
+            _ = try await client.query(PostgresQuery(unsafeSQL: "CREATE DATABASE \(database)"), logger: Logger(label: "t"))
+        }
+        var url = TestEnvironment.databaseURL
+        url = String(url[..<url.lastIndex(of: "/")!]) + "/" + database
+        let scratch = PostgresClient(configuration: try DatabaseURL.configuration(url), backgroundLogger: Logger(label: "t"))
+        do {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { await scratch.run() }
+                defer { group.cancelAll() }
+                try await body(scratch)
+            }
+        } catch {
+            try? await Self.drop(database)
+            throw error
+        }
+        try await Self.drop(database)
+    }
+
+    private static func drop(_ database: String) async throws {
         try await PostgresFixture.withClient { client, _ in
             _ = try await client.query(PostgresQuery(unsafeSQL: "DROP DATABASE \(database) WITH (FORCE)"), logger: Logger(label: "t"))
         }
