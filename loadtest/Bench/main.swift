@@ -5,6 +5,9 @@
 //   key-redis      ... from the Redis cache tier (memory TTL zero)
 //   key-postgres   ... from PostgreSQL (memory TTL zero, no Redis); one key per caller, so
 //                  single-flight does not merge the callers' queries
+//   ledger         one UsageLedger.insert of --batch rows (the metering worker's batches), a
+//                  tenth of them ids already written; then checks each id is in the ledger once
+//                  (ledger-bench.sh). "requests" counts batches.
 //
 //   sluice-bench [--mode evalsha] [--url redis://127.0.0.1:6379/0] [--database-url postgres://...]
 //                [--concurrency 64] [--requests 200000] [--pool 2]
@@ -24,6 +27,7 @@ struct Options {
     var requests = 200_000
     var pool = 2
     var mode = "evalsha"
+    var batch = 500
 
     init(_ arguments: [String]) {
         var iterator = arguments.dropFirst().makeIterator()
@@ -36,6 +40,7 @@ struct Options {
             case "--requests": requests = Int(value) ?? requests
             case "--pool": pool = Int(value) ?? pool
             case "--mode": mode = value
+            case "--batch": batch = Int(value) ?? batch
             default: fatalError("unknown flag \(flag)")
             }
         }
@@ -108,6 +113,24 @@ case "key-memory", "key-redis", "key-postgres":
     operation = { caller, _ in
         guard case .valid = await resolver.authenticate(presented[caller]) else { fatalError("key refused") }
     }
+case "ledger":
+    let database = PostgresClient(configuration: try DatabaseURL.configuration(options.databaseURL), backgroundLogger: logger)
+    postgres = database
+    Task { await database.run() }
+    try await Migrator(client: database, logger: logger).migrate()
+    let ledger = UsageLedger(client: database, logger: logger)
+    let tenants = (0..<100).map { _ in UUID() }
+    let batch = options.batch
+    let repeats = batch / 10
+    operation = { caller, index in
+        // Ids are unique per (caller, index, row); the first tenth repeats the previous batch's.
+        let rows = (0..<batch).map { row in
+            let id = row < repeats && index > 0 ? "\(caller)-\(index - 1)-\(batch - 1 - row)" : "\(caller)-\(index)-\(row)"
+            return UsageEntry(requestID: id, tenantID: tenants[caller % tenants.count], keyID: "k", model: "m",
+                              promptTokens: 10, completionTokens: 20, costMicroUSD: 30, at: Date())
+        }
+        try await ledger.insert(rows)
+    }
 default:
     fatalError("unknown mode \(options.mode)")
 }
@@ -118,6 +141,23 @@ _ = try await measure(concurrency: options.concurrency, perCaller: max(1, 1_000 
 }
 let seconds = try await measure(concurrency: options.concurrency, perCaller: perCaller, operation)
 let total = perCaller * options.concurrency
+if options.mode == "ledger", let postgres {
+    // Every id written once: as many ledger rows as request ids, none repeated.
+    var counts: [Int] = []
+    for query: PostgresQuery in ["SELECT count(*)::int8 FROM usage_ledger", "SELECT count(*)::int8 FROM usage_request_ids",
+                                 "SELECT count(*)::int8 FROM (SELECT DISTINCT tenant_id, request_id FROM usage_ledger) d"] {
+        for try await count in try await postgres.query(query, logger: logger).decode(Int.self) { counts.append(count) }
+    }
+    let rows = Double(total * options.batch)
+    // Warm-up batches are all new; each caller's first timed batch too, then 9 in 10 rows.
+    let warmUp = options.concurrency * max(1, 1_000 / options.concurrency) * options.batch
+    let expected = warmUp + options.concurrency * (options.batch + (perCaller - 1) * (options.batch - options.batch / 10))
+    print("sluice-bench mode=ledger batches=\(total) batch=\(options.batch) concurrency=\(options.concurrency) "
+        + "seconds=\(String(format: "%.3f", seconds)) rows_per_s=\(Int(rows / seconds)) "
+        + "new_rows_per_s=\(Int(rows * 0.9 / seconds)) ledger_rows=\(counts[0]) request_ids=\(counts[1]) distinct=\(counts[2]) "
+        + "expected=\(expected) exact=\(counts[0] == counts[1] && counts[1] == counts[2] && counts[0] == expected)")
+    exit(0)
+}
 print("sluice-bench mode=\(options.mode) requests=\(total) concurrency=\(options.concurrency) pool=\(options.pool) "
     + "seconds=\(String(format: "%.3f", seconds)) rps=\(Int(Double(total) / seconds)) "
     + "mean_us=\(String(format: "%.1f", seconds * 1e6 * Double(options.concurrency) / Double(total)))")
