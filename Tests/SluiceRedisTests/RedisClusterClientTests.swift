@@ -91,3 +91,41 @@ extension String {
         return seeds.map(\.description)
     }
 }
+
+/// Redirections on a private cluster whose slot is put half-way through a migration by hand.
+@Suite("Redis Cluster redirections", .serialized)
+struct RedisClusterRedirectionTests {
+    /// With the slot MIGRATING on its master and IMPORTING on another, a key the master does
+    /// not have is answered with ASK: the client sends ASKING and the command to the importing
+    /// node, without moving the slot in its map. Once the slot is assigned to the other node, the
+    /// old master answers MOVED and the client follows and remembers it.
+    @Test func askIsFollowedOnceAndMovedForGood() async throws {
+        let cluster = try await RedisClusterProcesses()
+        do {
+            let key = "ask-\(UUID().uuidString.prefix(8))"
+            let slot = String(RedisHashSlot.of(key))
+            guard let source = try await cluster.masterPort(forKey: key) else { throw RedisClusterError.failed("no master") }
+            let target = cluster.ports.prefix(3).first { $0 != source }!
+            let sourceID = try await cluster.nodeID(port: source), targetID = try await cluster.nodeID(port: target)
+            let client = try RedisClient(configuration: RedisConfiguration(url: cluster.url))
+            defer { client.shutdown() }
+            _ = try await client.send("PING")  // learns the slot map
+            _ = try await cluster.command(["CLUSTER", "SETSLOT", slot, "IMPORTING", sourceID], port: target)
+            _ = try await cluster.command(["CLUSTER", "SETSLOT", slot, "MIGRATING", targetID], port: source)
+            #expect(try await client.send("SET", key, "moved-by-ask") == .simpleString("OK"))
+            // The key was written on the importing node, not on the source.
+            #expect(try await cluster.command(["CLUSTER", "COUNTKEYSINSLOT", slot], port: target) == .integer(1))
+            #expect(try await cluster.command(["CLUSTER", "COUNTKEYSINSLOT", slot], port: source) == .integer(0))
+            // The slot is handed over: the old master answers MOVED from now on.
+            for port in cluster.ports.prefix(3) {
+                _ = try await cluster.command(["CLUSTER", "SETSLOT", slot, "NODE", targetID], port: port)
+            }
+            #expect(try await client.send("GET", key).string == "moved-by-ask")
+            #expect(try await cluster.command(["GET", key], port: target).string == "moved-by-ask")
+        } catch {
+            await cluster.stop()
+            throw error
+        }
+        await cluster.stop()
+    }
+}
