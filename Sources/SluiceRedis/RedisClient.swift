@@ -99,7 +99,7 @@ public final class RedisClient: Sendable {
     }
 
     /// Sends a keyless command to every master: on a cluster each one, otherwise the one server.
-    func sendToEveryMaster(_ command: RedisCommand) async throws(RedisClientError) -> [RESPValue] {
+    public func sendToEveryMaster(_ command: RedisCommand) async throws(RedisClientError) -> [RESPValue] {
         if case .cluster(let cluster) = router { return try await cluster.sendToEveryMaster(command, timeout: nil) }
         return [try await send(command)]
     }

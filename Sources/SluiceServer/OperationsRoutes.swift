@@ -45,8 +45,9 @@ struct OperationsRoutes: Sendable {
         let redisUp: Bool
         do {
             let shas = LimiterScripts.all.map(\.sha1)
-            let reply = try await redis.send(RedisCommand("SCRIPT", ["EXISTS"] + shas))
-            if reply.array?.allSatisfy({ $0.int == 1 }) == true {
+            // On a cluster, every master must have them.
+            let replies = try await redis.sendToEveryMaster(RedisCommand("SCRIPT", ["EXISTS"] + shas))
+            if replies.allSatisfy({ $0.array?.allSatisfy { $0.int == 1 } == true }) {
                 checks["redis"] = "ok"
             } else {
                 try await redis.load(LimiterScripts.all)  // a flushed or restarted Redis: load them again
