@@ -34,22 +34,6 @@ struct RedisClusterClientTests {
         _ = try await client.send("DEL", tagged[1])
     }
 
-    /// A script is loaded on every master at start-up; a master that forgets it (a promoted
-    /// replica never had it) gets it again from the call that hit NOSCRIPT.
-    @Test func scriptsLoadOnEveryMasterAndNoscriptRecoversOnTheNodeThatForgot() async throws {
-        defer { client.shutdown() }
-        let script = RedisScript(name: "echo-key", source: "return redis.call('INCR', KEYS[1])")
-        try await client.load([script])
-        let shas = try await client.sendToEveryMaster(RedisCommand("SCRIPT", "EXISTS", script.sha1))
-        #expect(shas.count == 3 && shas.allSatisfy { $0.array?.first?.int == 1 })
-        let key = "\(prefix)script"
-        #expect(try await client.evalScript(script, keys: [key], arguments: []).int == 1)
-        // The key's master forgets every script.
-        _ = try await client.send(RedisCommand("SCRIPT", ["FLUSH"], routingKey: key))
-        #expect(try await client.evalScript(script, keys: [key], arguments: []).int == 2)
-        _ = try await client.send("DEL", key)
-    }
-
     /// PUBLISH on any node reaches a subscriber on any other: key invalidation reaches every replica.
     @Test func aPublishReachesASubscriberOnAnotherNode() async throws {
         defer { client.shutdown() }
@@ -95,6 +79,32 @@ extension String {
 /// Redirections on a private cluster whose slot is put half-way through a migration by hand.
 @Suite("Redis Cluster redirections", .serialized)
 struct RedisClusterRedirectionTests {
+    /// A script is loaded on every master at start-up; a master that forgets it (a promoted
+    /// replica never had it) gets it again from the call that hit NOSCRIPT.
+    /// (A private cluster: `SCRIPT FLUSH` on the stack's would pull scripts from under other tests.)
+    @Test func scriptsLoadOnEveryMasterAndNoscriptRecoversOnTheNodeThatForgot() async throws {
+        let cluster = try await RedisClusterProcesses()
+        let client = try RedisClient(configuration: RedisConfiguration(url: cluster.url))
+        let prefix = TestEnvironment.uniquePrefix("cluster")
+        defer { client.shutdown() }
+        do {
+            let script = RedisScript(name: "echo-key", source: "return redis.call('INCR', KEYS[1])")
+            try await client.load([script])
+            let shas = try await client.sendToEveryMaster(RedisCommand("SCRIPT", "EXISTS", script.sha1))
+            #expect(shas.count == 3 && shas.allSatisfy { $0.array?.first?.int == 1 })
+            let key = "\(prefix)script"
+            #expect(try await client.evalScript(script, keys: [key], arguments: []).int == 1)
+            // The key's master forgets every script.
+            _ = try await client.send(RedisCommand("SCRIPT", ["FLUSH"], routingKey: key))
+            #expect(try await client.evalScript(script, keys: [key], arguments: []).int == 2)
+            _ = try await client.send("DEL", key)
+        } catch {
+            await cluster.stop()
+            throw error
+        }
+        await cluster.stop()
+    }
+
     /// With the slot MIGRATING on its master and IMPORTING on another, a key the master does
     /// not have is answered with ASK: the client sends ASKING and the command to the importing
     /// node, without moving the slot in its map. Once the slot is assigned to the other node, the
