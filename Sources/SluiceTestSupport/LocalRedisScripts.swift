@@ -2,6 +2,49 @@ import Foundation
 import NIOCore
 import NIOPosix
 
+/// One private topology at a time in a test process: a cluster is six servers, and several
+/// starting at once beside the other suites starve a 2-core machine into timeouts.
+actor LocalTopologyGate {
+    static let shared = LocalTopologyGate()
+    private var busy = false
+    private var waiting: [CheckedContinuation<Void, Never>] = []
+
+    func acquire() async {
+        guard busy else {
+            busy = true
+            return
+        }
+        await withCheckedContinuation { waiting.append($0) }
+    }
+
+    func release() {
+        if waiting.isEmpty { busy = false } else { waiting.removeFirst().resume() }
+    }
+
+    /// Starts a topology with `start`, runs `body` on it, stops it with `stop` (also when
+    /// `body` throws), holding the gate throughout.
+    static func with<Topology: Sendable, T: Sendable>(
+        start: () async throws -> Topology, stop: (Topology) async -> Void, _ body: (Topology) async throws -> T
+    ) async throws -> T {
+        await shared.acquire()
+        do {
+            let topology = try await start()
+            do {
+                let result = try await body(topology)
+                await stop(topology)
+                await shared.release()
+                return result
+            } catch {
+                await stop(topology)
+                throw error
+            }
+        } catch {
+            await shared.release()
+            throw error
+        }
+    }
+}
+
 /// Runs the repository's scripts that start local Redis topologies (scripts/redis-*.sh).
 enum LocalRedisScripts {
     static func path(_ name: String) -> String {

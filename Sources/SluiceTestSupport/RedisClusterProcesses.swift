@@ -4,13 +4,19 @@ import NIOPosix
 import SluiceRedis
 
 /// A private Redis Cluster (three masters, three replicas; `scripts/redis-cluster.sh`) for tests
-/// that kill or reshard nodes, so they never disturb the stack's cluster. `stop()` ends it.
+/// that kill or reshard nodes, so they never disturb the stack's cluster. Use `with`: it stops
+/// the cluster afterwards, and runs one private topology at a time.
 public final class RedisClusterProcesses: Sendable {
     public let basePort: Int
     private let directory: String
     private static let script = LocalRedisScripts.path("redis-cluster.sh")
 
-    public init() async throws {
+    /// Runs `body` on a fresh private cluster, then stops it.
+    public static func with<T: Sendable>(_ body: (RedisClusterProcesses) async throws -> T) async throws -> T {
+        try await LocalTopologyGate.with(start: { try await RedisClusterProcesses() }, stop: { await $0.stop() }, body)
+    }
+
+    init() async throws {
         (basePort, directory) = try await LocalRedisScripts.start("redis-cluster.sh", offsets: Array(0..<6) + Array(20..<26), name: "cluster")
     }
 
@@ -19,7 +25,7 @@ public final class RedisClusterProcesses: Sendable {
     /// Seeds: the three nodes that start as masters.
     public var url: String { "redis+cluster://" + ports.prefix(3).map { "127.0.0.1:\($0)" }.joined(separator: ",") }
 
-    public func stop() async {
+    func stop() async {
         try? await LocalRedisScripts.run(Self.script, ["stop", directory])
     }
 

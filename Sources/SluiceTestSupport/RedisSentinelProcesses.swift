@@ -1,13 +1,18 @@
 import Foundation
 
 /// A private Redis master, replica and three sentinels (`scripts/redis-sentinel.sh`; master
-/// name `sluice`) for tests that fail the master over. `stop()` ends them.
+/// name `sluice`) for tests that fail the master over. Use `with`: it stops them afterwards.
 public final class RedisSentinelProcesses: Sendable {
     public let basePort: Int
     private let directory: String
     private static let script = LocalRedisScripts.path("redis-sentinel.sh")
 
-    public init() async throws {
+    /// Runs `body` on a fresh private Sentinel setup, then stops it.
+    public static func with<T: Sendable>(_ body: (RedisSentinelProcesses) async throws -> T) async throws -> T {
+        try await LocalTopologyGate.with(start: { try await RedisSentinelProcesses() }, stop: { await $0.stop() }, body)
+    }
+
+    init() async throws {
         (basePort, directory) = try await LocalRedisScripts.start("redis-sentinel.sh", offsets: [0, 1, 10, 11, 12], name: "sentinel")
     }
 
@@ -22,7 +27,7 @@ public final class RedisSentinelProcesses: Sendable {
         Foundation.kill(number, SIGKILL)
     }
 
-    public func stop() async {
+    func stop() async {
         try? await LocalRedisScripts.run(Self.script, ["stop", directory])
     }
 }

@@ -15,14 +15,9 @@ struct ClusterReshardTests {
     /// Over the whole run the admitted count stays within the burst plus the refill: the state
     /// moved with the slot, nothing started over from a full bucket.
     @Test func limitsHoldWhileTheTenantsSlotMigrates() async throws {
-        let cluster = try await RedisClusterProcesses()
-        do {
+        try await RedisClusterProcesses.with { cluster in
             try await Self.migrateUnderLoad(cluster)
-        } catch {
-            await cluster.stop()
-            throw error
         }
-        await cluster.stop()
     }
 
     /// `count` admits at once, spread over the replicas.

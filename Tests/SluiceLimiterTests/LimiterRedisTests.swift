@@ -191,7 +191,9 @@ struct LimiterRedisTests {
             admissions.append(try #require(await fixture.limiter.admit(fixture.request(reserve: 100, keyLimits: limits)).admission))
         }
         func settleCalls() async throws -> Int {
-            let info = try await fixture.client.send("INFO", "commandstats").string ?? ""
+            // On a cluster, from the master of the tenant's slot.
+            let info = try await fixture.client.send(RedisCommand("INFO", ["commandstats"], routingKey: "sl:{t:\(fixture.tenant)}"))
+                .string ?? ""
             let line = info.split(separator: "\r\n").first { $0.hasPrefix("cmdstat_evalsha:") } ?? ""
             return Int(line.split(separator: "=")[1].split(separator: ",")[0]) ?? 0
         }

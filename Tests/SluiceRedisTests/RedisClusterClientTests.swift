@@ -83,26 +83,19 @@ struct RedisClusterRedirectionTests {
     /// replica never had it) gets it again from the call that hit NOSCRIPT.
     /// (A private cluster: `SCRIPT FLUSH` on the stack's would pull scripts from under other tests.)
     @Test func scriptsLoadOnEveryMasterAndNoscriptRecoversOnTheNodeThatForgot() async throws {
-        let cluster = try await RedisClusterProcesses()
-        let client = try RedisClient(configuration: RedisConfiguration(url: cluster.url))
-        let prefix = TestEnvironment.uniquePrefix("cluster")
-        defer { client.shutdown() }
-        do {
+        try await RedisClusterProcesses.with { cluster in
+            let client = try RedisClient(configuration: RedisConfiguration(url: cluster.url))
+            defer { client.shutdown() }
             let script = RedisScript(name: "echo-key", source: "return redis.call('INCR', KEYS[1])")
             try await client.load([script])
             let shas = try await client.sendToEveryMaster(RedisCommand("SCRIPT", "EXISTS", script.sha1))
             #expect(shas.count == 3 && shas.allSatisfy { $0.array?.first?.int == 1 })
-            let key = "\(prefix)script"
+            let key = "script-\(UUID().uuidString.prefix(8))"
             #expect(try await client.evalScript(script, keys: [key], arguments: []).int == 1)
             // The key's master forgets every script.
             _ = try await client.send(RedisCommand("SCRIPT", ["FLUSH"], routingKey: key))
             #expect(try await client.evalScript(script, keys: [key], arguments: []).int == 2)
-            _ = try await client.send("DEL", key)
-        } catch {
-            await cluster.stop()
-            throw error
         }
-        await cluster.stop()
     }
 
     /// With the slot MIGRATING on its master and IMPORTING on another, a key the master does
@@ -110,8 +103,7 @@ struct RedisClusterRedirectionTests {
     /// node, without moving the slot in its map. Once the slot is assigned to the other node, the
     /// old master answers MOVED and the client follows and remembers it.
     @Test func askIsFollowedOnceAndMovedForGood() async throws {
-        let cluster = try await RedisClusterProcesses()
-        do {
+        try await RedisClusterProcesses.with { cluster in
             let key = "ask-\(UUID().uuidString.prefix(8))"
             let slot = String(RedisHashSlot.of(key))
             guard let source = try await cluster.masterPort(forKey: key) else { throw RedisClusterError.failed("no master") }
@@ -132,10 +124,6 @@ struct RedisClusterRedirectionTests {
             }
             #expect(try await client.send("GET", key).string == "moved-by-ask")
             #expect(try await cluster.command(["GET", key], port: target).string == "moved-by-ask")
-        } catch {
-            await cluster.stop()
-            throw error
         }
-        await cluster.stop()
     }
 }

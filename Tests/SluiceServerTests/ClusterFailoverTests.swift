@@ -16,14 +16,9 @@ struct ClusterFailoverTests {
     /// dead master and never confirmed by its replica went to the ledger directly.
     @Test(arguments: [RedisFailurePolicy.closed, .open])
     func aMasterKilledUnderLoadLosesNoBill(policy: RedisFailurePolicy) async throws {
-        let cluster = try await RedisClusterProcesses()
-        do {
+        try await RedisClusterProcesses.with { cluster in
             try await failover(cluster, policy: policy)
-        } catch {
-            await cluster.stop()
-            throw error
         }
-        await cluster.stop()
     }
 
     private func failover(_ cluster: RedisClusterProcesses, policy: RedisFailurePolicy) async throws {
@@ -105,8 +100,7 @@ struct ClusterFailoverTests {
 @Suite("Gateway through a Redis Sentinel failover", .serialized)
 struct SentinelFailoverTests {
     @Test func aMasterKilledUnderLoadIsFollowedToThePromotedReplica() async throws {
-        let sentinel = try await RedisSentinelProcesses()
-        do {
+        try await RedisSentinelProcesses.with { sentinel in
             try await GatewayHarness.run(keyLimits: Limits(requestsPerMinute: 1_000_000), redisURL: sentinel.url,
                                          failurePolicy: .closed, settleReplicas: 1) { gateway in
                 try await ClusterFailoverTests.failOver(under: gateway, policy: .closed, kill: { try sentinel.killMaster() },
@@ -116,23 +110,19 @@ struct SentinelFailoverTests {
                     return reply?.array?.last?.string == String(sentinel.replicaPort)
                 })
             }
-        } catch {
-            await sentinel.stop()
-            throw error
         }
-        await sentinel.stop()
     }
 
     /// A server that is not a master is refused at connect time under Sentinel, so a demoted
     /// master that comes back is never written to.
     @Test func aReplicaIsNeverTakenForTheMaster() async throws {
-        let sentinel = try await RedisSentinelProcesses()
-        var configuration = RedisConfiguration(port: sentinel.replicaPort)
-        configuration.requiresMasterRole = true
-        let client = try RedisClient(configuration: configuration)
-        await #expect(throws: RedisClientError.self) { _ = try await client.send("SET", "k", "v") }
-        client.shutdown()
-        await sentinel.stop()
+        try await RedisSentinelProcesses.with { sentinel in
+            var configuration = RedisConfiguration(port: sentinel.replicaPort)
+            configuration.requiresMasterRole = true
+            let client = try RedisClient(configuration: configuration)
+            defer { client.shutdown() }
+            await #expect(throws: RedisClientError.self) { _ = try await client.send("SET", "k", "v") }
+        }
     }
 }
 
