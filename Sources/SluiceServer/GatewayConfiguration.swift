@@ -218,30 +218,22 @@ public struct GatewayConfiguration: Sendable {
         if let value = environment["SLUICE_LISTEN"] { listen = try HostPort(value, key: "SLUICE_LISTEN") }
         if let value = environment["SLUICE_ADMIN_LISTEN"] { adminListen = try HostPort(value, key: "SLUICE_ADMIN_LISTEN") }
         if let value = environment["SLUICE_REDIS_URL"] { redisURL = value }
-        if let value = environment["SLUICE_REDIS_SETTLE_REPLICAS"] {
-            guard let number = Int(value), (0...16).contains(number) else {
-                throw ConfigurationError(key: "SLUICE_REDIS_SETTLE_REPLICAS", problem: "must be an integer from 0 to 16")
-            }
+        if let number = try Self.integer("SLUICE_REDIS_SETTLE_REPLICAS", environment, 0...16,
+                                         problem: "must be an integer from 0 to 16") {
             redisSettleReplicas = number
         }
         if let value = environment["SLUICE_DATABASE_URL"] { databaseURL = value }
         if let value = environment["SLUICE_FAILURE_POLICY"] { failurePolicy = try Self.policy(value, key: "SLUICE_FAILURE_POLICY") }
-        if let value = environment["SLUICE_EXPECTED_REPLICAS"] {
-            guard let number = Int(value), number >= 1 else {
-                throw ConfigurationError(key: "SLUICE_EXPECTED_REPLICAS", problem: "must be a positive integer")
-            }
+        if let number = try Self.integer("SLUICE_EXPECTED_REPLICAS", environment, 1...Int.max,
+                                         problem: "must be a positive integer") {
             expectedReplicas = number
         }
-        if let value = environment["SLUICE_KEY_STALE_SECONDS"] {
-            guard let number = Int(value), (0...86_400).contains(number) else {
-                throw ConfigurationError(key: "SLUICE_KEY_STALE_SECONDS", problem: "must be an integer from 0 to 86400")
-            }
+        if let number = try Self.integer("SLUICE_KEY_STALE_SECONDS", environment, 0...86_400,
+                                         problem: "must be an integer from 0 to 86400") {
             keyStaleSeconds = number
         }
-        if let value = environment["SLUICE_DRAIN_DELAY_MS"] {
-            guard let number = Int(value), (0...600_000).contains(number) else {
-                throw ConfigurationError(key: "SLUICE_DRAIN_DELAY_MS", problem: "must be an integer from 0 to 600000")
-            }
+        if let number = try Self.integer("SLUICE_DRAIN_DELAY_MS", environment, 0...600_000,
+                                         problem: "must be an integer from 0 to 600000") {
             drain.delay = .milliseconds(number)
         }
         if let value = environment["SLUICE_OTLP_ENDPOINT"] { tracing.otlpEndpoint = value.isEmpty ? nil : value }
@@ -253,6 +245,14 @@ public struct GatewayConfiguration: Sendable {
         }
         adminJWTSecret = try Self.secret("SLUICE_ADMIN_JWT_SECRET", environment)
         keyPepper = try Self.secret("SLUICE_KEY_PEPPER", environment)
+    }
+
+    /// An integer environment variable within `range`; nil when it is not set.
+    private static func integer(_ name: String, _ environment: [String: String], _ range: ClosedRange<Int>,
+                                problem: String) throws(ConfigurationError) -> Int? {
+        guard let value = environment[name] else { return nil }
+        guard let number = Int(value), range.contains(number) else { throw ConfigurationError(key: name, problem: problem) }
+        return number
     }
 
     func validate() throws(ConfigurationError) {
