@@ -76,9 +76,9 @@ public final class RedisClient: Sendable {
                                waitTimeout: Duration) async throws(RedisClientError) -> (reply: RESPValue, replicas: Int) {
         let started = ContinuousClock.now
         defer { latency.record(command.name, .now - started) }
-        let milliseconds = Int(waitTimeout.components.seconds * 1000 + waitTimeout.components.attoseconds / 1_000_000_000_000_000)
-        let wait = RedisCommand("WAIT", replicas, max(1, milliseconds))
-        let timeout = configuration.commandTimeout + TimeAmount(waitTimeout)
+        let waitTime = TimeAmount(waitTimeout)
+        let wait = RedisCommand("WAIT", replicas, max(1, Int(waitTime.nanoseconds / 1_000_000)))
+        let timeout = configuration.commandTimeout + waitTime
         let reply: RESPValue
         let acknowledged: RESPValue?
         switch router {
