@@ -112,11 +112,32 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // Money: the price catalogue (versions in micro-USD), statements, exports to billing
+        // systems and webhooks.
+        .target(
+            name: "SluiceBilling",
+            dependencies: [
+                "SluiceTenancy", "SluiceLimiter",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "SluiceBillingTests",
+            dependencies: [
+                "SluiceBilling", "SluiceTenancy", "SluiceTestSupport",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
         // The admin API on the admin listener: JWT roles, tenants, keys, usage, OpenAPI document.
         .target(
             name: "SluiceAdminAPI",
             dependencies: [
-                "SluiceTenancy", "SluiceLimiter", "SluiceRedis", "SluiceErrorBody",
+                "SluiceTenancy", "SluiceLimiter", "SluiceRedis", "SluiceErrorBody", "SluiceBilling",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "JWTKit", package: "jwt-kit"),
                 .product(name: "Logging", package: "swift-log"),
@@ -126,7 +147,7 @@ let package = Package(
         .testTarget(
             name: "SluiceAdminAPITests",
             dependencies: [
-                "SluiceAdminAPI", "SluiceTenancy", "SluiceLimiter", "SluiceRedis", "SluiceTestSupport",
+                "SluiceAdminAPI", "SluiceTenancy", "SluiceLimiter", "SluiceRedis", "SluiceTestSupport", "SluiceBilling",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "JWTKit", package: "jwt-kit"),
@@ -161,7 +182,7 @@ let package = Package(
         .target(
             name: "SluiceDataPlane",
             dependencies: [
-                "SluiceTenancy", "SluiceLimiter", "SluiceUpstream", "SluiceErrorBody", "SluiceConcurrency",
+                "SluiceTenancy", "SluiceLimiter", "SluiceUpstream", "SluiceErrorBody", "SluiceConcurrency", "SluiceBilling",
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Tracing", package: "swift-distributed-tracing"),
@@ -203,7 +224,7 @@ let package = Package(
             name: "SluiceServer",
             dependencies: [
                 "SluiceDataPlane", "SluiceAdminAPI", "SluiceTenancy", "SluiceLimiter", "SluiceRedis", "SluiceUpstream",
-                "SluiceLog", "SluiceConcurrency",
+                "SluiceLog", "SluiceConcurrency", "SluiceBilling",
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "OTel", package: "swift-otel"),
                 .product(name: "Tracing", package: "swift-distributed-tracing"),
@@ -241,7 +262,7 @@ let package = Package(
             name: "SluiceServerTests",
             dependencies: [
                 "SluiceServer", "SluiceMockUpstream", "SluiceTenancy", "SluiceLimiter", "SluiceRedis", "SluiceTestSupport", "SluiceUpstream",
-                "SluiceDataPlane",
+                "SluiceDataPlane", "SluiceBilling",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

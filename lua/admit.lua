@@ -5,26 +5,33 @@
 -- script's fixed cost (TIME, reads, one write per key) is paid once per batch, not per request.
 --
 -- KEYS[1]  pending       sl:{t:<tenant>}:pending (zset: one member per admitted, unsettled
---                        request, "<id>|<key id>|<prompt estimate>|<reserved tokens>|<reserved
---                        cost>|<model>", scored with the time sweep.lua bills it at its reservation)
--- KEYS[2]  spend         sl:{t:<tenant>}:spend   (hash: m = YYYYMM, u = micro-USD spent in m)
--- KEYS[3 .. 2+nr]        GCRA keys of the batch's rate limits, each once (string: theoretical
+--                        request (see parse_member in shared.lua), scored with the time sweep.lua
+--                        bills it at its reservation)
+-- KEYS[2]  spend:m       the month's spend hash   KEYS[3] spend:d   the day's (see shared.lua)
+-- KEYS[4 .. 3+nr]        GCRA keys of the batch's rate limits, each once (string: theoretical
 --                        arrival time, µs)
--- KEYS[3+nr .. 2+nr+nc]  in-flight sets of the batch's concurrency limits, each once
+-- KEYS[4+nr .. 3+nr+nc]  in-flight sets of the batch's concurrency limits, each once
 --                        (zset: request id -> lease expiry, µs)
 --
 -- ARGV[1] n (requests)   ARGV[2] nr   ARGV[3] nc   ARGV[4] lease (µs)   ARGV[5] pending set TTL (ms)
+-- ARGV[6] nb (budgets)
 -- then per rate limit key: kind ('r' requests | 't' tokens), emission interval (µs per unit),
 --   burst (units), limit per minute (for headers), name
 -- then per concurrency key: max, name
+-- then per budget: period ('m' | 'd'), spend field (t | k:<key id> | m:<model>), limit (micro-USD), name
 -- then per request: request id, tokens to reserve, billing deadline (µs from now: unsettled by
---   then, the reservation is billed), monthly budget (micro-USD, -1 = none), pending member,
---   kr, kr rate key indexes (1..nr), kc, kc concurrency key indexes (1..nc)
+--   then, the reservation is billed), reserved cost (micro-USD), day (YYYYMMDD by the replica's
+--   clock), pending member, key id, model,
+--   kr, kr rate key indexes (1..nr), kc, kc concurrency key indexes (1..nc), kb, kb budget indexes (1..nb)
 --
--- Returns 9 values per request: {decision, limit name, retry after µs,
---          request limit, remaining, reset µs, token limit, remaining, reset µs}
--- decision: 1 admitted, 0 denied by a rate or concurrency limit, 2 denied by the budget,
---           -1 can never fit (cost above the burst). Limits absent from the request give -1 headers.
+-- Returns {1, month, day, nb budget spends after the batch, then 11 values per request:
+--          decision, limit name, retry after µs, request limit, remaining, reset µs,
+--          token limit, remaining, reset µs, spent (budget denials), budget limit}
+-- decision: 1 admitted, 0 denied by a rate or concurrency limit, 2 denied by a budget (its spend
+--           plus this request's reserved cost would pass it), 3 the replica's day is not
+--           Redis's (retry), -1 can never fit (cost above the burst). Absent limits give -1 headers.
+-- Or {0, month, day}, writing nothing, when a budget's spend hash is unseeded: the replica
+-- rebuilds it from the ledger (seed.lua) and calls again.
 -- Time is Redis's own clock (TIME), never a replica's. shared.lua is prepended when embedded.
 -- Numbers go to redis.call as numbers (Redis formats them exactly, in C): string.format in Lua
 -- costs more than the commands themselves. Each redis.call costs about a microsecond of Redis
@@ -34,15 +41,17 @@
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local this_month, this_day, month_left, day_left = spend_periods(now)
 
-local n, nr, nc = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local n, nr, nc, nb = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[6])
 local lease = tonumber(ARGV[4])
+local R = 3  -- KEYS before the rate keys
 
 -- The limits, and their state as the batch goes.
 local rates, tat, changed = {}, {}, {}
-local a = 6
+local a = 7
 local stored = {}
-if nr > 0 then stored = redis.call('MGET', unpack(KEYS, 3, 2 + nr)) end
+if nr > 0 then stored = redis.call('MGET', unpack(KEYS, R + 1, R + nr)) end
 for k = 1, nr do
   rates[k] = {kind = ARGV[a], interval = tonumber(ARGV[a + 1]), burst = tonumber(ARGV[a + 2]),
               per_minute = tonumber(ARGV[a + 3]), name = ARGV[a + 4]}
@@ -55,35 +64,62 @@ for c = 1, nc do
   flights[c] = {max = tonumber(ARGV[a]), name = ARGV[a + 1]}
   a = a + 2
   -- Live leases only (expired ones are ignored here and swept below now and then).
-  count[c] = redis.call('ZCOUNT', KEYS[2 + nr + c], now + 1, '+inf')
+  count[c] = redis.call('ZCOUNT', KEYS[R + nr + c], now + 1, '+inf')
   added[c] = {}
 end
-local spent  -- read once, when the first request with a budget comes
+
+-- Budgets: one read per spend hash (its period and the batch's fields).
+local budgets, fields = {}, {m = {'p'}, d = {'p'}}
+for b = 1, nb do
+  local budget = {period = ARGV[a], field = ARGV[a + 1], limit = tonumber(ARGV[a + 2]), name = ARGV[a + 3]}
+  a = a + 4
+  budgets[b] = budget
+  local list = fields[budget.period]
+  list[#list + 1] = budget.field
+  budget.at = #list
+end
+local hashes = {m = {key = KEYS[2], period = this_month, left = month_left, ttl = SPEND_MONTH_TTL_MS},
+                d = {key = KEYS[3], period = this_day, left = day_left, ttl = SPEND_DAY_TTL_MS}}
+for name, hash in pairs(hashes) do
+  local values = redis.call('HMGET', hash.key, unpack(fields[name]))
+  hash.seeded = tonumber(values[1]) == hash.period
+  hash.values = values
+  hash.deltas = {}
+end
+for b = 1, nb do
+  local hash = hashes[budgets[b].period]
+  if not hash.seeded then return {0, this_month, this_day} end
+  budgets[b].spent = tonumber(hash.values[budgets[b].at]) or 0
+end
 
 local out, pending_args = {}, {}
 for r = 1, n do
-  local id, reserve, deadline, budget, member = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]),
-    tonumber(ARGV[a + 3]), ARGV[a + 4]
-  a = a + 5
+  local id, reserve, deadline, cost, day, member = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]),
+    tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4]), ARGV[a + 5]
+  local key_id, model = ARGV[a + 6], ARGV[a + 7]
+  a = a + 8
   local kr = tonumber(ARGV[a])
   local rk_from = a + 1
   a = a + 1 + kr
   local kc = tonumber(ARGV[a])
   local ck_from = a + 1
   a = a + 1 + kc
+  local kb = tonumber(ARGV[a])
+  local bk_from = a + 1
+  a = a + 1 + kb
 
-  local decision, denied_by, retry = 1, '', 0
+  local decision, denied_by, retry, spent, limit = 1, '', 0, -1, -1
   local hdr = {r = {-1, -1, -1}, t = {-1, -1, -1}}
   local new_tats = {}
   for i = rk_from, rk_from + kr - 1 do
     local k = tonumber(ARGV[i])
     local rate = rates[k]
-    local cost = rate.kind == 't' and reserve or 1
-    if cost > rate.burst then
+    local units = rate.kind == 't' and reserve or 1
+    if units > rate.burst then
       decision, denied_by, retry = -1, rate.name, 0
       break
     end
-    local new_tat = tat[k] + cost * rate.interval
+    local new_tat = tat[k] + units * rate.interval
     local allow_at = new_tat - rate.burst * rate.interval
     local after = new_tat
     if allow_at > now then
@@ -103,24 +139,31 @@ for r = 1, n do
       local c = tonumber(ARGV[i])
       if count[c] >= flights[c].max then
         -- A slot frees when any request ends; the earliest lease expiry is the latest that can be.
-        local first = redis.call('ZRANGEBYSCORE', KEYS[2 + nr + c], now + 1, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+        local first = redis.call('ZRANGEBYSCORE', KEYS[R + nr + c], now + 1, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
         local wait = first[2] and math.min(tonumber(first[2]) - now, 1000000) or 1000000
         if decision == 1 or wait > retry then decision, denied_by, retry = 0, flights[c].name, wait end
       end
     end
   end
 
-  if budget >= 0 and decision == 1 then
-    local year, month = year_month(math.floor(now / 1000000))
-    if spent == nil then
-      local spend = redis.call('HMGET', KEYS[2], 'm', 'u')
-      spent = tonumber(spend[1]) == year * 100 + month and tonumber(spend[2] or 0) or 0
+  -- Budgets reserve the request's largest cost, so concurrent requests cannot overshoot them.
+  -- Spent in full: retry when the period ends; otherwise when reservations may have come back.
+  if decision == 1 then
+    for i = bk_from, bk_from + kb - 1 do
+      local budget = budgets[tonumber(ARGV[i])]
+      if budget.spent + cost > budget.limit then
+        local wait = budget.spent >= budget.limit and hashes[budget.period].left or 1000000
+        if decision == 1 or wait > retry then
+          decision, denied_by, retry, spent, limit = 2, budget.name, wait, budget.spent, budget.limit
+        end
+      end
     end
-    if spent >= budget then
-      local ny, nm = year, month + 1
-      if nm == 13 then ny, nm = year + 1, 1 end
-      decision, denied_by, retry = 2, 'monthly_budget_usd', days_from_civil(ny, nm, 1) * 86400000000 - now
-    end
+  end
+  -- A reservation is counted in a spend hash only for the period its member names (settle and
+  -- seed.lua go by the member): a replica whose clock is on the other side of midnight retries.
+  if decision == 1 and ((hashes.d.seeded and day ~= this_day)
+                        or (hashes.m.seeded and math.floor(day / 100) ~= this_month)) then
+    decision, retry = 3, 0
   end
 
   if decision == 1 then
@@ -135,6 +178,15 @@ for r = 1, n do
       list[#list + 1] = now + lease
       list[#list + 1] = id
     end
+    for b = 1, nb do
+      local budget = budgets[b]
+      if budget.field == 't' or budget.field == 'k:' .. key_id or budget.field == 'm:' .. model then
+        budget.spent = budget.spent + cost
+      end
+    end
+    for _, hash in pairs(hashes) do
+      if hash.seeded then add_to(hash.deltas, key_id, model, cost) end
+    end
     pending_args[#pending_args + 1] = now + deadline
     pending_args[#pending_args + 1] = member
   end
@@ -143,18 +195,19 @@ for r = 1, n do
   out[o + 1], out[o + 2], out[o + 3] = decision, denied_by, retry
   out[o + 4], out[o + 5], out[o + 6] = hdr.r[1], hdr.r[2], hdr.r[3]
   out[o + 7], out[o + 8], out[o + 9] = hdr.t[1], hdr.t[2], hdr.t[3]
+  out[o + 10], out[o + 11] = spent, limit
 end
 
 -- Write what the admitted requests changed: each key once.
 for k = 1, nr do
   if changed[k] then
-    redis.call('SET', KEYS[2 + k], tat[k], 'PX', math.ceil((tat[k] - now) / 1000) + 1)
+    redis.call('SET', KEYS[R + k], tat[k], 'PX', math.ceil((tat[k] - now) / 1000) + 1)
   end
 end
 local lease_ms = math.ceil(lease / 1000) + 1000
 local sweep = now % 16 == 0  -- expired leases only cost memory: sweep on about one call in 16
 for c = 1, nc do
-  local key = KEYS[2 + nr + c]
+  local key = KEYS[R + nr + c]
   if #added[c] > 0 then
     if sweep then redis.call('ZREMRANGEBYSCORE', key, '-inf', now) end
     redis.call('ZADD', key, unpack(added[c]))
@@ -165,5 +218,11 @@ end
 if #pending_args > 0 then
   redis.call('ZADD', KEYS[1], unpack(pending_args))
   redis.call('PEXPIRE', KEYS[1], ARGV[5])
+  for _, hash in pairs(hashes) do
+    if hash.seeded then count_spend(hash.key, hash.period, hash.deltas, hash.ttl) end
+  end
 end
-return out
+local reply = {1, this_month, this_day}
+for b = 1, nb do reply[#reply + 1] = budgets[b].spent end
+for i = 1, #out do reply[#reply + 1] = out[i] end
+return reply

@@ -1,13 +1,15 @@
 -- settle: books the real usage of many admitted requests of one tenant, atomically, in one call
 -- (replicas batch their settles per tenant: one EVALSHA for all that finished meanwhile).
 --
--- KEYS[1] pending (zset, see admit.lua)   KEYS[2] spend   KEYS[3] usage stream
--- KEYS[4 .. 3+nt]       the GCRA keys of the batch's token limits (each once)
--- KEYS[4+nt .. 3+nt+nc] the in-flight sets the batch's requests hold leases in (each once)
+-- KEYS[1] pending (zset, see admit.lua)   KEYS[2] spend:m   KEYS[3] spend:d (see shared.lua)
+-- KEYS[4] usage stream
+-- KEYS[5 .. 4+nt]       the GCRA keys of the batch's token limits (each once)
+-- KEYS[5+nt .. 4+nt+nc] the in-flight sets the batch's requests hold leases in (each once)
 --
 -- ARGV[1] stream TTL (ms)   ARGV[2] stream max length (approximate)   ARGV[3] n (requests)
 -- ARGV[4] nt   ARGV[5] nc   ARGV[6 .. 5+nt] emission intervals of the token keys (µs per token)
 -- then per request: pending member, request id, tokens used, cost (micro-USD), tokens reserved,
+--   reserved cost (micro-USD), admission day (YYYYMMDD, as in the member), key id, model,
 --   kt, kt token-key indexes (1..nt), kc, kc in-flight-set indexes (1..nc),
 --   f, then f field/value pairs of its usage event (f = 0: a void, see below)
 --
@@ -21,14 +23,17 @@
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local this_month, this_day = spend_periods(now)
+local K = 4  -- KEYS before the token keys
 local n, nt, nc = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 
 local requests, members = {}, {}
 local a = 6 + nt
 for r = 1, n do
   local req = {member = ARGV[a], id = ARGV[a + 1], used = tonumber(ARGV[a + 2]), cost = tonumber(ARGV[a + 3]),
-               reserved = tonumber(ARGV[a + 4])}
-  a = a + 5
+               reserved = tonumber(ARGV[a + 4]), reserved_cost = tonumber(ARGV[a + 5]), day = tonumber(ARGV[a + 6]),
+               key = ARGV[a + 7], model = ARGV[a + 8]}
+  a = a + 9
   req.tk_from, req.tk_count = a + 1, tonumber(ARGV[a])
   a = a + 1 + req.tk_count
   req.ck_from, req.ck_count = a + 1, tonumber(ARGV[a])
@@ -41,7 +46,8 @@ end
 
 -- Still pending = not settled before and not billed at its reservation.
 local pending = redis.call('ZMSCORE', KEYS[1], unpack(members))
-local out, settled, delta, release, spend, billed = {}, {}, {}, {}, 0, 0
+local out, settled, delta, release, billed = {}, {}, {}, {}, 0
+local month_spend, day_spend = {}, {}
 for r = 1, n do
   local req = requests[r]
   if pending[r] then
@@ -58,9 +64,13 @@ for r = 1, n do
       ids[#ids + 1] = req.id
       release[k] = ids
     end
+    -- Spend: the reservation counted at admission becomes the real cost (or goes, for a void);
+    -- a request admitted in an earlier period adds its cost to this one, where the ledger has it.
+    local real = req.f_count > 0 and req.cost or 0
+    add_to(month_spend, req.key, req.model, math.floor(req.day / 100) == this_month and real - req.reserved_cost or real)
+    add_to(day_spend, req.key, req.model, req.day == this_day and real - req.reserved_cost or real)
     if req.f_count > 0 then
-      spend = spend + req.cost
-      local event = {'XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], '*', 'request_id', req.id, 'tokens', req.used,
+      local event = {'XADD', KEYS[K], 'MAXLEN', '~', ARGV[2], '*', 'request_id', req.id, 'tokens', req.used,
         'cost_micro_usd', req.cost, 'reserved', req.reserved, 'ts_us', now}
       for i = req.f_from, req.f_from + 2 * req.f_count - 1 do event[#event + 1] = ARGV[i] end
       redis.call(unpack(event))
@@ -74,7 +84,7 @@ end
 if #settled == 0 then return out end
 
 if nt > 0 then
-  local tats = redis.call('MGET', unpack(KEYS, 4, 3 + nt))
+  local tats = redis.call('MGET', unpack(KEYS, K + 1, K + nt))
   for k = 1, nt do
     local d = delta[k]
     if d and d ~= 0 then
@@ -82,19 +92,18 @@ if nt > 0 then
       if tat < now then tat = now end
       local new_tat = tat - d * tonumber(ARGV[5 + k])
       if new_tat <= now then
-        redis.call('DEL', KEYS[3 + k])  -- an absent key is a full bucket
+        redis.call('DEL', KEYS[K + k])  -- an absent key is a full bucket
       else
-        redis.call('SET', KEYS[3 + k], new_tat, 'PX', math.ceil((new_tat - now) / 1000) + 1)
+        redis.call('SET', KEYS[K + k], new_tat, 'PX', math.ceil((new_tat - now) / 1000) + 1)
       end
     end
   end
 end
 for k, ids in pairs(release) do
-  redis.call('ZREM', KEYS[3 + nt + k], unpack(ids))
+  redis.call('ZREM', KEYS[K + nt + k], unpack(ids))
 end
 redis.call('ZREM', KEYS[1], unpack(settled))
-if billed > 0 then
-  add_spend(KEYS[2], now, spend)
-  redis.call('PEXPIRE', KEYS[3], ARGV[1])
-end
+count_spend(KEYS[2], this_month, month_spend, SPEND_MONTH_TTL_MS)
+count_spend(KEYS[3], this_day, day_spend, SPEND_DAY_TTL_MS)
+if billed > 0 then redis.call('PEXPIRE', KEYS[K], ARGV[1]) end
 return out

@@ -25,15 +25,58 @@ local function days_from_civil(y, m, d)
 end
 
 
--- Adds cost (micro-USD) to the spend hash for the calendar month of `now` (µs, Redis's clock):
--- the hash restarts when the month changes.
-local function add_spend(key, now, cost)
-  local year, month = year_month(math.floor(now / 1000000))
-  local this_month = year * 100 + month
-  if tonumber(redis.call('HGET', key, 'm')) ~= this_month then
-    redis.call('HSET', key, 'm', this_month, 'u', cost)
-  elseif cost > 0 then
-    redis.call('HINCRBY', key, 'u', cost)
+-- Spend is kept per UTC calendar month and day, in two hashes per tenant (KEYS "spend:m" and
+-- "spend:d"): field p is the period the hash counts (YYYYMM or YYYYMMDD), field t the tenant's
+-- spend, k:<key id> a key's, m:<model> a model's, each in micro-USD: settled cost plus the
+-- reservations of requests admitted in the period and not settled yet. A hash whose p is not
+-- the current period is unseeded: the replica rebuilds it from the ledger (seed.lua) before a
+-- budget is checked against it, and nothing is counted into it until then.
+local SPEND_MONTH_TTL_MS = 35 * 86400 * 1000
+local SPEND_DAY_TTL_MS = 2 * 86400 * 1000
+
+-- The current month (YYYYMM) and day (YYYYMMDD) of `now` (µs), and the µs until each ends.
+local function spend_periods(now)
+  local seconds = math.floor(now / 1000000)
+  local year, month = year_month(seconds)
+  local days = math.floor(seconds / 86400)
+  local day = days - days_from_civil(year, month, 1) + 1
+  local ny, nm = year, month + 1
+  if nm == 13 then ny, nm = year + 1, 1 end
+  return year * 100 + month, (year * 100 + month) * 100 + day,
+    days_from_civil(ny, nm, 1) * 86400000000 - now, (days + 1) * 86400000000 - now
+end
+
+-- A pending member: "<id>|<key id>|<prompt estimate>|<reserved tokens>|<reserved cost>|<day>|
+-- <price id>|<model>" (day: YYYYMMDD of the admission). nil for anything else.
+local function parse_member(member)
+  local id, key, prompt, reserved, cost, day, price, model =
+    string.match(member, '^([^|]+)|([^|]*)|(%d+)|(%d+)|(%d+)|(%d+)|(%d*)|(.*)$')
+  if not id then
+    -- Written before days and prices were kept (a rolling upgrade): billed in the current period.
+    id, key, prompt, reserved, cost, model = string.match(member, '^([^|]+)|([^|]*)|(%d+)|(%d+)|(%d+)|(.*)$')
+    if not id then return nil end
+    day, price = 0, ''
   end
-  redis.call('PEXPIRE', key, 40 * 86400 * 1000)
+  return {id = id, key = key, prompt = tonumber(prompt), reserved = tonumber(reserved), cost = tonumber(cost),
+          day = tonumber(day), price = price, model = model}
+end
+
+-- Adds amount to the tenant, key and model fields of a table of field -> delta.
+local function add_to(deltas, key, model, amount)
+  if amount == 0 then return end
+  deltas['t'] = (deltas['t'] or 0) + amount
+  local k, m = 'k:' .. key, 'm:' .. model
+  deltas[k] = (deltas[k] or 0) + amount
+  deltas[m] = (deltas[m] or 0) + amount
+end
+
+-- Writes deltas (field -> micro-USD) into a spend hash counting `period`; nothing when it is
+-- unseeded. Returns whether it counted.
+local function count_spend(key, period, deltas, ttl_ms)
+  if tonumber(redis.call('HGET', key, 'p')) ~= period then return false end
+  for field, amount in pairs(deltas) do
+    if amount ~= 0 then redis.call('HINCRBY', key, field, amount) end
+  end
+  redis.call('PEXPIRE', key, ttl_ms)
+  return true
 end

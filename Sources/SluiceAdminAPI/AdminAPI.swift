@@ -2,6 +2,7 @@ import Foundation
 import Hummingbird
 import Logging
 import NIOCore
+import SluiceBilling
 import SluiceLimiter
 import SluiceRedis
 import SluiceTenancy
@@ -13,13 +14,15 @@ public struct AdminAPI: Sendable {
     let hasher: KeyHasher
     let authenticator: AdminAuthenticator
     let redis: RedisClient?
+    let prices: PriceStore?
     let invalidationChannel: String
     let logger: Logger
 
     public init(store: TenantStore, hasher: KeyHasher, authenticator: AdminAuthenticator, redis: RedisClient?,
-                invalidationChannel: String = KeyResolver.invalidationChannel,
+                prices: PriceStore? = nil, invalidationChannel: String = KeyResolver.invalidationChannel,
                 logger: Logger = Logger(label: "sluice.admin")) {
         self.store = store
+        self.prices = prices
         self.invalidationChannel = invalidationChannel
         self.hasher = hasher
         self.authenticator = authenticator
@@ -34,6 +37,7 @@ public struct AdminAPI: Sendable {
         ("post", "/admin/v1/tenants/{tenant_id}/keys"), ("get", "/admin/v1/tenants/{tenant_id}/keys"),
         ("post", "/admin/v1/keys/{key_id}/rotate"), ("post", "/admin/v1/keys/{key_id}/revoke"),
         ("get", "/admin/v1/tenants/{tenant_id}/usage"), ("get", "/admin/v1/openapi.yaml"),
+        ("get", "/admin/v1/prices"), ("post", "/admin/v1/prices"),
     ]
 
     public func addRoutes(to router: Router<AdminRequestContext>) {
@@ -52,6 +56,8 @@ public struct AdminAPI: Sendable {
         api.post("keys/:key_id/rotate") { request, context in try await rotateKey(request, context) }
         api.post("keys/:key_id/revoke") { _, context in try await revokeKey(context) }
         api.get("tenants/:tenant_id/usage") { request, context in try await usage(request, context) }
+        api.get("prices") { request, context in try await listPrices(request, context) }
+        api.post("prices") { request, context in try await addPrice(request, context) }
     }
 
     // MARK: tenants
@@ -173,7 +179,7 @@ public struct AdminAPI: Sendable {
 
     // MARK: helpers
 
-    private func readBody(_ request: Request, _ context: AdminRequestContext) async throws -> Data {
+    func readBody(_ request: Request, _ context: AdminRequestContext) async throws -> Data {
         do {
             return Data(try await request.body.collect(upTo: context.maxUploadSize).readableBytesView)
         } catch is NIOTooManyBytesError {

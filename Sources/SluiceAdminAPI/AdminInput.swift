@@ -134,12 +134,13 @@ struct FieldReader {
     func limits(_ field: String) throws -> Limits? {
         guard let reader = try object(field) else { return nil }
         try reader.rejectUnknown(["requests_per_minute", "tokens_per_minute", "max_concurrent_requests",
-                                  "monthly_budget_usd", "burst_requests", "burst_tokens"])
+                                  "monthly_budget_usd", "daily_budget_usd", "burst_requests", "burst_tokens"])
         return Limits(
             requestsPerMinute: try reader.integer("requests_per_minute", in: 1...100_000_000),
             tokensPerMinute: try reader.integer("tokens_per_minute", in: 1...100_000_000_000),
             maxConcurrentRequests: try reader.integer("max_concurrent_requests", in: 1...1_000_000),
             monthlyBudgetUSD: try reader.number("monthly_budget_usd", in: 0...100_000_000),
+            dailyBudgetUSD: try reader.number("daily_budget_usd", in: 0...100_000_000),
             burstRequests: try reader.integer("burst_requests", in: 1...100_000_000),
             burstTokens: try reader.integer("burst_tokens", in: 1...100_000_000_000))
     }

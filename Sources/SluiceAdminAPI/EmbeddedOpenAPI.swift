@@ -131,6 +131,26 @@ enum EmbeddedOpenAPI {
             "400": {$ref: "#/components/responses/BadRequest"}
             "401": {$ref: "#/components/responses/Unauthorized"}
             "404": {$ref: "#/components/responses/NotFound"}
+      /admin/v1/prices:
+        get:
+          summary: The price catalogue, every version (any admin role)
+          parameters:
+            - {name: model, in: query, schema: {$ref: "#/components/schemas/ModelName"}}
+          responses:
+            "200": {description: Price versions by model, oldest first, content: {application/json: {schema: {$ref: "#/components/schemas/PriceList"}}}}
+            "400": {$ref: "#/components/responses/BadRequest"}
+            "401": {$ref: "#/components/responses/Unauthorized"}
+        post:
+          summary: Add a price version (platform_admin); it takes effect at effective_from, at least 60 s ahead
+          requestBody:
+            required: true
+            content: {application/json: {schema: {$ref: "#/components/schemas/PriceCreate"}}}
+          responses:
+            "201": {description: The new version, content: {application/json: {schema: {$ref: "#/components/schemas/Price"}}}}
+            "400": {$ref: "#/components/responses/BadRequest"}
+            "401": {$ref: "#/components/responses/Unauthorized"}
+            "403": {$ref: "#/components/responses/Forbidden"}
+            "409": {description: The model already has a version taking effect at that time, content: {application/json: {schema: {$ref: "#/components/schemas/Error"}}}}
     components:
       securitySchemes:
         adminJWT: {type: http, scheme: bearer, bearerFormat: JWT}
@@ -155,7 +175,8 @@ enum EmbeddedOpenAPI {
             requests_per_minute: {type: [integer, "null"], minimum: 1, maximum: 100000000}
             tokens_per_minute: {type: [integer, "null"], minimum: 1, maximum: 100000000000}
             max_concurrent_requests: {type: [integer, "null"], minimum: 1, maximum: 1000000}
-            monthly_budget_usd: {type: [number, "null"], minimum: 0, maximum: 100000000}
+            monthly_budget_usd: {type: [number, "null"], minimum: 0, maximum: 100000000, description: "per UTC calendar month; kept in whole micro-USD"}
+            daily_budget_usd: {type: [number, "null"], minimum: 0, maximum: 100000000, description: "per UTC day; kept in whole micro-USD"}
             burst_requests: {type: [integer, "null"], minimum: 1, maximum: 100000000}
             burst_tokens: {type: [integer, "null"], minimum: 1, maximum: 100000000000}
         ModelLimits:
@@ -249,6 +270,36 @@ enum EmbeddedOpenAPI {
                   prompt_tokens: {type: integer}
                   completion_tokens: {type: integer}
                   cost_usd: {type: number}
+        MicroUSDPerMillion: {type: integer, minimum: 0, maximum: 10000000000, description: "whole micro-USD per million tokens"}
+        PriceCreate:
+          type: object
+          additionalProperties: false
+          required: [model, input_micro_usd_per_million, output_micro_usd_per_million]
+          properties:
+            model: {$ref: "#/components/schemas/ModelName"}
+            effective_from: {type: string, format: date-time, description: "at least 60 s from now; default: 60 s from now"}
+            input_micro_usd_per_million: {$ref: "#/components/schemas/MicroUSDPerMillion"}
+            cached_input_micro_usd_per_million: {$ref: "#/components/schemas/MicroUSDPerMillion", description: "default: the input price"}
+            output_micro_usd_per_million: {$ref: "#/components/schemas/MicroUSDPerMillion"}
+        Price:
+          type: object
+          required: [id, model, effective_from, input_micro_usd_per_million, cached_input_micro_usd_per_million,
+                     output_micro_usd_per_million, input_usd_per_million, cached_input_usd_per_million, output_usd_per_million]
+          properties:
+            id: {type: [integer, "null"], description: "the version; ledger rows and statement lines name it"}
+            model: {type: string}
+            effective_from: {type: string, format: date-time}
+            input_micro_usd_per_million: {type: integer}
+            cached_input_micro_usd_per_million: {type: integer}
+            output_micro_usd_per_million: {type: integer}
+            input_usd_per_million: {type: string, description: "the same, as an exact decimal"}
+            cached_input_usd_per_million: {type: string}
+            output_usd_per_million: {type: string}
+        PriceList:
+          type: object
+          required: [data]
+          properties:
+            data: {type: array, items: {$ref: "#/components/schemas/Price"}}
         Error:
           type: object
           required: [error]

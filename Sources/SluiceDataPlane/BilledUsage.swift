@@ -8,9 +8,12 @@ struct ReportedUsage: Sendable, Equatable {
 
     var prompt: Int?
     var completion: Int?
+    /// `prompt_tokens_details.cached_tokens`: prompt tokens the backend served from its cache.
+    var cachedPrompt: Int?
     var clamped = false
 
-    init(prompt: Int?, completion: Int?, clamped: Bool = false) {
+    init(prompt: Int?, completion: Int?, cachedPrompt: Int? = nil, clamped: Bool = false) {
+        self.cachedPrompt = cachedPrompt
         self.prompt = prompt
         self.completion = completion
         self.clamped = clamped
@@ -39,13 +42,16 @@ public struct BilledUsage: Sendable, Equatable {
 
     public var prompt: Int
     public var completion: Int
+    /// Of `prompt`, the tokens the backend reported as cached (billed at the cached price).
+    public var cachedPrompt: Int
     public var source: Source
     /// Some backend count was out of range or not an integer.
     public var clamped: Bool
 
     public static let nothing = BilledUsage(prompt: 0, completion: 0, source: .backend, clamped: false)
 
-    public init(prompt: Int, completion: Int, source: Source, clamped: Bool) {
+    public init(prompt: Int, completion: Int, cachedPrompt: Int = 0, source: Source, clamped: Bool) {
+        self.cachedPrompt = min(max(0, cachedPrompt), prompt)
         self.prompt = prompt
         self.completion = completion
         self.source = source
@@ -58,7 +64,9 @@ public struct BilledUsage: Sendable, Equatable {
     init(reported: ReportedUsage?, promptEstimate: Int, delivered: Int, expectsCompletion: Bool = true) {
         let completion = reported?.completion ?? (expectsCompletion ? delivered : 0)
         let complete = reported?.prompt != nil && (reported?.completion != nil || !expectsCompletion)
+        // Cached tokens count only with the backend's own prompt count (they are part of it).
         self.init(prompt: reported?.prompt ?? promptEstimate, completion: completion,
+                  cachedPrompt: reported?.prompt != nil ? reported?.cachedPrompt ?? 0 : 0,
                   source: complete ? .backend : .estimated, clamped: reported?.clamped ?? false)
     }
 

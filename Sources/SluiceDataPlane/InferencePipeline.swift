@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import NIOCore
 import NIOHTTP1
+import SluiceBilling
 import SluiceLimiter
 import SluiceTenancy
 import SluiceUpstream
@@ -51,6 +52,8 @@ public enum InferenceResult: Sendable {
 /// Independent of the HTTP listener (which is a thin adapter around `handle`).
 public final class InferencePipeline: Sendable {
     let catalog: ModelCatalog
+    /// What each model costs (versions from the database; the configuration's until it is read).
+    let prices: PriceBook
     let resolver: KeyResolver
     let limiter: Limiter
     let upstream: UpstreamClient
@@ -64,12 +67,13 @@ public final class InferencePipeline: Sendable {
     private let selector = BackendSelector()
 
     /// `usageFallback` takes the usage Redis could not (see `Settler`).
-    public init(catalog: ModelCatalog, resolver: KeyResolver, limiter: Limiter, upstream: UpstreamClient,
-                usageFallback: any UsageFallback, settings: DataPlaneSettings = .init(),
+    public init(catalog: ModelCatalog, prices: PriceBook? = nil, resolver: KeyResolver, limiter: Limiter,
+                upstream: UpstreamClient, usageFallback: any UsageFallback, settings: DataPlaneSettings = .init(),
                 metrics: DataPlaneMetrics = .init(), logger: Logger = Logger(label: "sluice.access"),
                 accessLog: (any AccessLog)? = nil, tracer: (any Tracer)? = nil) {
         self.tracer = tracer
         self.catalog = catalog
+        self.prices = prices ?? PriceBook(catalog.configuredPrices)
         self.resolver = resolver
         self.limiter = limiter
         self.upstream = upstream
@@ -127,11 +131,13 @@ public final class InferencePipeline: Sendable {
         guard key.allows(model: body.model) else { throw OpenAIError.modelNotAllowed(body.model) }
 
         let output = call.endpoint == .embeddings ? 0 : min(body.maxOutputTokens ?? route.defaultOutputTokens, route.maxOutputTokens)
+        // One price for the whole request: its reservation and its bill.
+        let price = prices.price(for: body.model)
         let admission = try await traced(trace, "admit") {
-            try await admit(call, key: key, body: body, output: output, route: route, &record)
+            try await admit(call, key: key, body: body, output: output, price: price, &record)
         }
         record.rateLimitHeaders = RateLimitHeaderFields.fields(admission.headers)
-        let settler = Settler(limiter: limiter, admission: admission, route: route, promptEstimate: body.promptEstimate,
+        let settler = Settler(limiter: limiter, admission: admission, price: price, promptEstimate: body.promptEstimate,
                               clientRequestID: call.clientRequestID, fallback: usageFallback, logger: logger, trace: trace)
         do {
             return try await forward(call, body: body, route: route, settler: settler, &record)
@@ -162,12 +168,12 @@ public final class InferencePipeline: Sendable {
         }
     }
 
-    private func admit(_ call: InferenceCall, key: ResolvedKey, body: InferenceRequestBody, output: Int, route: ModelRoute,
+    private func admit(_ call: InferenceCall, key: ResolvedKey, body: InferenceRequestBody, output: Int, price: ModelPrice?,
                        _ record: inout AccessRecord) async throws -> Admission {
         let request = AdmitRequest(
             requestID: call.requestID, tenantID: key.tenantID, keyID: key.keyID, model: body.model,
             tokensToReserve: body.promptEstimate + output, promptEstimate: body.promptEstimate,
-            reservedCostMicroUSD: route.costMicroUSD(prompt: body.promptEstimate, completion: output),
+            reservedCostMicroUSD: price?.cost(prompt: body.promptEstimate, completion: output) ?? 0, priceID: price?.id,
             tenantLimits: key.tenantLimits, keyLimits: key.keyLimits, modelLimits: key.modelLimits[body.model] ?? .none)
         switch await limiter.admit(request) {
         case .admitted(let admission):
@@ -180,7 +186,7 @@ public final class InferencePipeline: Sendable {
             let wait = RateLimitHeaderFields.duration(denial.retryAfter)
             switch denial.reason {
             case .budgetExhausted:
-                throw OpenAIError.quotaExhausted("the monthly budget is spent (\(denial.limit)); it renews in \(wait)")
+                throw OpenAIError.quotaExhausted(Self.budgetMessage(denial, requestCost: request.reservedCostMicroUSD, wait: wait))
             case .rateLimited:
                 throw OpenAIError.rateLimited("rate limit reached: \(denial.limit); retry in \(wait)")
             }
@@ -193,6 +199,15 @@ public final class InferencePipeline: Sendable {
             metrics.limiterDecision("unavailable")
             throw OpenAIError.limiterUnavailable
         }
+    }
+
+    /// Which budget, what it has spent and its cap, in USD: "key_daily_budget_usd: 4.990000 USD
+    /// of 5.000000 USD spent or reserved; this request may cost up to 0.020000 USD; retry in 1s".
+    static func budgetMessage(_ denial: Denial, requestCost: Int64, wait: String) -> String {
+        guard let (spent, limit) = denial.budget else { return "budget exhausted: \(denial.limit); retry in \(wait)" }
+        let what = spent >= limit ? "the budget is spent: " : ""
+        return "budget exhausted: \(what)\(denial.limit): \(MicroUSD.usd(spent)) USD of \(MicroUSD.usd(limit)) USD spent or reserved; "
+            + "this request may cost up to \(MicroUSD.usd(requestCost)) USD; retry in \(wait)"
     }
 
     private func forward(_ call: InferenceCall, body: InferenceRequestBody, route: ModelRoute, settler: Settler,
@@ -324,19 +339,20 @@ public final class InferencePipeline: Sendable {
 final class Settler: Sendable {
     let limiter: Limiter
     let admission: Admission
-    let route: ModelRoute
+    /// The price the admission reserved at: the request is billed at the same version.
+    let price: ModelPrice?
     let promptEstimate: Int
     let clientRequestID: String?
     let fallback: any UsageFallback
     let logger: Logger
     let trace: RequestTrace?
 
-    init(limiter: Limiter, admission: Admission, route: ModelRoute, promptEstimate: Int, clientRequestID: String?,
+    init(limiter: Limiter, admission: Admission, price: ModelPrice?, promptEstimate: Int, clientRequestID: String?,
          fallback: any UsageFallback, logger: Logger, trace: RequestTrace? = nil) {
         self.trace = trace
         self.limiter = limiter
         self.admission = admission
-        self.route = route
+        self.price = price
         self.promptEstimate = promptEstimate
         self.clientRequestID = clientRequestID
         self.fallback = fallback
@@ -352,8 +368,9 @@ final class Settler: Sendable {
     /// Settles without waiting (after the answer): no task of its own; `done` runs once the
     /// usage is in Redis or, failing that, handed to the ledger fallback.
     func settleInBackground(_ billed: BilledUsage, status: Int, done: @escaping @Sendable () -> Void = {}) {
-        let cost = route.costMicroUSD(prompt: billed.prompt, completion: billed.completion)
+        let cost = price?.cost(prompt: billed.prompt, cachedPrompt: billed.cachedPrompt, completion: billed.completion) ?? 0
         var attributes = ["status": String(status), UsageEntry.Field.usageSource: billed.source.rawValue]
+        if billed.cachedPrompt > 0 { attributes[UsageEntry.Field.cachedPromptTokens] = String(billed.cachedPrompt) }
         if billed.clamped { attributes[UsageEntry.Field.usageClamped] = "1" }
         if let clientRequestID { attributes[UsageEntry.Field.clientRequestID] = clientRequestID }
         let usage = Usage(promptTokens: billed.prompt, completionTokens: billed.completion, costMicroUSD: cost,
@@ -384,7 +401,8 @@ final class Settler: Sendable {
         fallback.record(UsageEntry(requestID: admission.requestID, tenantID: tenant, keyID: admission.keyID,
                                    model: admission.model, promptTokens: billed.prompt, completionTokens: billed.completion,
                                    costMicroUSD: Int(cost), at: Date(), clientRequestID: clientRequestID,
-                                   usageSource: billed.source.rawValue, usageClamped: billed.clamped))
+                                   usageSource: billed.source.rawValue, usageClamped: billed.clamped,
+                                   priceID: admission.priceID, cachedPromptTokens: billed.cachedPrompt))
     }
 }
 

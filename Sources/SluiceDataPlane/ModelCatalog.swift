@@ -1,3 +1,5 @@
+import Foundation
+import SluiceBilling
 import SluiceUpstream
 
 /// A configured model: where it runs, how many output tokens it may produce, what it costs.
@@ -9,9 +11,12 @@ public struct ModelRoute: Sendable {
     public let maxOutputTokens: Int
     public let inputUSDPerMillion: Double
     public let outputUSDPerMillion: Double
+    /// Defaults to the input price.
+    public let cachedInputUSDPerMillion: Double?
 
     public init(name: String, backends: [Backend], defaultOutputTokens: Int = 1_024, maxOutputTokens: Int = 8_192,
-                inputUSDPerMillion: Double = 0, outputUSDPerMillion: Double = 0) {
+                inputUSDPerMillion: Double = 0, outputUSDPerMillion: Double = 0, cachedInputUSDPerMillion: Double? = nil) {
+        self.cachedInputUSDPerMillion = cachedInputUSDPerMillion
         self.name = name
         self.backends = backends
         self.defaultOutputTokens = defaultOutputTokens
@@ -20,8 +25,12 @@ public struct ModelRoute: Sendable {
         self.outputUSDPerMillion = outputUSDPerMillion
     }
 
-    func costMicroUSD(prompt: Int, completion: Int) -> Int64 {
-        Int64((Double(prompt) * inputUSDPerMillion + Double(completion) * outputUSDPerMillion).rounded(.up))
+    /// The configuration's price: it seeds the database's catalogue, and bills until that is read.
+    public var configuredPrice: ModelPrice {
+        let input = MicroUSD.fromUSD(inputUSDPerMillion)
+        return ModelPrice(id: nil, model: name, effectiveFrom: Date(timeIntervalSince1970: 0), inputPerMillion: input,
+                          cachedInputPerMillion: cachedInputUSDPerMillion.map(MicroUSD.fromUSD) ?? input,
+                          outputPerMillion: MicroUSD.fromUSD(outputUSDPerMillion))
     }
 }
 
@@ -31,6 +40,9 @@ public struct ModelCatalog: Sendable {
     public init(_ routes: [ModelRoute]) {
         self.routes = Dictionary(routes.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
     }
+
+    /// The configuration's prices, as a catalogue (every model, in effect from the start).
+    public var configuredPrices: PriceCatalogue { PriceCatalogue(routes.values.map(\.configuredPrice)) }
 
     /// Every backend of every model (for health checks and shutdown).
     public var backends: [Backend] { routes.values.flatMap(\.backends) }

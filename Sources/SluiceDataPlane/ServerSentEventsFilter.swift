@@ -141,26 +141,36 @@ enum ResponseUsage {
         usageObject(in: Array(body.readableBytesView)).flatMap(counts)
     }
 
-    private static let countNames: Set<String> = ["prompt_tokens", "completion_tokens"]
+    private static let countNames: Set<String> = ["prompt_tokens", "completion_tokens", "prompt_tokens_details"]
+    private static let detailNames: Set<String> = ["cached_tokens"]
 
     /// The counts of a usage object (its bytes); nil when it is not well-formed JSON. One pass
     /// with the request body's scanner: no Foundation objects on the response path.
     static func counts(_ object: ArraySlice<UInt8>) -> ReportedUsage? {
         object.withUnsafeBytes { bytes -> ReportedUsage? in
             guard let members = try? JSONBodyScanner.scan(bytes, wanted: countNames) else { return nil }
-            func count(_ name: String) -> (Int?, clamped: Bool) {
-                guard let member = members[name] else { return (nil, false) }
-                switch member.kind {
-                case .null: return (nil, false)
-                case .number:
-                    let text = String(decoding: UnsafeRawBufferPointer(rebasing: bytes[member.value]), as: UTF8.self)
-                    return ReportedUsage.count(Double(text))
-                default: return (nil, true)
-                }
+            let (prompt, promptClamped) = count(members["prompt_tokens"], in: bytes)
+            let (completion, completionClamped) = count(members["completion_tokens"], in: bytes)
+            var cached: Int?
+            if let details = members["prompt_tokens_details"], details.kind == .object,
+               let inner = try? JSONBodyScanner.scan(UnsafeRawBufferPointer(rebasing: bytes[details.value]), wanted: detailNames) {
+                // A nonsensical cached count is ignored: it can only lower a bill.
+                let (value, clamped) = count(inner["cached_tokens"], in: UnsafeRawBufferPointer(rebasing: bytes[details.value]))
+                cached = clamped ? nil : value
             }
-            let (prompt, promptClamped) = count("prompt_tokens")
-            let (completion, completionClamped) = count("completion_tokens")
-            return ReportedUsage(prompt: prompt, completion: completion, clamped: promptClamped || completionClamped)
+            return ReportedUsage(prompt: prompt, completion: completion, cachedPrompt: cached,
+                                 clamped: promptClamped || completionClamped)
+        }
+    }
+
+    private static func count(_ member: JSONBodyScanner.Member?, in bytes: UnsafeRawBufferPointer) -> (Int?, clamped: Bool) {
+        guard let member else { return (nil, false) }
+        switch member.kind {
+        case .null: return (nil, false)
+        case .number:
+            let text = String(decoding: UnsafeRawBufferPointer(rebasing: bytes[member.value]), as: UTF8.self)
+            return ReportedUsage.count(Double(text))
+        default: return (nil, true)
         }
     }
 

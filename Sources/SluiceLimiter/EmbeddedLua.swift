@@ -8,26 +8,33 @@ enum EmbeddedLua {
     -- script's fixed cost (TIME, reads, one write per key) is paid once per batch, not per request.
     --
     -- KEYS[1]  pending       sl:{t:<tenant>}:pending (zset: one member per admitted, unsettled
-    --                        request, "<id>|<key id>|<prompt estimate>|<reserved tokens>|<reserved
-    --                        cost>|<model>", scored with the time sweep.lua bills it at its reservation)
-    -- KEYS[2]  spend         sl:{t:<tenant>}:spend   (hash: m = YYYYMM, u = micro-USD spent in m)
-    -- KEYS[3 .. 2+nr]        GCRA keys of the batch's rate limits, each once (string: theoretical
+    --                        request (see parse_member in shared.lua), scored with the time sweep.lua
+    --                        bills it at its reservation)
+    -- KEYS[2]  spend:m       the month's spend hash   KEYS[3] spend:d   the day's (see shared.lua)
+    -- KEYS[4 .. 3+nr]        GCRA keys of the batch's rate limits, each once (string: theoretical
     --                        arrival time, µs)
-    -- KEYS[3+nr .. 2+nr+nc]  in-flight sets of the batch's concurrency limits, each once
+    -- KEYS[4+nr .. 3+nr+nc]  in-flight sets of the batch's concurrency limits, each once
     --                        (zset: request id -> lease expiry, µs)
     --
     -- ARGV[1] n (requests)   ARGV[2] nr   ARGV[3] nc   ARGV[4] lease (µs)   ARGV[5] pending set TTL (ms)
+    -- ARGV[6] nb (budgets)
     -- then per rate limit key: kind ('r' requests | 't' tokens), emission interval (µs per unit),
     --   burst (units), limit per minute (for headers), name
     -- then per concurrency key: max, name
+    -- then per budget: period ('m' | 'd'), spend field (t | k:<key id> | m:<model>), limit (micro-USD), name
     -- then per request: request id, tokens to reserve, billing deadline (µs from now: unsettled by
-    --   then, the reservation is billed), monthly budget (micro-USD, -1 = none), pending member,
-    --   kr, kr rate key indexes (1..nr), kc, kc concurrency key indexes (1..nc)
+    --   then, the reservation is billed), reserved cost (micro-USD), day (YYYYMMDD by the replica's
+    --   clock), pending member, key id, model,
+    --   kr, kr rate key indexes (1..nr), kc, kc concurrency key indexes (1..nc), kb, kb budget indexes (1..nb)
     --
-    -- Returns 9 values per request: {decision, limit name, retry after µs,
-    --          request limit, remaining, reset µs, token limit, remaining, reset µs}
-    -- decision: 1 admitted, 0 denied by a rate or concurrency limit, 2 denied by the budget,
-    --           -1 can never fit (cost above the burst). Limits absent from the request give -1 headers.
+    -- Returns {1, month, day, nb budget spends after the batch, then 11 values per request:
+    --          decision, limit name, retry after µs, request limit, remaining, reset µs,
+    --          token limit, remaining, reset µs, spent (budget denials), budget limit}
+    -- decision: 1 admitted, 0 denied by a rate or concurrency limit, 2 denied by a budget (its spend
+    --           plus this request's reserved cost would pass it), 3 the replica's day is not
+    --           Redis's (retry), -1 can never fit (cost above the burst). Absent limits give -1 headers.
+    -- Or {0, month, day}, writing nothing, when a budget's spend hash is unseeded: the replica
+    -- rebuilds it from the ledger (seed.lua) and calls again.
     -- Time is Redis's own clock (TIME), never a replica's. shared.lua is prepended when embedded.
     -- Numbers go to redis.call as numbers (Redis formats them exactly, in C): string.format in Lua
     -- costs more than the commands themselves. Each redis.call costs about a microsecond of Redis
@@ -37,15 +44,17 @@ enum EmbeddedLua {
 
     local t = redis.call('TIME')
     local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+    local this_month, this_day, month_left, day_left = spend_periods(now)
 
-    local n, nr, nc = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+    local n, nr, nc, nb = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[6])
     local lease = tonumber(ARGV[4])
+    local R = 3  -- KEYS before the rate keys
 
     -- The limits, and their state as the batch goes.
     local rates, tat, changed = {}, {}, {}
-    local a = 6
+    local a = 7
     local stored = {}
-    if nr > 0 then stored = redis.call('MGET', unpack(KEYS, 3, 2 + nr)) end
+    if nr > 0 then stored = redis.call('MGET', unpack(KEYS, R + 1, R + nr)) end
     for k = 1, nr do
       rates[k] = {kind = ARGV[a], interval = tonumber(ARGV[a + 1]), burst = tonumber(ARGV[a + 2]),
                   per_minute = tonumber(ARGV[a + 3]), name = ARGV[a + 4]}
@@ -58,35 +67,62 @@ enum EmbeddedLua {
       flights[c] = {max = tonumber(ARGV[a]), name = ARGV[a + 1]}
       a = a + 2
       -- Live leases only (expired ones are ignored here and swept below now and then).
-      count[c] = redis.call('ZCOUNT', KEYS[2 + nr + c], now + 1, '+inf')
+      count[c] = redis.call('ZCOUNT', KEYS[R + nr + c], now + 1, '+inf')
       added[c] = {}
     end
-    local spent  -- read once, when the first request with a budget comes
+
+    -- Budgets: one read per spend hash (its period and the batch's fields).
+    local budgets, fields = {}, {m = {'p'}, d = {'p'}}
+    for b = 1, nb do
+      local budget = {period = ARGV[a], field = ARGV[a + 1], limit = tonumber(ARGV[a + 2]), name = ARGV[a + 3]}
+      a = a + 4
+      budgets[b] = budget
+      local list = fields[budget.period]
+      list[#list + 1] = budget.field
+      budget.at = #list
+    end
+    local hashes = {m = {key = KEYS[2], period = this_month, left = month_left, ttl = SPEND_MONTH_TTL_MS},
+                    d = {key = KEYS[3], period = this_day, left = day_left, ttl = SPEND_DAY_TTL_MS}}
+    for name, hash in pairs(hashes) do
+      local values = redis.call('HMGET', hash.key, unpack(fields[name]))
+      hash.seeded = tonumber(values[1]) == hash.period
+      hash.values = values
+      hash.deltas = {}
+    end
+    for b = 1, nb do
+      local hash = hashes[budgets[b].period]
+      if not hash.seeded then return {0, this_month, this_day} end
+      budgets[b].spent = tonumber(hash.values[budgets[b].at]) or 0
+    end
 
     local out, pending_args = {}, {}
     for r = 1, n do
-      local id, reserve, deadline, budget, member = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]),
-        tonumber(ARGV[a + 3]), ARGV[a + 4]
-      a = a + 5
+      local id, reserve, deadline, cost, day, member = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]),
+        tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4]), ARGV[a + 5]
+      local key_id, model = ARGV[a + 6], ARGV[a + 7]
+      a = a + 8
       local kr = tonumber(ARGV[a])
       local rk_from = a + 1
       a = a + 1 + kr
       local kc = tonumber(ARGV[a])
       local ck_from = a + 1
       a = a + 1 + kc
+      local kb = tonumber(ARGV[a])
+      local bk_from = a + 1
+      a = a + 1 + kb
 
-      local decision, denied_by, retry = 1, '', 0
+      local decision, denied_by, retry, spent, limit = 1, '', 0, -1, -1
       local hdr = {r = {-1, -1, -1}, t = {-1, -1, -1}}
       local new_tats = {}
       for i = rk_from, rk_from + kr - 1 do
         local k = tonumber(ARGV[i])
         local rate = rates[k]
-        local cost = rate.kind == 't' and reserve or 1
-        if cost > rate.burst then
+        local units = rate.kind == 't' and reserve or 1
+        if units > rate.burst then
           decision, denied_by, retry = -1, rate.name, 0
           break
         end
-        local new_tat = tat[k] + cost * rate.interval
+        local new_tat = tat[k] + units * rate.interval
         local allow_at = new_tat - rate.burst * rate.interval
         local after = new_tat
         if allow_at > now then
@@ -106,24 +142,31 @@ enum EmbeddedLua {
           local c = tonumber(ARGV[i])
           if count[c] >= flights[c].max then
             -- A slot frees when any request ends; the earliest lease expiry is the latest that can be.
-            local first = redis.call('ZRANGEBYSCORE', KEYS[2 + nr + c], now + 1, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+            local first = redis.call('ZRANGEBYSCORE', KEYS[R + nr + c], now + 1, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
             local wait = first[2] and math.min(tonumber(first[2]) - now, 1000000) or 1000000
             if decision == 1 or wait > retry then decision, denied_by, retry = 0, flights[c].name, wait end
           end
         end
       end
 
-      if budget >= 0 and decision == 1 then
-        local year, month = year_month(math.floor(now / 1000000))
-        if spent == nil then
-          local spend = redis.call('HMGET', KEYS[2], 'm', 'u')
-          spent = tonumber(spend[1]) == year * 100 + month and tonumber(spend[2] or 0) or 0
+      -- Budgets reserve the request's largest cost, so concurrent requests cannot overshoot them.
+      -- Spent in full: retry when the period ends; otherwise when reservations may have come back.
+      if decision == 1 then
+        for i = bk_from, bk_from + kb - 1 do
+          local budget = budgets[tonumber(ARGV[i])]
+          if budget.spent + cost > budget.limit then
+            local wait = budget.spent >= budget.limit and hashes[budget.period].left or 1000000
+            if decision == 1 or wait > retry then
+              decision, denied_by, retry, spent, limit = 2, budget.name, wait, budget.spent, budget.limit
+            end
+          end
         end
-        if spent >= budget then
-          local ny, nm = year, month + 1
-          if nm == 13 then ny, nm = year + 1, 1 end
-          decision, denied_by, retry = 2, 'monthly_budget_usd', days_from_civil(ny, nm, 1) * 86400000000 - now
-        end
+      end
+      -- A reservation is counted in a spend hash only for the period its member names (settle and
+      -- seed.lua go by the member): a replica whose clock is on the other side of midnight retries.
+      if decision == 1 and ((hashes.d.seeded and day ~= this_day)
+                            or (hashes.m.seeded and math.floor(day / 100) ~= this_month)) then
+        decision, retry = 3, 0
       end
 
       if decision == 1 then
@@ -138,6 +181,15 @@ enum EmbeddedLua {
           list[#list + 1] = now + lease
           list[#list + 1] = id
         end
+        for b = 1, nb do
+          local budget = budgets[b]
+          if budget.field == 't' or budget.field == 'k:' .. key_id or budget.field == 'm:' .. model then
+            budget.spent = budget.spent + cost
+          end
+        end
+        for _, hash in pairs(hashes) do
+          if hash.seeded then add_to(hash.deltas, key_id, model, cost) end
+        end
         pending_args[#pending_args + 1] = now + deadline
         pending_args[#pending_args + 1] = member
       end
@@ -146,18 +198,19 @@ enum EmbeddedLua {
       out[o + 1], out[o + 2], out[o + 3] = decision, denied_by, retry
       out[o + 4], out[o + 5], out[o + 6] = hdr.r[1], hdr.r[2], hdr.r[3]
       out[o + 7], out[o + 8], out[o + 9] = hdr.t[1], hdr.t[2], hdr.t[3]
+      out[o + 10], out[o + 11] = spent, limit
     end
 
     -- Write what the admitted requests changed: each key once.
     for k = 1, nr do
       if changed[k] then
-        redis.call('SET', KEYS[2 + k], tat[k], 'PX', math.ceil((tat[k] - now) / 1000) + 1)
+        redis.call('SET', KEYS[R + k], tat[k], 'PX', math.ceil((tat[k] - now) / 1000) + 1)
       end
     end
     local lease_ms = math.ceil(lease / 1000) + 1000
     local sweep = now % 16 == 0  -- expired leases only cost memory: sweep on about one call in 16
     for c = 1, nc do
-      local key = KEYS[2 + nr + c]
+      local key = KEYS[R + nr + c]
       if #added[c] > 0 then
         if sweep then redis.call('ZREMRANGEBYSCORE', key, '-inf', now) end
         redis.call('ZADD', key, unpack(added[c]))
@@ -168,8 +221,14 @@ enum EmbeddedLua {
     if #pending_args > 0 then
       redis.call('ZADD', KEYS[1], unpack(pending_args))
       redis.call('PEXPIRE', KEYS[1], ARGV[5])
+      for _, hash in pairs(hashes) do
+        if hash.seeded then count_spend(hash.key, hash.period, hash.deltas, hash.ttl) end
+      end
     end
-    return out
+    local reply = {1, this_month, this_day}
+    for b = 1, nb do reply[#reply + 1] = budgets[b].spent end
+    for i = 1, #out do reply[#reply + 1] = out[i] end
+    return reply
     """#
     static let renew = #"""
     -- renew: keeps a request that is still running (a long stream) from being treated as abandoned:
@@ -200,17 +259,67 @@ enum EmbeddedLua {
     end
     return renewed
     """#
+    static let seed = #"""
+    -- seed: rebuilds a tenant's spend hashes (see shared.lua) from the ledger, after Redis lost
+    -- them (a restart without persistence, a failover, a flush) or when a period begins. The
+    -- replica sums the ledger; the reservations of requests admitted in the period and not settled
+    -- yet (the pending set) are added here, so their settles balance. A hash that another replica
+    -- seeded meanwhile is left as it is: seeding twice has the effect of once.
+    --
+    -- KEYS[1] pending   KEYS[2] spend:m   KEYS[3] spend:d
+    -- ARGV[1] month (YYYYMM)   ARGV[2] day (YYYYMMDD): the periods the sums are for
+    -- ARGV[3] nm, then nm field/amount pairs for the month   then nd, then nd pairs for the day
+    --
+    -- Returns 1 when the hashes count the current periods, 0 when the periods changed meanwhile
+    -- (the replica sums again). shared.lua is prepended when embedded.
+
+    local t = redis.call('TIME')
+    local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+    local this_month, this_day = spend_periods(now)
+    if tonumber(ARGV[1]) ~= this_month or tonumber(ARGV[2]) ~= this_day then return 0 end
+
+    local nm = tonumber(ARGV[3])
+    local hashes = {
+      {key = KEYS[2], period = this_month, from = 4, count = nm, ttl = SPEND_MONTH_TTL_MS,
+       holds = function(day) return math.floor(day / 100) == this_month end},
+      {key = KEYS[3], period = this_day, from = 5 + 2 * nm, count = tonumber(ARGV[4 + 2 * nm]), ttl = SPEND_DAY_TTL_MS,
+       holds = function(day) return day == this_day end},
+    }
+    local pending
+    for _, hash in ipairs(hashes) do
+      if tonumber(redis.call('HGET', hash.key, 'p')) ~= hash.period then
+        local sums = {}
+        for i = hash.from, hash.from + 2 * hash.count - 1, 2 do sums[ARGV[i]] = tonumber(ARGV[i + 1]) end
+        pending = pending or redis.call('ZRANGE', KEYS[1], 0, -1)
+        for _, member in ipairs(pending) do
+          local req = parse_member(member)
+          if req and hash.holds(req.day) then add_to(sums, req.key, req.model, req.cost) end
+        end
+        redis.call('DEL', hash.key)
+        local write = {'HSET', hash.key, 'p', hash.period}
+        for field, amount in pairs(sums) do
+          write[#write + 1] = field
+          write[#write + 1] = amount
+        end
+        redis.call(unpack(write))
+        redis.call('PEXPIRE', hash.key, hash.ttl)
+      end
+    end
+    return 1
+    """#
     static let settle = #"""
     -- settle: books the real usage of many admitted requests of one tenant, atomically, in one call
     -- (replicas batch their settles per tenant: one EVALSHA for all that finished meanwhile).
     --
-    -- KEYS[1] pending (zset, see admit.lua)   KEYS[2] spend   KEYS[3] usage stream
-    -- KEYS[4 .. 3+nt]       the GCRA keys of the batch's token limits (each once)
-    -- KEYS[4+nt .. 3+nt+nc] the in-flight sets the batch's requests hold leases in (each once)
+    -- KEYS[1] pending (zset, see admit.lua)   KEYS[2] spend:m   KEYS[3] spend:d (see shared.lua)
+    -- KEYS[4] usage stream
+    -- KEYS[5 .. 4+nt]       the GCRA keys of the batch's token limits (each once)
+    -- KEYS[5+nt .. 4+nt+nc] the in-flight sets the batch's requests hold leases in (each once)
     --
     -- ARGV[1] stream TTL (ms)   ARGV[2] stream max length (approximate)   ARGV[3] n (requests)
     -- ARGV[4] nt   ARGV[5] nc   ARGV[6 .. 5+nt] emission intervals of the token keys (µs per token)
     -- then per request: pending member, request id, tokens used, cost (micro-USD), tokens reserved,
+    --   reserved cost (micro-USD), admission day (YYYYMMDD, as in the member), key id, model,
     --   kt, kt token-key indexes (1..nt), kc, kc in-flight-set indexes (1..nc),
     --   f, then f field/value pairs of its usage event (f = 0: a void, see below)
     --
@@ -224,14 +333,17 @@ enum EmbeddedLua {
 
     local t = redis.call('TIME')
     local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+    local this_month, this_day = spend_periods(now)
+    local K = 4  -- KEYS before the token keys
     local n, nt, nc = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 
     local requests, members = {}, {}
     local a = 6 + nt
     for r = 1, n do
       local req = {member = ARGV[a], id = ARGV[a + 1], used = tonumber(ARGV[a + 2]), cost = tonumber(ARGV[a + 3]),
-                   reserved = tonumber(ARGV[a + 4])}
-      a = a + 5
+                   reserved = tonumber(ARGV[a + 4]), reserved_cost = tonumber(ARGV[a + 5]), day = tonumber(ARGV[a + 6]),
+                   key = ARGV[a + 7], model = ARGV[a + 8]}
+      a = a + 9
       req.tk_from, req.tk_count = a + 1, tonumber(ARGV[a])
       a = a + 1 + req.tk_count
       req.ck_from, req.ck_count = a + 1, tonumber(ARGV[a])
@@ -244,7 +356,8 @@ enum EmbeddedLua {
 
     -- Still pending = not settled before and not billed at its reservation.
     local pending = redis.call('ZMSCORE', KEYS[1], unpack(members))
-    local out, settled, delta, release, spend, billed = {}, {}, {}, {}, 0, 0
+    local out, settled, delta, release, billed = {}, {}, {}, {}, 0
+    local month_spend, day_spend = {}, {}
     for r = 1, n do
       local req = requests[r]
       if pending[r] then
@@ -261,9 +374,13 @@ enum EmbeddedLua {
           ids[#ids + 1] = req.id
           release[k] = ids
         end
+        -- Spend: the reservation counted at admission becomes the real cost (or goes, for a void);
+        -- a request admitted in an earlier period adds its cost to this one, where the ledger has it.
+        local real = req.f_count > 0 and req.cost or 0
+        add_to(month_spend, req.key, req.model, math.floor(req.day / 100) == this_month and real - req.reserved_cost or real)
+        add_to(day_spend, req.key, req.model, req.day == this_day and real - req.reserved_cost or real)
         if req.f_count > 0 then
-          spend = spend + req.cost
-          local event = {'XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], '*', 'request_id', req.id, 'tokens', req.used,
+          local event = {'XADD', KEYS[K], 'MAXLEN', '~', ARGV[2], '*', 'request_id', req.id, 'tokens', req.used,
             'cost_micro_usd', req.cost, 'reserved', req.reserved, 'ts_us', now}
           for i = req.f_from, req.f_from + 2 * req.f_count - 1 do event[#event + 1] = ARGV[i] end
           redis.call(unpack(event))
@@ -277,7 +394,7 @@ enum EmbeddedLua {
     if #settled == 0 then return out end
 
     if nt > 0 then
-      local tats = redis.call('MGET', unpack(KEYS, 4, 3 + nt))
+      local tats = redis.call('MGET', unpack(KEYS, K + 1, K + nt))
       for k = 1, nt do
         local d = delta[k]
         if d and d ~= 0 then
@@ -285,21 +402,20 @@ enum EmbeddedLua {
           if tat < now then tat = now end
           local new_tat = tat - d * tonumber(ARGV[5 + k])
           if new_tat <= now then
-            redis.call('DEL', KEYS[3 + k])  -- an absent key is a full bucket
+            redis.call('DEL', KEYS[K + k])  -- an absent key is a full bucket
           else
-            redis.call('SET', KEYS[3 + k], new_tat, 'PX', math.ceil((new_tat - now) / 1000) + 1)
+            redis.call('SET', KEYS[K + k], new_tat, 'PX', math.ceil((new_tat - now) / 1000) + 1)
           end
         end
       end
     end
     for k, ids in pairs(release) do
-      redis.call('ZREM', KEYS[3 + nt + k], unpack(ids))
+      redis.call('ZREM', KEYS[K + nt + k], unpack(ids))
     end
     redis.call('ZREM', KEYS[1], unpack(settled))
-    if billed > 0 then
-      add_spend(KEYS[2], now, spend)
-      redis.call('PEXPIRE', KEYS[3], ARGV[1])
-    end
+    count_spend(KEYS[2], this_month, month_spend, SPEND_MONTH_TTL_MS)
+    count_spend(KEYS[3], this_day, day_spend, SPEND_DAY_TTL_MS)
+    if billed > 0 then redis.call('PEXPIRE', KEYS[K], ARGV[1]) end
     return out
     """#
     static let shared = #"""
@@ -330,17 +446,60 @@ enum EmbeddedLua {
     end
 
 
-    -- Adds cost (micro-USD) to the spend hash for the calendar month of `now` (µs, Redis's clock):
-    -- the hash restarts when the month changes.
-    local function add_spend(key, now, cost)
-      local year, month = year_month(math.floor(now / 1000000))
-      local this_month = year * 100 + month
-      if tonumber(redis.call('HGET', key, 'm')) ~= this_month then
-        redis.call('HSET', key, 'm', this_month, 'u', cost)
-      elseif cost > 0 then
-        redis.call('HINCRBY', key, 'u', cost)
+    -- Spend is kept per UTC calendar month and day, in two hashes per tenant (KEYS "spend:m" and
+    -- "spend:d"): field p is the period the hash counts (YYYYMM or YYYYMMDD), field t the tenant's
+    -- spend, k:<key id> a key's, m:<model> a model's, each in micro-USD: settled cost plus the
+    -- reservations of requests admitted in the period and not settled yet. A hash whose p is not
+    -- the current period is unseeded: the replica rebuilds it from the ledger (seed.lua) before a
+    -- budget is checked against it, and nothing is counted into it until then.
+    local SPEND_MONTH_TTL_MS = 35 * 86400 * 1000
+    local SPEND_DAY_TTL_MS = 2 * 86400 * 1000
+
+    -- The current month (YYYYMM) and day (YYYYMMDD) of `now` (µs), and the µs until each ends.
+    local function spend_periods(now)
+      local seconds = math.floor(now / 1000000)
+      local year, month = year_month(seconds)
+      local days = math.floor(seconds / 86400)
+      local day = days - days_from_civil(year, month, 1) + 1
+      local ny, nm = year, month + 1
+      if nm == 13 then ny, nm = year + 1, 1 end
+      return year * 100 + month, (year * 100 + month) * 100 + day,
+        days_from_civil(ny, nm, 1) * 86400000000 - now, (days + 1) * 86400000000 - now
+    end
+
+    -- A pending member: "<id>|<key id>|<prompt estimate>|<reserved tokens>|<reserved cost>|<day>|
+    -- <price id>|<model>" (day: YYYYMMDD of the admission). nil for anything else.
+    local function parse_member(member)
+      local id, key, prompt, reserved, cost, day, price, model =
+        string.match(member, '^([^|]+)|([^|]*)|(%d+)|(%d+)|(%d+)|(%d+)|(%d*)|(.*)$')
+      if not id then
+        -- Written before days and prices were kept (a rolling upgrade): billed in the current period.
+        id, key, prompt, reserved, cost, model = string.match(member, '^([^|]+)|([^|]*)|(%d+)|(%d+)|(%d+)|(.*)$')
+        if not id then return nil end
+        day, price = 0, ''
       end
-      redis.call('PEXPIRE', key, 40 * 86400 * 1000)
+      return {id = id, key = key, prompt = tonumber(prompt), reserved = tonumber(reserved), cost = tonumber(cost),
+              day = tonumber(day), price = price, model = model}
+    end
+
+    -- Adds amount to the tenant, key and model fields of a table of field -> delta.
+    local function add_to(deltas, key, model, amount)
+      if amount == 0 then return end
+      deltas['t'] = (deltas['t'] or 0) + amount
+      local k, m = 'k:' .. key, 'm:' .. model
+      deltas[k] = (deltas[k] or 0) + amount
+      deltas[m] = (deltas[m] or 0) + amount
+    end
+
+    -- Writes deltas (field -> micro-USD) into a spend hash counting `period`; nothing when it is
+    -- unseeded. Returns whether it counted.
+    local function count_spend(key, period, deltas, ttl_ms)
+      if tonumber(redis.call('HGET', key, 'p')) ~= period then return false end
+      for field, amount in pairs(deltas) do
+        if amount ~= 0 then redis.call('HINCRBY', key, field, amount) end
+      end
+      redis.call('PEXPIRE', key, ttl_ms)
+      return true
     end
     """#
     static let sweep = #"""
@@ -348,7 +507,8 @@ enum EmbeddedLua {
     -- replica died between the answer and its settle): once the deadline admit gave them passes.
     -- A settle arriving later finds them gone and books nothing, so each request is billed once.
     --
-    -- KEYS[1] pending (zset, see admit.lua)   KEYS[2] spend   KEYS[3] usage stream
+    -- KEYS[1] pending (zset, see admit.lua)   KEYS[2] spend:m   KEYS[3] spend:d (see shared.lua)
+    -- KEYS[4] usage stream
     -- ARGV[1] tenant id   ARGV[2] at most this many requests   ARGV[3] stream TTL (ms)
     -- ARGV[4] stream max length (approximate)
     --
@@ -356,22 +516,27 @@ enum EmbeddedLua {
 
     local t = redis.call('TIME')
     local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+    local this_month, this_day = spend_periods(now)
     local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))
     if #due == 0 then return 0 end
-    local spend = 0
+    local month_spend, day_spend = {}, {}
     for _, member in ipairs(due) do
-      local id, key, prompt, reserved, cost, model = string.match(member, '^([^|]+)|([^|]*)|(%d+)|(%d+)|(%d+)|(.*)$')
-      if id then
-        redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'request_id', id, 'tokens', reserved,
-          'cost_micro_usd', cost, 'reserved', reserved, 'ts_us', now, 'tenant_id', ARGV[1], 'key_id', key,
-          'model', model, 'prompt_tokens', prompt, 'completion_tokens', tonumber(reserved) - tonumber(prompt),
-          'status', 'lease_expired', 'usage_source', 'estimated')
-        spend = spend + tonumber(cost)
+      local req = parse_member(member)
+      if req then
+        redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[4], '*', 'request_id', req.id, 'tokens', req.reserved,
+          'cost_micro_usd', req.cost, 'reserved', req.reserved, 'ts_us', now, 'tenant_id', ARGV[1], 'key_id', req.key,
+          'model', req.model, 'prompt_tokens', req.prompt, 'completion_tokens', req.reserved - req.prompt,
+          'price_id', req.price, 'status', 'lease_expired', 'usage_source', 'estimated')
+        -- Its reservation is already counted in the period it was admitted in; an older one's cost
+        -- lands in this period, as its ledger row does.
+        if math.floor(req.day / 100) ~= this_month then add_to(month_spend, req.key, req.model, req.cost) end
+        if req.day ~= this_day then add_to(day_spend, req.key, req.model, req.cost) end
       end
     end
     redis.call('ZREM', KEYS[1], unpack(due))
-    add_spend(KEYS[2], now, spend)
-    redis.call('PEXPIRE', KEYS[3], ARGV[3])
+    count_spend(KEYS[2], this_month, month_spend, SPEND_MONTH_TTL_MS)
+    count_spend(KEYS[3], this_day, day_spend, SPEND_DAY_TTL_MS)
+    redis.call('PEXPIRE', KEYS[4], ARGV[3])
     return #due
     """#
 }

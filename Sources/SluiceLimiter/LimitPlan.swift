@@ -2,21 +2,18 @@
 struct LimitPlan: Sendable, Equatable {
     var rates: [RateLimitSpec] = []
     var concurrency: [ConcurrencyLimitSpec] = []
-    var budgetMicroUSD: Int64?
+    var budgets: [BudgetSpec] = []
 
     init(for request: AdmitRequest, keys: LimiterKeys) {
-        add(request.tenantLimits, prefix: "tenant",
+        add(request.tenantLimits, prefix: "tenant", spendField: "t",
             rateKey: { keys.tenantRate($0) }, inFlightKey: keys.tenantInFlight)
-        add(request.keyLimits, prefix: "key",
+        add(request.keyLimits, prefix: "key", spendField: "k:\(request.keyID)",
             rateKey: { keys.keyRate(request.keyID, $0) }, inFlightKey: keys.keyInFlight(request.keyID))
-        add(request.modelLimits, prefix: "model",
+        add(request.modelLimits, prefix: "model", spendField: "m:\(request.model)",
             rateKey: { keys.modelRate(request.model, $0) }, inFlightKey: keys.modelRate(request.model, .requests) + ":inflight")
-        if let budget = request.tenantLimits.monthlyBudgetUSD, budget >= 0 {
-            budgetMicroUSD = Int64((budget * 1_000_000).rounded())
-        }
     }
 
-    private mutating func add(_ limits: Limits, prefix: String,
+    private mutating func add(_ limits: Limits, prefix: String, spendField: String,
                               rateKey: (RateLimitSpec.Kind) -> String, inFlightKey: String) {
         if let rate = limits.requestsPerMinute, rate > 0 {
             rates.append(RateLimitSpec(kind: .requests, perMinute: rate, burst: max(1, limits.burstRequests ?? rate),
@@ -28,6 +25,12 @@ struct LimitPlan: Sendable, Equatable {
         }
         if let maximum = limits.maxConcurrentRequests, maximum >= 0 {
             concurrency.append(ConcurrencyLimitSpec(max: maximum, name: "\(prefix)_max_concurrent_requests", key: inFlightKey))
+        }
+        if let cap = Limits.microUSD(limits.monthlyBudgetUSD) {
+            budgets.append(BudgetSpec(period: .month, field: spendField, limitMicroUSD: cap, name: "\(prefix)_monthly_budget_usd"))
+        }
+        if let cap = Limits.microUSD(limits.dailyBudgetUSD) {
+            budgets.append(BudgetSpec(period: .day, field: spendField, limitMicroUSD: cap, name: "\(prefix)_daily_budget_usd"))
         }
     }
 

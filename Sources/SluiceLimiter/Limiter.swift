@@ -42,14 +42,19 @@ public final class Limiter: Sendable {
     public let activity = TenantActivity()
     private let denyCache: DenyCache
     private let localLimiter: LocalLimiter
+    private let spendMemory: SpendMemory
     private let breaker: Mutex<CircuitBreakerStateMachine>
     private let logger: Logger
 
+    /// - Parameter spendSource: where budgets' spend is rebuilt from when Redis has lost it (the
+    ///   ledger; without one, spend restarts at zero).
     public init(client: RedisClient, configuration: LimiterConfiguration = .init(),
-                logger: Logger = Logger(label: "sluice.limiter")) {
+                spendSource: any SpendSource = NoSpendSource(), logger: Logger = Logger(label: "sluice.limiter")) {
         self.store = RedisLimiterStore(client: client, timings: configuration.timings)
         self.settles = .settles(store: store)
-        self.admits = .admits(store: store)
+        let spendMemory = SpendMemory(capacity: configuration.denyCacheCapacity)
+        self.spendMemory = spendMemory
+        self.admits = .admits(store: store, spendSource: spendSource, memory: spendMemory, logger: logger)
         self.configuration = configuration
         self.denyCache = DenyCache(capacity: configuration.denyCacheCapacity)
         self.localLimiter = LocalLimiter(expectedReplicas: configuration.expectedReplicas,
@@ -69,11 +74,9 @@ public final class Limiter: Sendable {
             return .neverFits(limit: limit.name, tokens: request.tokensToReserve, burst: limit.burst)
         }
         let now = ContinuousClock.now
-        let cacheKeys = plan.rates.filter { $0.kind == .requests }.map(\.key) + [keys.spend]
+        let cacheKeys = plan.rates.filter { $0.kind == .requests }.map(\.key) + plan.budgets.map(keys.spentBudget)
         if let cached = denyCache.lookup(cacheKeys, now: now) {
-            let denial = cached.denial
-            return .denied(Denial(reason: denial.reason, limit: denial.limit, retryAfter: cached.until - now,
-                                  headers: denial.headers, fromCache: true))
+            return .denied(cached.denial.cached(retryAfter: cached.until - now))
         }
         guard breaker.withLock({ $0.allowsCall(now: now) }) else {
             return degradedAdmit(request, plan: plan, now: now)
@@ -83,6 +86,8 @@ public final class Limiter: Sendable {
             let decision = try await admits.run(AdmitItem(request: request, plan: plan), tenant: request.tenantID)
             recordSuccess()
             if case .denied(let denial) = decision { remember(denial, plan: plan, keys: keys, now: .now) }
+            // Undecidable (the ledger could not rebuild a lost spend): the failure policy answers.
+            if case .unavailable = decision { return degradedAdmit(request, plan: plan, now: .now) }
             return decision
         } catch {
             recordFailure(error)
@@ -103,11 +108,8 @@ public final class Limiter: Sendable {
             withdrawals.subtract(1, ordering: .relaxed)
             return
         }
-        let admission = Admission(
-            requestID: request.requestID, tenantID: request.tenantID, keyID: request.keyID, model: request.model,
-            reservedTokens: request.tokensToReserve, headers: .none, degraded: false,
-            tokenLimits: plan.rates.filter { $0.kind == .tokens }, concurrencyKeys: plan.concurrency.map(\.key),
-            pendingMember: Admission.pendingMember(for: request))
+        let admission = Admission(request, headers: .none, degraded: false, tokenLimits: plan.rates.filter { $0.kind == .tokens },
+                                  concurrencyKeys: plan.concurrency.map(\.key), pendingMember: Admission.pendingMember(for: request))
         let deadline = ContinuousClock.now + configuration.timings.reservationTTL
         Task { [self] in
             defer { withdrawals.subtract(1, ordering: .relaxed) }
@@ -177,22 +179,30 @@ public final class Limiter: Sendable {
         case .closed:
             return .unavailable
         case .open:
-            return .admitted(Admission(
-                requestID: request.requestID, tenantID: request.tenantID, keyID: request.keyID, model: request.model,
-                reservedTokens: request.tokensToReserve, headers: .none, degraded: true,
-                tokenLimits: [], concurrencyKeys: []))
+            if let denial = spendMemory.admit(request, plan: plan) { return .denied(denial) }
+            return .admitted(Admission(request, headers: .none, degraded: true, tokenLimits: [], concurrencyKeys: []))
         case .local:
-            return localLimiter.admit(request, plan: plan, now: now)
+            let decision = localLimiter.admit(request, plan: plan, now: now)
+            guard case .admitted(let admission) = decision else { return decision }
+            if let denial = spendMemory.admit(request, plan: plan) {
+                localLimiter.release(admission)
+                return .denied(denial)
+            }
+            return decision
         }
     }
 
-    /// Request-count and budget denials are cached; token and concurrency ones are not (a
-    /// smaller request may fit, a slot may free any moment). Budget denials for at most 5 s,
-    /// so a raised budget takes effect quickly.
+    /// Request-count denials and budgets spent in full are cached; token and concurrency denials
+    /// are not (a smaller request may fit, a slot may free any moment), nor a budget that only
+    /// this request's reservation would pass. Budget denials for at most 5 s, so a raised budget
+    /// takes effect quickly.
     private func remember(_ denial: Denial, plan: LimitPlan, keys: LimiterKeys, now: ContinuousClock.Instant) {
         switch denial.reason {
         case .budgetExhausted:
-            denyCache.insert(keys.spend, .init(until: now + min(denial.retryAfter, .seconds(5)), denial: denial), now: now)
+            guard let budget = plan.budgets.first(where: { $0.name == denial.limit }),
+                  let (spent, limit) = denial.budget, spent >= limit else { return }
+            denyCache.insert(keys.spentBudget(budget), .init(until: now + min(denial.retryAfter, .seconds(5)), denial: denial),
+                             now: now)
         case .rateLimited:
             guard let rate = plan.rates.first(where: { $0.name == denial.limit }), rate.kind == .requests else { return }
             denyCache.insert(rate.key, .init(until: now + denial.retryAfter, denial: denial), now: now)

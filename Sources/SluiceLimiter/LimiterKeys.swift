@@ -18,7 +18,11 @@ public struct LimiterKeys: Sendable {
     }
     var tenantInFlight: String { "\(tag):inflight" }
     func keyInFlight(_ keyID: String) -> String { "\(tag):k:\(keyID):inflight" }
-    var spend: String { "\(tag):spend" }
+    /// Spend per UTC month and day (see lua/shared.lua).
+    var spendMonth: String { "\(tag):spend:m" }
+    var spendDay: String { "\(tag):spend:d" }
+    /// The deny-cache entry of a budget that is spent in full.
+    func spentBudget(_ budget: BudgetSpec) -> String { "\(tag):spent:\(budget.period.rawValue):\(budget.field)" }
     /// The tenant's usage events, read by the metering workers.
     public var usageStream: String { "\(tag):usage" }
     /// The tenant's admitted, unsettled requests, each with the time it is billed at its

@@ -7,5 +7,6 @@ public enum LimiterScripts {
     public static let settle = RedisScript(name: "settle", source: EmbeddedLua.shared + "\n" + EmbeddedLua.settle + "\n")
     public static let sweep = RedisScript(name: "sweep", source: EmbeddedLua.shared + "\n" + EmbeddedLua.sweep + "\n")
     public static let renew = RedisScript(name: "renew", source: EmbeddedLua.renew + "\n")
-    public static let all = [admit, settle, sweep, renew]
+    public static let seed = RedisScript(name: "seed", source: EmbeddedLua.shared + "\n" + EmbeddedLua.seed + "\n")
+    public static let all = [admit, settle, sweep, renew, seed]
 }

@@ -10,13 +10,19 @@ public struct AdmitRequest: Sendable {
     /// billed if its settle never comes.
     public var promptEstimate: Int
     public var reservedCostMicroUSD: Int64
+    /// The price version the request is billed at (nil: no price known, free).
+    public var priceID: Int64?
+    /// The UTC day (YYYYMMDD) of the admission, by this replica's clock: the period its
+    /// reservation is counted in (admit.lua makes the replica retry if Redis's day differs).
+    public var admissionDay: Int
     public var tenantLimits: Limits
     public var keyLimits: Limits
     /// The tenant's limits for this model, if it has any.
     public var modelLimits: Limits
 
     public init(requestID: String, tenantID: String, keyID: String, model: String, tokensToReserve: Int,
-                promptEstimate: Int = 0, reservedCostMicroUSD: Int64 = 0,
+                promptEstimate: Int = 0, reservedCostMicroUSD: Int64 = 0, priceID: Int64? = nil,
+                admissionDay: Int = SpendPeriod.today,
                 tenantLimits: Limits = .none, keyLimits: Limits = .none, modelLimits: Limits = .none) {
         self.requestID = requestID
         self.tenantID = tenantID
@@ -24,7 +30,9 @@ public struct AdmitRequest: Sendable {
         self.model = model
         self.tokensToReserve = tokensToReserve
         self.promptEstimate = min(promptEstimate, tokensToReserve)
-        self.reservedCostMicroUSD = reservedCostMicroUSD
+        self.reservedCostMicroUSD = max(0, reservedCostMicroUSD)
+        self.priceID = priceID
+        self.admissionDay = admissionDay
         self.tenantLimits = tenantLimits
         self.keyLimits = keyLimits
         self.modelLimits = modelLimits
@@ -54,6 +62,9 @@ public struct Admission: Sendable, Equatable {
     public let keyID: String
     public let model: String
     public let reservedTokens: Int
+    public let reservedCostMicroUSD: Int64
+    public let priceID: Int64?
+    let admissionDay: Int
     public let headers: RateLimitHeaders
     /// Admitted without Redis (fail-open or local policy): settle books nothing in Redis.
     public let degraded: Bool
@@ -62,14 +73,16 @@ public struct Admission: Sendable, Equatable {
     /// Its member of the tenant's pending set: what sweep.lua bills if no settle comes.
     let pendingMember: String
 
-    init(requestID: String, tenantID: String, keyID: String, model: String, reservedTokens: Int,
-         headers: RateLimitHeaders, degraded: Bool, tokenLimits: [RateLimitSpec], concurrencyKeys: [String],
-         pendingMember: String = "") {
-        self.requestID = requestID
-        self.tenantID = tenantID
-        self.keyID = keyID
-        self.model = model
-        self.reservedTokens = reservedTokens
+    init(_ request: AdmitRequest, headers: RateLimitHeaders, degraded: Bool, tokenLimits: [RateLimitSpec],
+         concurrencyKeys: [String], pendingMember: String = "") {
+        self.requestID = request.requestID
+        self.tenantID = request.tenantID
+        self.keyID = request.keyID
+        self.model = request.model
+        self.reservedTokens = request.tokensToReserve
+        self.reservedCostMicroUSD = request.reservedCostMicroUSD
+        self.priceID = request.priceID
+        self.admissionDay = request.admissionDay
         self.headers = headers
         self.degraded = degraded
         self.tokenLimits = tokenLimits
@@ -77,10 +90,10 @@ public struct Admission: Sendable, Equatable {
         self.pendingMember = pendingMember
     }
 
-    /// "<id>|<key id>|<prompt estimate>|<reserved tokens>|<reserved cost>|<model>": the model
-    /// last, so it may hold any character.
+    /// "<id>|<key id>|<prompt estimate>|<reserved tokens>|<reserved cost>|<day>|<price id>|<model>":
+    /// the model last, so it may hold any character (lua/shared.lua parses it).
     static func pendingMember(for request: AdmitRequest) -> String {
-        "\(request.requestID)|\(request.keyID)|\(request.promptEstimate)|\(request.tokensToReserve)|\(request.reservedCostMicroUSD)|\(request.model)"
+        "\(request.requestID)|\(request.keyID)|\(request.promptEstimate)|\(request.tokensToReserve)|\(request.reservedCostMicroUSD)|\(request.admissionDay)|\(request.priceID.map(String.init) ?? "")|\(request.model)"
     }
 
     /// Whether the request holds concurrency slots (and so long requests must renew them).
@@ -100,7 +113,7 @@ public struct Denial: Sendable, Equatable {
     public enum Reason: Sendable, Equatable {
         /// A request, token or concurrency limit: `rate_limit_exceeded`.
         case rateLimited
-        /// The monthly budget is spent: `insufficient_quota`.
+        /// A monthly or daily budget would be passed: `insufficient_quota`.
         case budgetExhausted
     }
 
@@ -112,6 +125,29 @@ public struct Denial: Sendable, Equatable {
     public let headers: RateLimitHeaders
     /// Answered from the replica's deny cache, without Redis.
     public let fromCache: Bool
+    /// For a budget: its spend (settled, plus reservations of requests in flight) and its cap.
+    public var budget: (spentMicroUSD: Int64, limitMicroUSD: Int64)? {
+        guard let spentMicroUSD, let limitMicroUSD else { return nil }
+        return (spentMicroUSD, limitMicroUSD)
+    }
+    var spentMicroUSD: Int64?
+    var limitMicroUSD: Int64?
+
+    init(reason: Reason, limit: String, retryAfter: Duration, headers: RateLimitHeaders, fromCache: Bool,
+         spentMicroUSD: Int64? = nil, limitMicroUSD: Int64? = nil) {
+        self.reason = reason
+        self.limit = limit
+        self.retryAfter = retryAfter
+        self.headers = headers
+        self.fromCache = fromCache
+        self.spentMicroUSD = spentMicroUSD
+        self.limitMicroUSD = limitMicroUSD
+    }
+
+    func cached(retryAfter: Duration) -> Denial {
+        Denial(reason: reason, limit: limit, retryAfter: retryAfter, headers: headers, fromCache: true,
+               spentMicroUSD: spentMicroUSD, limitMicroUSD: limitMicroUSD)
+    }
 }
 
 /// The real usage of a finished (or cancelled) request.

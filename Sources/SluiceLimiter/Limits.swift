@@ -4,18 +4,22 @@ public struct Limits: Sendable, Equatable, Hashable, Codable {
     public var requestsPerMinute: Int?
     public var tokensPerMinute: Int?
     public var maxConcurrentRequests: Int?
+    /// Spend caps in USD per UTC calendar month and day (converted to whole micro-USD once).
     public var monthlyBudgetUSD: Double?
+    public var dailyBudgetUSD: Double?
     /// Requests admitted at once from a fresh state; defaults to `requestsPerMinute`.
     public var burstRequests: Int?
     /// Tokens reservable at once from a fresh state; defaults to `tokensPerMinute`.
     public var burstTokens: Int?
 
     public init(requestsPerMinute: Int? = nil, tokensPerMinute: Int? = nil, maxConcurrentRequests: Int? = nil,
-                monthlyBudgetUSD: Double? = nil, burstRequests: Int? = nil, burstTokens: Int? = nil) {
+                monthlyBudgetUSD: Double? = nil, dailyBudgetUSD: Double? = nil, burstRequests: Int? = nil,
+                burstTokens: Int? = nil) {
         self.requestsPerMinute = requestsPerMinute
         self.tokensPerMinute = tokensPerMinute
         self.maxConcurrentRequests = maxConcurrentRequests
         self.monthlyBudgetUSD = monthlyBudgetUSD
+        self.dailyBudgetUSD = dailyBudgetUSD
         self.burstRequests = burstRequests
         self.burstTokens = burstTokens
     }
@@ -27,6 +31,7 @@ public struct Limits: Sendable, Equatable, Hashable, Codable {
         case tokensPerMinute = "tokens_per_minute"
         case maxConcurrentRequests = "max_concurrent_requests"
         case monthlyBudgetUSD = "monthly_budget_usd"
+        case dailyBudgetUSD = "daily_budget_usd"
         case burstRequests = "burst_requests"
         case burstTokens = "burst_tokens"
     }
@@ -50,4 +55,24 @@ struct ConcurrencyLimitSpec: Sendable, Equatable {
     let max: Int
     let name: String
     let key: String
+}
+
+/// A budget as the admit script sees it: which spend field of which period, and its cap.
+struct BudgetSpec: Sendable, Equatable {
+    enum Period: String, Sendable { case month = "m", day = "d" }
+    let period: Period
+    /// `t` (the tenant), `k:<key id>` or `m:<model>`: a field of the tenant's spend hashes.
+    let field: String
+    let limitMicroUSD: Int64
+    /// Named in denials, e.g. `key_daily_budget_usd`.
+    let name: String
+}
+
+extension Limits {
+    /// A budget in USD as whole micro-USD (rounded to the nearest): the only place a budget is
+    /// a floating-point number is the admin API's JSON, and it is converted once, here.
+    static func microUSD(_ usd: Double?) -> Int64? {
+        guard let usd, usd >= 0, usd.isFinite else { return nil }
+        return Int64((usd * 1_000_000).rounded())
+    }
 }

@@ -1,8 +1,7 @@
 import Synchronization
 
 /// The `local` failure policy: while Redis is unreachable each replica enforces its share,
-/// `limit ÷ expected replicas`, in memory with the same GCRA. Budgets are not enforced then
-/// (spend lives in Redis). Bounded: at most `capacity` limit keys are tracked.
+/// `limit ÷ expected replicas`, in memory with the same GCRA. Budgets are `SpendMemory`'s. Bounded: at most `capacity` limit keys are tracked.
 final class LocalLimiter: Sendable {
     private struct State {
         var theoreticalArrival: [String: ContinuousClock.Instant] = [:]
@@ -47,10 +46,8 @@ final class LocalLimiter: Sendable {
             }
             for (key, next) in arrivals { state.theoreticalArrival[key] = next }
             for limit in plan.concurrency { state.inFlight[limit.key, default: 0] += 1 }
-            return .admitted(Admission(
-                requestID: request.requestID, tenantID: request.tenantID, keyID: request.keyID, model: request.model,
-                reservedTokens: request.tokensToReserve, headers: .none, degraded: true,
-                tokenLimits: [], concurrencyKeys: plan.concurrency.map(\.key)))
+            return .admitted(Admission(request, headers: .none, degraded: true, tokenLimits: [],
+                                       concurrencyKeys: plan.concurrency.map(\.key)))
         }
     }
 

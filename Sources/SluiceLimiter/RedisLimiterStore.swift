@@ -24,6 +24,15 @@ public struct LimiterTimings: Sendable {
     public init() {}
 }
 
+/// What one admit call decided.
+enum AdmitBatchReply: Sendable {
+    /// A decision per request (nil: retry, the replica's day is not Redis's), and the batch's
+    /// budgets with their spend after it.
+    case decided([AdmitDecision?], spends: [(BudgetSpec, Int64)], month: Int, day: Int)
+    /// A budget's spend hash does not count the current period yet: nothing was written.
+    case unseeded(month: Int, day: Int)
+}
+
 /// One settle of a batch: the admission and its real usage, or a void (the answer never went
 /// out: the reservation is withdrawn and nothing is billed).
 struct SettleRequest: Sendable {
@@ -37,21 +46,19 @@ struct RedisLimiterStore: Sendable {
     let client: RedisClient
     let timings: LimiterTimings
 
-    /// One admit, alone in its call.
-    func admit(_ request: AdmitRequest, plan: LimitPlan) async throws(RedisClientError) -> AdmitDecision {
-        try await admit(tenantID: request.tenantID, [AdmitItem(request: request, plan: plan)])[0]
-    }
-
-    /// Decides admits of one tenant in one call, in order; a decision per request.
-    func admit(tenantID: String, _ batch: [AdmitItem]) async throws(RedisClientError) -> [AdmitDecision] {
+    /// Decides admits of one tenant in one call, in order: a decision per request (nil: the
+    /// replica's day is not Redis's, try again), or `unseeded` when a budget's spend hash must
+    /// first be rebuilt from the ledger.
+    func admit(tenantID: String, _ batch: [AdmitItem]) async throws(RedisClientError) -> AdmitBatchReply {
         let keys = LimiterKeys(tenantID: tenantID)
-        var rates = BatchKeys(), flights = BatchKeys()
+        var rates = BatchKeys(), flights = BatchKeys(), budgets = BatchKeys()
+        var budgetSpecs: [BudgetSpec] = []
         var perRequest: [any RESPArgument] = []
         for item in batch {
             let request = item.request
             perRequest += [request.requestID, request.tokensToReserve, timings.reservationTTL.microseconds,
-                           item.plan.budgetMicroUSD ?? -1, Admission.pendingMember(for: request),
-                           item.plan.rates.count] as [any RESPArgument]
+                           request.reservedCostMicroUSD, request.admissionDay, Admission.pendingMember(for: request),
+                           request.keyID, request.model, item.plan.rates.count] as [any RESPArgument]
             for rate in item.plan.rates {
                 perRequest.append(rates.index(of: rate.key,
                                               [rate.kind.rawValue, rate.interval, rate.burst, rate.perMinute, rate.name]))
@@ -60,21 +67,34 @@ struct RedisLimiterStore: Sendable {
             for limit in item.plan.concurrency {
                 perRequest.append(flights.index(of: limit.key, [limit.max, limit.name]))
             }
+            perRequest.append(item.plan.budgets.count)
+            for budget in item.plan.budgets {
+                let known = budgets.keys.count
+                perRequest.append(budgets.index(of: "\(budget.period.rawValue)|\(budget.limitMicroUSD)|\(budget.name)|\(budget.field)",
+                                                [budget.period.rawValue, budget.field, budget.limitMicroUSD, budget.name]))
+                if budgets.keys.count > known { budgetSpecs.append(budget) }
+            }
         }
-        let scriptKeys: [any RESPArgument] = [keys.pending, keys.spend] + rates.keys + flights.keys
+        let scriptKeys: [any RESPArgument] = [keys.pending, keys.spendMonth, keys.spendDay] + rates.keys + flights.keys
         let arguments: [any RESPArgument] = [batch.count, rates.keys.count, flights.keys.count, timings.lease.microseconds,
-                                             timings.pendingSetTTL.milliseconds] + rates.arguments + flights.arguments
-                                             + perRequest
+                                             timings.pendingSetTTL.milliseconds, budgetSpecs.count]
+            + rates.arguments + flights.arguments + budgets.arguments + perRequest
         let reply = try await client.evalScript(LimiterScripts.admit, keys: scriptKeys, arguments: arguments)
-        guard let fields = reply.array, fields.count == 9 * batch.count else {
+        guard let fields = reply.array, fields.count >= 3, let month = fields[1].int, let day = fields[2].int else {
             throw .protocolError("admit returned \(reply)")
         }
-        return batch.enumerated().map { index, item in
-            Self.decision(Array(fields[(9 * index)..<(9 * index + 9)]), item)
+        let periods = (month: Int(month), day: Int(day))
+        guard fields[0].int == 1 else { return .unseeded(month: periods.month, day: periods.day) }
+        let first = 3 + budgetSpecs.count
+        guard fields.count == first + 11 * batch.count else { throw .protocolError("admit returned \(reply)") }
+        let spends = zip(budgetSpecs, fields[3..<first]).map { ($0, $1.int ?? 0) }
+        let decisions = batch.enumerated().map { index, item in
+            Self.decision(Array(fields[(first + 11 * index)..<(first + 11 * index + 11)]), item)
         }
+        return .decided(decisions, spends: spends, month: periods.month, day: periods.day)
     }
 
-    private static func decision(_ fields: [RESPValue], _ item: AdmitItem) -> AdmitDecision {
+    private static func decision(_ fields: [RESPValue], _ item: AdmitItem) -> AdmitDecision? {
         let request = item.request
         let name = fields[1].string ?? ""
         let retry = Duration.microseconds(fields[2].int ?? 0)
@@ -82,18 +102,32 @@ struct RedisLimiterStore: Sendable {
         switch fields[0].int {
         case 1:
             return .admitted(Admission(
-                requestID: request.requestID, tenantID: request.tenantID, keyID: request.keyID, model: request.model,
-                reservedTokens: request.tokensToReserve, headers: headers, degraded: false,
-                tokenLimits: item.plan.rates.filter { $0.kind == .tokens }, concurrencyKeys: item.plan.concurrency.map(\.key),
-                pendingMember: Admission.pendingMember(for: request)))
+                request, headers: headers, degraded: false, tokenLimits: item.plan.rates.filter { $0.kind == .tokens },
+                concurrencyKeys: item.plan.concurrency.map(\.key), pendingMember: Admission.pendingMember(for: request)))
         case 0:
             return .denied(Denial(reason: .rateLimited, limit: name, retryAfter: retry, headers: headers, fromCache: false))
         case 2:
-            return .denied(Denial(reason: .budgetExhausted, limit: name, retryAfter: retry, headers: headers, fromCache: false))
+            return .denied(Denial(reason: .budgetExhausted, limit: name, retryAfter: retry, headers: headers, fromCache: false,
+                                  spentMicroUSD: fields[9].int, limitMicroUSD: fields[10].int))
+        case 3:
+            return nil
         default:
             let burst = item.plan.rates.first { $0.name == name }?.burst ?? 0
             return .neverFits(limit: name, tokens: request.tokensToReserve, burst: burst)
         }
+    }
+
+    /// Rebuilds the tenant's spend hashes from the ledger's sums (see lua/seed.lua); false when
+    /// the periods changed meanwhile.
+    func seed(tenantID: String, month: Int, day: Int, sums: SpendSums) async throws(RedisClientError) -> Bool {
+        let keys = LimiterKeys(tenantID: tenantID)
+        var arguments: [any RESPArgument] = [month, day, sums.month.count]
+        for (field, amount) in sums.month { arguments += [field, amount] as [any RESPArgument] }
+        arguments.append(sums.day.count)
+        for (field, amount) in sums.day { arguments += [field, amount] as [any RESPArgument] }
+        let reply = try await client.evalScript(LimiterScripts.seed, keys: [keys.pending, keys.spendMonth, keys.spendDay],
+                                                arguments: arguments)
+        return reply.int == 1
     }
 
     /// Settles requests of one tenant in one call; an outcome per request, in order.
@@ -104,7 +138,8 @@ struct RedisLimiterStore: Sendable {
         for request in batch {
             let admission = request.admission
             perRequest += [admission.pendingMember, admission.requestID, request.usage.totalTokens, request.usage.costMicroUSD,
-                           admission.reservedTokens, admission.tokenLimits.count] as [any RESPArgument]
+                           admission.reservedTokens, admission.reservedCostMicroUSD, admission.admissionDay, admission.keyID,
+                           admission.model, admission.tokenLimits.count] as [any RESPArgument]
             for limit in admission.tokenLimits { perRequest.append(tokens.index(of: limit.key, [limit.interval])) }
             perRequest.append(admission.concurrencyKeys.count)
             for key in admission.concurrencyKeys { perRequest.append(flights.index(of: key)) }
@@ -112,7 +147,8 @@ struct RedisLimiterStore: Sendable {
             perRequest.append(event.count)
             for (field, value) in event { perRequest += [field, value] as [any RESPArgument] }
         }
-        let scriptKeys: [any RESPArgument] = [keys.pending, keys.spend, keys.usageStream] + tokens.keys + flights.keys
+        let scriptKeys: [any RESPArgument] = [keys.pending, keys.spendMonth, keys.spendDay, keys.usageStream]
+            + tokens.keys + flights.keys
         let arguments: [any RESPArgument] = [timings.usageStreamTTL.milliseconds, timings.usageStreamMaxLength, batch.count,
                                              tokens.keys.count, flights.keys.count] + tokens.arguments + perRequest
         let (reply, replicas) = try await client.evalScript(LimiterScripts.settle, keys: scriptKeys, arguments: arguments,
@@ -132,7 +168,8 @@ struct RedisLimiterStore: Sendable {
     /// The usage event's fields (besides those settle.lua writes itself).
     private static func event(_ admission: Admission, _ usage: Usage) -> [(String, String)] {
         [("tenant_id", admission.tenantID), ("key_id", admission.keyID), ("model", admission.model),
-         ("prompt_tokens", String(usage.promptTokens)), ("completion_tokens", String(usage.completionTokens))]
+         ("prompt_tokens", String(usage.promptTokens)), ("completion_tokens", String(usage.completionTokens)),
+         ("price_id", admission.priceID.map(String.init) ?? "")]
             + usage.attributes.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
     }
 
@@ -150,7 +187,7 @@ struct RedisLimiterStore: Sendable {
     func sweep(tenantID: String, limit: Int) async throws(RedisClientError) -> Int {
         let keys = LimiterKeys(tenantID: tenantID)
         let reply = try await client.evalScript(
-            LimiterScripts.sweep, keys: [keys.pending, keys.spend, keys.usageStream],
+            LimiterScripts.sweep, keys: [keys.pending, keys.spendMonth, keys.spendDay, keys.usageStream],
             arguments: [tenantID, limit, timings.usageStreamTTL.milliseconds, timings.usageStreamMaxLength])
         return Int(reply.int ?? 0)
     }

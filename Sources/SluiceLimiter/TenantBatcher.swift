@@ -1,3 +1,4 @@
+import Logging
 import SluiceConcurrency
 import SluiceRedis
 import Synchronization
@@ -101,20 +102,50 @@ extension TenantBatcher where Item == SettleRequest, Outcome == SettleOutcome {
 
 /// One admit of a batch: the request and the limits that apply to it.
 struct AdmitItem: Sendable {
-    let request: AdmitRequest
+    var request: AdmitRequest
     let plan: LimitPlan
 }
 
 extension TenantBatcher where Item == AdmitItem, Outcome == AdmitDecision {
-    /// Admits: never retried (a call that may have run must not run twice); the caller
-    /// withdraws what may have been admitted when the answer is lost.
-    static func admits(store: RedisLimiterStore) -> TenantBatcher {
+    /// Admits: never retried once a call may have run (it must not run twice). A batch whose
+    /// budgets' spend Redis has lost is seeded from the ledger first, then decided; a request
+    /// whose replica clock disagrees with Redis's about the day is tried once more. What still
+    /// cannot be decided (the ledger unreachable) is `.unavailable`: the failure policy answers.
+    static func admits(store: RedisLimiterStore, spendSource: any SpendSource, memory: SpendMemory,
+                       logger: Logger) -> TenantBatcher {
         TenantBatcher { tenant, items in
-            do throws(RedisClientError) {
-                return .success(try await store.admit(tenantID: tenant, items))
-            } catch {
-                return .failure(error)
+            var items = items
+            var decisions = [AdmitDecision?](repeating: nil, count: items.count)
+            var undecided = Array(items.indices)
+            for attempt in 0..<3 where !undecided.isEmpty {
+                let reply: AdmitBatchReply
+                do throws(RedisClientError) {
+                    reply = try await store.admit(tenantID: tenant, undecided.map { items[$0] })
+                } catch {
+                    if attempt == 0 { return .failure(error) }
+                    break
+                }
+                switch reply {
+                case .unseeded(let month, let day):
+                    do {
+                        let sums = try await spendSource.spend(tenantID: tenant, month: month, day: day)
+                        _ = try await store.seed(tenantID: tenant, month: month, day: day, sums: sums)
+                    } catch {
+                        logger.error("spend could not be rebuilt from the ledger; applying the failure policy",
+                                     metadata: ["tenant_id": "\(tenant)", "error": "\(error)"])
+                        return .success(decisions.map { $0 ?? .unavailable })
+                    }
+                case .decided(let decided, let spends, let month, let day):
+                    memory.learn(tenantID: tenant, spends, month: month, day: day)
+                    for (index, decision) in zip(undecided, decided) { decisions[index] = decision }
+                    undecided = undecided.filter { decisions[$0] == nil }
+                    if !undecided.isEmpty {
+                        try? await Task.sleep(for: .milliseconds(50))
+                        for index in undecided { items[index].request.admissionDay = SpendPeriod.today }
+                    }
+                }
             }
+            return .success(decisions.map { $0 ?? .unavailable })
         }
     }
 }

@@ -7,6 +7,7 @@ import OTel
 import PostgresNIO
 import ServiceLifecycle
 import SluiceAdminAPI
+import SluiceBilling
 import SluiceDataPlane
 import SluiceLimiter
 import SluiceRedis
@@ -57,16 +58,18 @@ public enum Gateway {
         // request can run without renewing (streams renew; whole answers end within the upstream timeout).
         limiterConfiguration.timings.reservationTTL = configuration.settleDeadlineSeconds.map { .seconds($0) }
             ?? max(.seconds(configuration.leaseSeconds), Duration.nanoseconds(configuration.upstream.total.nanoseconds)) + .seconds(60)
-        let limiter = Limiter(client: redis, configuration: limiterConfiguration, logger: logger)
+        let ledger = UsageLedger(client: postgres, logger: logger)
+        let limiter = Limiter(client: redis, configuration: limiterConfiguration, spendSource: ledger, logger: logger)
         let upstream = try UpstreamClient(timeouts: configuration.upstream, logger: logger)
         let metrics = DataPlaneMetrics(factory: metricsFactory)
         var settings = DataPlaneSettings()
         settings.maxRequestBodyBytes = configuration.maxRequestBytes
         let catalog = try configuration.catalog()
-        let ledger = UsageLedger(client: postgres, logger: logger)
+        let prices = PriceBook(catalog.configuredPrices)
+        let priceStore = PriceStore(client: postgres, logger: logger)
         let usageFallback = LedgerFallbackWriter(ledger: ledger, logger: logger)
         let tracing = try Self.tracing(configuration.tracing)
-        let pipeline = InferencePipeline(catalog: catalog, resolver: resolver, limiter: limiter, upstream: upstream,
+        let pipeline = InferencePipeline(catalog: catalog, prices: prices, resolver: resolver, limiter: limiter, upstream: upstream,
                                          usageFallback: usageFallback, settings: settings, metrics: metrics, logger: logger,
                                          accessLog: accessLog, tracer: tracing?.tracer)
 
@@ -82,11 +85,12 @@ public enum Gateway {
 
         let adminRouter = Router(context: AdminRequestContext.self)
         let authenticator = try await AdminAuthenticator(hmacSecret: configuration.adminJWTSecret)
-        AdminAPI(store: store, hasher: hasher, authenticator: authenticator, redis: redis, logger: logger).addRoutes(to: adminRouter)
+        AdminAPI(store: store, hasher: hasher, authenticator: authenticator, redis: redis, prices: priceStore, logger: logger)
+            .addRoutes(to: adminRouter)
         let operationsMetrics = OperationsMetrics(factory: metricsFactory, backends: catalog.backends)
         OperationsRoutes(redis: redis, postgres: postgres, limiter: limiter, failurePolicy: configuration.failurePolicy,
                          readiness: readiness, registry: metricsFactory.registry, operations: operationsMetrics,
-                         usageFallback: usageFallback, logger: logger).add(to: adminRouter)
+                         usageFallback: usageFallback, prices: prices, logger: logger).add(to: adminRouter)
         let adminApp = Application(
             router: adminRouter,
             configuration: .init(address: .hostname(configuration.adminListen.host, port: configuration.adminListen.port),
@@ -114,6 +118,8 @@ public enum Gateway {
                 .init(service: InvalidationFollower(resolver: resolver, subscriber: subscriber),
                       successTerminationBehavior: .ignore),
                 .init(service: metering),
+                .init(service: PriceBookRefresher(book: prices, store: priceStore,
+                                                  seed: catalog.routes.values.map(\.configuredPrice), logger: logger)),
                 .init(service: LedgerPartitions(client: postgres, logger: logger,
                                                 retentionMonths: configuration.ledgerRetentionMonths)),
                 .init(service: BackendHealthChecker(backends: catalog.backends, client: upstream,

@@ -85,8 +85,10 @@ public struct GatewayConfiguration: Sendable {
         public var backends: [BackendSettings]
         public var defaultOutputTokens = 1_024
         public var maxOutputTokens = 8_192
+        /// Seed prices: the database's catalogue starts from them (see `PriceStore.seed`).
         public var inputUSDPerMillion = 0.0
         public var outputUSDPerMillion = 0.0
+        public var cachedInputUSDPerMillion: Double?
 
         public init(name: String, backends: [BackendSettings]) {
             self.name = name
@@ -189,7 +191,7 @@ public struct GatewayConfiguration: Sendable {
         if let list = try reader.list("models") {
             models = try list.map { model throws(ConfigurationError) in
                 try model.allow(["name", "backends", "default_output_tokens", "max_output_tokens",
-                                 "input_usd_per_million", "output_usd_per_million"])
+                                 "input_usd_per_million", "output_usd_per_million", "cached_input_usd_per_million"])
                 guard let name = try model.string("name"), !name.isEmpty else {
                     throw ConfigurationError(key: model.key("name"), problem: "is required")
                 }
@@ -198,6 +200,7 @@ public struct GatewayConfiguration: Sendable {
                 settings.maxOutputTokens = try model.int("max_output_tokens", 1...10_000_000) ?? settings.maxOutputTokens
                 settings.inputUSDPerMillion = try model.double("input_usd_per_million", 0...1_000_000) ?? 0
                 settings.outputUSDPerMillion = try model.double("output_usd_per_million", 0...1_000_000) ?? 0
+                settings.cachedInputUSDPerMillion = try model.double("cached_input_usd_per_million", 0...1_000_000)
                 guard let backends = try model.list("backends"), !backends.isEmpty else {
                     throw ConfigurationError(key: model.key("backends"), problem: "needs at least one backend")
                 }
@@ -300,7 +303,8 @@ public struct GatewayConfiguration: Sendable {
             ModelRoute(name: model.name,
                        backends: try model.backends.map { try Backend(url: $0.url, weight: $0.weight, maxConcurrency: $0.maxConcurrency) },
                        defaultOutputTokens: model.defaultOutputTokens, maxOutputTokens: model.maxOutputTokens,
-                       inputUSDPerMillion: model.inputUSDPerMillion, outputUSDPerMillion: model.outputUSDPerMillion)
+                       inputUSDPerMillion: model.inputUSDPerMillion, outputUSDPerMillion: model.outputUSDPerMillion,
+                       cachedInputUSDPerMillion: model.cachedInputUSDPerMillion)
         })
     }
 

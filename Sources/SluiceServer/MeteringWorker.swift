@@ -304,10 +304,12 @@ extension UsageEntry {
         let prompt = try count("prompt_tokens", limit: 1_000_000_000)
         let completion = try count("completion_tokens", limit: 1_000_000_000)
         let cost = try count("cost_micro_usd", limit: Int(Int64.max / 2))
+        let cached = min(try count(Field.cachedPromptTokens, limit: 1_000_000_000), prompt)
         let source = fields[Field.usageSource] == "estimated" ? "estimated" : "backend"
         self.init(requestID: requestID, tenantID: tenant, keyID: keyID, model: model, promptTokens: prompt,
                   completionTokens: completion, costMicroUSD: cost,
                   at: Date(timeIntervalSince1970: (Double(fields["ts_us"] ?? "") ?? 0) / 1_000_000),
-                  clientRequestID: fields[Field.clientRequestID], usageSource: source, usageClamped: clamped)
+                  clientRequestID: fields[Field.clientRequestID], usageSource: source, usageClamped: clamped,
+                  priceID: fields[Field.priceID].flatMap { Int64($0) }, cachedPromptTokens: cached)
     }
 }

@@ -6,6 +6,7 @@ import PostgresNIO
 import Prometheus
 import SluiceAdminAPI
 import SluiceDataPlane
+import SluiceBilling
 import SluiceLimiter
 import SluiceLog
 import SluiceRedis
@@ -21,6 +22,7 @@ struct OperationsRoutes: Sendable {
     let registry: PrometheusCollectorRegistry
     let operations: OperationsMetrics
     let usageFallback: LedgerFallbackWriter
+    let prices: PriceBook
     let logger: Logger
 
     func add(to router: Router<AdminRequestContext>) {
@@ -75,6 +77,8 @@ struct OperationsRoutes: Sendable {
             checks["postgres"] = error is ReadinessTimeout ? "timeout" : "unreachable"
             postgresUp = false
         }
+        // Informational: until the catalogue is read, requests bill at the configuration's prices.
+        checks["prices"] = prices.databaseVersions.map { "ok (\($0) versions)" } ?? "configuration only (catalogue not read yet)"
         let draining = readiness.isDraining
         let ready = !draining && (redisUp || failurePolicy != .closed)
         let body: [String: Any] = [

@@ -164,6 +164,36 @@ enum Migrations {
             """,
             "DROP TABLE usage_ledger_v2",
         ]),
+        // Money in whole micro-USD: prices per million tokens become integers (input, cached input,
+        // output), each version with an id that ledger rows name. Budgets need spend sums per tenant
+        // and period (the existing (tenant_id, at) index serves them).
+        Migration(version: 4, name: "price versions in micro-USD; ledger rows name their price and cached tokens", statements: [
+            "ALTER TABLE model_prices DROP CONSTRAINT model_prices_pkey",
+            "ALTER TABLE model_prices ADD COLUMN id bigserial PRIMARY KEY",
+            "ALTER TABLE model_prices ADD UNIQUE (model, effective_from)",
+            "ALTER TABLE model_prices ADD COLUMN input_micro_usd_per_million bigint",
+            "ALTER TABLE model_prices ADD COLUMN cached_input_micro_usd_per_million bigint",
+            "ALTER TABLE model_prices ADD COLUMN output_micro_usd_per_million bigint",
+            """
+            UPDATE model_prices SET input_micro_usd_per_million = round(input_usd_per_million * 1000000),
+                                    cached_input_micro_usd_per_million = round(input_usd_per_million * 1000000),
+                                    output_micro_usd_per_million = round(output_usd_per_million * 1000000)
+            """,
+            """
+            ALTER TABLE model_prices
+                ALTER COLUMN input_micro_usd_per_million SET NOT NULL,
+                ALTER COLUMN cached_input_micro_usd_per_million SET NOT NULL,
+                ALTER COLUMN output_micro_usd_per_million SET NOT NULL,
+                ADD CHECK (input_micro_usd_per_million >= 0 AND cached_input_micro_usd_per_million >= 0
+                           AND output_micro_usd_per_million >= 0),
+                DROP COLUMN input_usd_per_million,
+                DROP COLUMN output_usd_per_million,
+                ADD COLUMN created_at timestamptz NOT NULL DEFAULT now(),
+                ADD COLUMN created_by text NOT NULL DEFAULT 'migration'
+            """,
+            "ALTER TABLE usage_ledger ADD COLUMN price_id bigint",
+            "ALTER TABLE usage_ledger ADD COLUMN cached_prompt_tokens integer NOT NULL DEFAULT 0",
+        ]),
     ]
 }
 

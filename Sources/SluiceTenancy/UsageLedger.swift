@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import PostgresNIO
+import SluiceLimiter
 import ServiceLifecycle
 import Synchronization
 
@@ -11,6 +12,8 @@ public struct UsageEntry: Sendable, Equatable {
         public static let clientRequestID = "client_request_id"
         public static let usageSource = "usage_source"
         public static let usageClamped = "usage_clamped"
+        public static let priceID = "price_id"
+        public static let cachedPromptTokens = "cached_prompt_tokens"
     }
 
     /// The server's request id: unique per admitted request, and per tenant in the ledger.
@@ -28,10 +31,17 @@ public struct UsageEntry: Sendable, Equatable {
     public var usageSource: String
     /// A backend count was out of range or not an integer, and was clamped.
     public var usageClamped: Bool
+    /// The price version the cost was computed at (nil: no price known).
+    public var priceID: Int64?
+    /// Prompt tokens the backend served from its cache (part of `promptTokens`).
+    public var cachedPromptTokens: Int
 
     public init(requestID: String, tenantID: UUID, keyID: String, model: String, promptTokens: Int,
                 completionTokens: Int, costMicroUSD: Int, at: Date, clientRequestID: String? = nil,
-                usageSource: String = "backend", usageClamped: Bool = false) {
+                usageSource: String = "backend", usageClamped: Bool = false, priceID: Int64? = nil,
+                cachedPromptTokens: Int = 0) {
+        self.priceID = priceID
+        self.cachedPromptTokens = cachedPromptTokens
         self.requestID = requestID
         self.tenantID = tenantID
         self.keyID = keyID
@@ -98,13 +108,14 @@ public struct UsageLedger: Sendable {
     private func insertBatch(_ rows: [UsageEntry]) async throws {
         _ = try await client.query("""
             WITH batch AS (
-                SELECT DISTINCT ON (t, r) r, t, k, m, p, c, cost, at, client, source, clamped
+                SELECT DISTINCT ON (t, r) r, t, k, m, p, c, cost, at, client, source, clamped, price, cached
                 FROM unnest(\(rows.map(\.requestID))::text[], \(rows.map(\.tenantID))::uuid[], \(rows.map(\.keyID))::text[],
                             \(rows.map(\.model))::text[], \(rows.map(\.promptTokens))::int[], \(rows.map(\.completionTokens))::int[],
                             \(rows.map(\.costMicroUSD))::bigint[], \(rows.map(\.at))::timestamptz[],
                             \(rows.map { $0.clientRequestID ?? "" })::text[], \(rows.map(\.usageSource))::text[],
-                            \(rows.map(\.usageClamped))::boolean[])
-                     AS u(r, t, k, m, p, c, cost, at, client, source, clamped)
+                            \(rows.map(\.usageClamped))::boolean[], \(rows.map { $0.priceID ?? -1 })::bigint[],
+                            \(rows.map(\.cachedPromptTokens))::int[])
+                     AS u(r, t, k, m, p, c, cost, at, client, source, clamped, price, cached)
             ), fresh AS (
                 INSERT INTO usage_request_ids (tenant_id, request_id, at)
                 SELECT t, r, at FROM batch
@@ -112,10 +123,35 @@ public struct UsageLedger: Sendable {
                 RETURNING tenant_id, request_id
             )
             INSERT INTO usage_ledger (request_id, tenant_id, key_id, model, prompt_tokens, completion_tokens, cost_micro_usd, at,
-                                      client_request_id, usage_source, usage_clamped)
-            SELECT r, t, k, m, p, c, cost, at, NULLIF(client, ''), source, clamped
+                                      client_request_id, usage_source, usage_clamped, price_id, cached_prompt_tokens)
+            SELECT r, t, k, m, p, c, cost, at, NULLIF(client, ''), source, clamped, NULLIF(price, -1), cached
             FROM batch JOIN fresh ON fresh.tenant_id = batch.t AND fresh.request_id = batch.r
             """, logger: logger)
+    }
+}
+
+extension UsageLedger: SpendSource {
+    /// A tenant's spend in a UTC month and day, per spend field (`t`, `k:<key id>`, `m:<model>`).
+    public func spend(tenantID: String, month: Int, day: Int) async throws -> SpendSums {
+        guard let tenant = UUID(uuidString: tenantID) else { return SpendSums() }
+        func date(_ seconds: Int64) -> Date { Date(timeIntervalSince1970: TimeInterval(seconds)) }
+        let dayStart = SpendPeriod.start(ofDay: day)
+        let rows = try await client.query("""
+            SELECT key_id, model, sum(cost_micro_usd)::bigint,
+                   coalesce(sum(cost_micro_usd) FILTER (WHERE at >= \(date(dayStart)) AND at < \(date(dayStart + 86_400))), 0)::bigint
+            FROM usage_ledger
+            WHERE tenant_id = \(tenant) AND at >= \(date(SpendPeriod.start(ofMonth: month)))
+              AND at < \(date(SpendPeriod.end(ofMonth: month)))
+            GROUP BY key_id, model
+            """, logger: logger)
+        var sums = SpendSums()
+        for try await (key, model, monthCost, dayCost) in rows.decode((String, String, Int64, Int64).self) {
+            for field in ["t", "k:\(key)", "m:\(model)"] {
+                sums.month[field, default: 0] += monthCost
+                if dayCost > 0 { sums.day[field, default: 0] += dayCost }
+            }
+        }
+        return sums
     }
 }
 

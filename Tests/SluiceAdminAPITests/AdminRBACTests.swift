@@ -42,6 +42,11 @@ struct AdminRBACTests {
                  expected: [.platformAdmin: (200, 200), .tenantAdmin: (200, 404), .tenantViewer: (403, 404)]),
         Endpoint(name: "usage", method: .get, request: { _, t in ("/admin/v1/tenants/\(t.id)/usage?group_by=day", nil) },
                  expected: [.platformAdmin: (200, 200), .tenantAdmin: (200, 404), .tenantViewer: (200, 404)]),
+        Endpoint(name: "list prices", method: .get, request: { _, _ in ("/admin/v1/prices", nil) },
+                 expected: [.platformAdmin: (200, nil), .tenantAdmin: (200, nil), .tenantViewer: (200, nil)]),
+        Endpoint(name: "add price", method: .post,
+                 request: { _, _ in ("/admin/v1/prices", #"{"model": "rbac-\#(UUID().uuidString.prefix(8))", "input_micro_usd_per_million": 1, "output_micro_usd_per_million": 2}"#) },
+                 expected: [.platformAdmin: (201, nil), .tenantAdmin: (403, nil), .tenantViewer: (403, nil)]),
     ]
 
     @Test func everyEndpointRoleAndTenant() async throws {
@@ -65,6 +70,38 @@ struct AdminRBACTests {
                     #expect(try await harness.call(endpoint.method, uri, token: "x.y.z", json: body).status == .unauthorized)
                 }
             }
+        }
+    }
+
+    /// Price versions are added ahead of time and never twice for one moment; bad input is a 400
+    /// naming the field.
+    @Test func priceVersionsAreValidatedAndListed() async throws {
+        try await AdminHarness.run { harness in
+            let token = try await harness.token(.platformAdmin)
+            let model = "price-test-\(UUID().uuidString.prefix(8))"
+            let soon = ISO8601DateFormatter().string(from: Date().addingTimeInterval(3_600))
+            let past = ISO8601DateFormatter().string(from: Date().addingTimeInterval(-60))
+            let cases: [(String, String?)] = [
+                (#"{"model": "\#(model)", "effective_from": "\#(past)", "input_micro_usd_per_million": 1, "output_micro_usd_per_million": 1}"#, "effective_from"),
+                (#"{"model": "\#(model)", "input_micro_usd_per_million": 1.5, "output_micro_usd_per_million": 1}"#, "input_micro_usd_per_million"),
+                (#"{"model": "\#(model)", "input_micro_usd_per_million": -1, "output_micro_usd_per_million": 1}"#, "input_micro_usd_per_million"),
+                (#"{"model": "\#(model)", "input_micro_usd_per_million": 1}"#, "output_micro_usd_per_million"),
+                (#"{"model": "bad|name", "input_micro_usd_per_million": 1, "output_micro_usd_per_million": 1}"#, "model"),
+                (#"{"model": "\#(model)", "input_micro_usd_per_million": 1, "output_micro_usd_per_million": 1, "discount": 5}"#, "discount"),
+            ]
+            for (body, param) in cases {
+                let response = try await harness.call(.post, "/admin/v1/prices", token: token, json: body)
+                #expect(response.status.code == 400 && response.errorParam == param, "\(body): \(response.text)")
+            }
+            let body = #"{"model": "\#(model)", "effective_from": "\#(soon)", "input_micro_usd_per_million": 150000, "output_micro_usd_per_million": 600000}"#
+            let created = try await harness.call(.post, "/admin/v1/prices", token: token, json: body)
+            #expect(created.status.code == 201)
+            #expect(created.json["cached_input_micro_usd_per_million"] as? Int == 150_000)
+            #expect(created.json["output_usd_per_million"] as? String == "0.600000")
+            #expect(try await harness.call(.post, "/admin/v1/prices", token: token, json: body).status.code == 409)
+            let listed = try await harness.call(.get, "/admin/v1/prices?model=\(model)", token: token)
+            let data = listed.json["data"] as? [[String: Any]] ?? []
+            #expect(data.count == 1 && data.first?["id"] as? Int == created.json["id"] as? Int)
         }
     }
 

@@ -2,7 +2,9 @@ import Foundation
 import Hummingbird
 import HummingbirdTesting
 import NIOCore
+import Logging
 import SluiceAdminAPI
+import SluiceBilling
 import SluiceLimiter
 import SluiceRedis
 import SluiceTenancy
@@ -18,10 +20,11 @@ struct AdminHarness: Sendable {
     let subject = "test-\(UUID().uuidString.prefix(8))"
 
     static func run(_ body: @escaping @Sendable (AdminHarness) async throws -> Void) async throws {
-        try await PostgresFixture.withClient { _, store in
+        try await PostgresFixture.withClient { client, store in
             let authenticator = try await AdminAuthenticator(hmacSecret: secret)
             let redis = try RedisClient(configuration: RedisConfiguration(url: TestEnvironment.redisURL))
-            let api = AdminAPI(store: store, hasher: KeyHasher(pepper: "test-pepper"), authenticator: authenticator, redis: redis)
+            let api = AdminAPI(store: store, hasher: KeyHasher(pepper: "test-pepper"), authenticator: authenticator, redis: redis,
+                               prices: PriceStore(client: client, logger: Logger(label: "admin-test")))
             let router = Router(context: AdminRequestContext.self)
             api.addRoutes(to: router)
             try await Application(router: router).test(.router) { client in

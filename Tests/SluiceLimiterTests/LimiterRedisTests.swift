@@ -118,9 +118,10 @@ struct LimiterRedisTests {
         #expect(again.headers.requests?.remaining == 8, "a repeated id is counted like any request")
 
         let usage = Usage(promptTokens: 10, completionTokens: 20, costMicroUSD: 700)
+        try await fixture.store.seedEmpty(tenantID: fixture.tenant)  // spend is counted once seeded
         #expect(try await fixture.limiter.settle(first, usage: usage) != .alreadySettled)
         #expect(try await fixture.limiter.settle(first, usage: usage) == .alreadySettled)
-        let spend = try await fixture.client.send("HGET", "sl:{t:\(fixture.tenant)}:spend", "u")
+        let spend = try await fixture.client.send("HGET", "sl:{t:\(fixture.tenant)}:spend:m", "t")
         #expect(spend.int == 700)
         let events = try await fixture.client.send("XLEN", LimiterKeys(tenantID: fixture.tenant).usageStream)
         #expect(events.int == 1)
@@ -135,6 +136,7 @@ struct LimiterRedisTests {
         var request = fixture.request(reserve: 10, keyLimits: Limits(tokensPerMinute: 100))
         request.promptEstimate = 4
         request.reservedCostMicroUSD = 7
+        try await fixture.store.seedEmpty(tenantID: fixture.tenant)  // spend is counted once seeded
         let beforeAdmit = ContinuousClock.now
         let admission = try #require(await fixture.limiter.admit(request).admission)
         let admitted = ContinuousClock.now  // the script ran before this: its deadline is earlier than admitted + 1 s
@@ -155,8 +157,9 @@ struct LimiterRedisTests {
         let event = Dictionary(uniqueKeysWithValues: stride(from: 0, to: fields.count - 1, by: 2).map { (fields[$0], fields[$0 + 1]) })
         #expect(event["prompt_tokens"] == "4" && event["completion_tokens"] == "6" && event["cost_micro_usd"] == "7")
         #expect(event["usage_source"] == "estimated" && event["status"] == "lease_expired" && event["key_id"] == "k1")
-        let spend = try await fixture.client.send("HGET", "sl:{t:\(fixture.tenant)}:spend", "u")
-        #expect(spend.int == 7)
+        // Its reservation was counted at admission; billing it at its reservation changes nothing.
+        let spend = try await fixture.client.send("HMGET", "sl:{t:\(fixture.tenant)}:spend:m", "t", "k:k1", "m:m1")
+        #expect(spend.array?.map { $0.int } == [7, 7, 7])
     }
 
     /// An admission whose answer never went out (admit timed out, though the script may have
@@ -173,7 +176,7 @@ struct LimiterRedisTests {
         #expect(try await store.settle(tenantID: fixture.tenant, [void]) == [.settled(refunded: 100)])
         #expect(try await store.settle(tenantID: fixture.tenant, [void]) == [.alreadySettled])
         let keys = LimiterKeys(tenantID: fixture.tenant)
-        #expect(try await fixture.client.send("EXISTS", keys.usageStream, keys.spend).int == 0)
+        #expect(try await fixture.client.send("EXISTS", keys.usageStream).int == 0)
         let probe = try #require(await fixture.limiter.admit(fixture.request(reserve: 1, keyLimits: limits)).admission)
         #expect((998...1_000).contains(probe.headers.tokens?.remaining ?? -1), "the reservation came back")
         let probed = ContinuousClock.now  // both deadlines are earlier than probed + 300 ms
@@ -245,7 +248,8 @@ struct LimiterRedisTests {
         _ = try await fixture.limiter.settle(admission, usage: Usage(promptTokens: 1, completionTokens: 1, costMicroUSD: 1500))
         let denial = try #require(await fixture.limiter.admit(fixture.request(tenantLimits: limits)).denial)
         #expect(denial.reason == .budgetExhausted)
-        #expect(denial.limit == "monthly_budget_usd")
+        #expect(denial.limit == "tenant_monthly_budget_usd")
+        #expect(denial.budget?.spentMicroUSD == 1500 && denial.budget?.limitMicroUSD == 1000)
         #expect(denial.retryAfter > .zero && denial.retryAfter <= .seconds(31 * 86_400))
         // A raised budget takes effect (after the deny cache's short hold).
         let raised = Limits(monthlyBudgetUSD: 1)

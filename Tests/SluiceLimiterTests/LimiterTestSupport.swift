@@ -36,6 +36,9 @@ struct LimiterFixture {
                      tenantLimits: tenantLimits, keyLimits: keyLimits, modelLimits: modelLimits)
     }
 
+    /// The scripts' store on the same Redis (for seeding spend, and for calls below the limiter).
+    var store: RedisLimiterStore { RedisLimiterStore(client: client, timings: LimiterTimings()) }
+
     /// Every Redis key of this tenant.
     func keys() async throws -> [String] {
         var cursor = "0"

@@ -31,6 +31,7 @@ struct GatewayHarness: Sendable {
     static func run(keyLimits: Limits = Limits(), models: [String]? = nil, leaseSeconds: Int = 120,
                     redisURL: String = TestEnvironment.redisURL, failurePolicy: RedisFailurePolicy = .closed,
                     listenerLimits: ListenerLimits = .init(), drainDelay: Duration = .zero, settleReplicas: Int = 0,
+                    extraModels: [String] = [],
                     _ body: @escaping @Sendable (GatewayHarness) async throws -> Void) async throws {
         try await PostgresFixture.withClient { _, store in
             try await withThrowingTaskGroup(of: Void.self) { group in
@@ -80,6 +81,7 @@ struct GatewayHarness: Sendable {
                     .init(name: name, backends: [.init(url: "http://127.0.0.1:\(port)")])
                 } + [.init(name: "dead-model", backends: [.init(url: "http://127.0.0.1:\(deadPort)")]),
                      .init(name: "forbidden-model", backends: [.init(url: "http://127.0.0.1:\(ports[0])")])]
+                    + extraModels.map { .init(name: $0, backends: [.init(url: "http://127.0.0.1:\(ports[0])")]) }
                 let (listening, continuation) = AsyncStream.makeStream(of: Gateway.Listening.self)
                 var logger = Logger(label: "gateway-test")
                 logger.logLevel = ProcessInfo.processInfo.environment["SLUICE_TEST_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .error

@@ -312,7 +312,18 @@ struct TenancyPostgresTests {
                 INSERT INTO usage_ledger (request_id, tenant_id, key_id, model, prompt_tokens, completion_tokens, cost_micro_usd, at)
                 VALUES ('old-1', \(tenant), 'k', 'm', 5, 6, 7, now()), ('old-2', \(tenant), 'k', 'm', 1, 1, 1, now())
                 """, logger: Logger(label: "t"))
-            #expect(try await migrator.migrate() == [2, 3])
+            _ = try await scratch.query("""
+                INSERT INTO model_prices (model, effective_from, input_usd_per_million, output_usd_per_million)
+                VALUES ('m', '2026-01-01T00:00:00Z', 0.15, 0.6)
+                """, logger: Logger(label: "t"))
+            #expect(try await migrator.migrate() == [2, 3, 4])
+            // Migration 4: USD per million (numeric) became whole micro-USD, cached input at the input price.
+            for try await (id, input, cached, output) in try await scratch.query("""
+                SELECT id, input_micro_usd_per_million, cached_input_micro_usd_per_million, output_micro_usd_per_million
+                FROM model_prices WHERE model = 'm'
+                """, logger: Logger(label: "t")).decode((Int64, Int64, Int64, Int64).self) {
+                #expect(id > 0 && input == 150_000 && cached == 150_000 && output == 600_000)
+            }
             var kept: [String] = []
             for try await (id, source) in try await scratch.query(
                 "SELECT request_id, usage_source FROM usage_ledger WHERE tenant_id = \(tenant) ORDER BY request_id",
