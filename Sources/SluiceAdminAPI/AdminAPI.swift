@@ -15,14 +15,16 @@ public struct AdminAPI: Sendable {
     let authenticator: AdminAuthenticator
     let redis: RedisClient?
     let prices: PriceStore?
+    let statements: StatementStore?
     let invalidationChannel: String
     let logger: Logger
 
     public init(store: TenantStore, hasher: KeyHasher, authenticator: AdminAuthenticator, redis: RedisClient?,
-                prices: PriceStore? = nil, invalidationChannel: String = KeyResolver.invalidationChannel,
-                logger: Logger = Logger(label: "sluice.admin")) {
+                prices: PriceStore? = nil, statements: StatementStore? = nil,
+                invalidationChannel: String = KeyResolver.invalidationChannel, logger: Logger = Logger(label: "sluice.admin")) {
         self.store = store
         self.prices = prices
+        self.statements = statements
         self.invalidationChannel = invalidationChannel
         self.hasher = hasher
         self.authenticator = authenticator
@@ -37,7 +39,7 @@ public struct AdminAPI: Sendable {
         ("post", "/admin/v1/tenants/{tenant_id}/keys"), ("get", "/admin/v1/tenants/{tenant_id}/keys"),
         ("post", "/admin/v1/keys/{key_id}/rotate"), ("post", "/admin/v1/keys/{key_id}/revoke"),
         ("get", "/admin/v1/tenants/{tenant_id}/usage"), ("get", "/admin/v1/openapi.yaml"),
-        ("get", "/admin/v1/prices"), ("post", "/admin/v1/prices"),
+        ("get", "/admin/v1/prices"), ("post", "/admin/v1/prices"), ("get", "/admin/v1/tenants/{tenant_id}/statements/{month}"),
     ]
 
     public func addRoutes(to router: Router<AdminRequestContext>) {
@@ -56,6 +58,7 @@ public struct AdminAPI: Sendable {
         api.post("keys/:key_id/rotate") { request, context in try await rotateKey(request, context) }
         api.post("keys/:key_id/revoke") { _, context in try await revokeKey(context) }
         api.get("tenants/:tenant_id/usage") { request, context in try await usage(request, context) }
+        api.get("tenants/:tenant_id/statements/:month") { request, context in try await statement(request, context) }
         api.get("prices") { request, context in try await listPrices(request, context) }
         api.post("prices") { request, context in try await addPrice(request, context) }
     }
@@ -161,22 +164,6 @@ public struct AdminAPI: Sendable {
 
     // MARK: usage
 
-    func usage(_ request: Request, _ context: AdminRequestContext) async throws -> UsageReport {
-        let tenant = try tenantID(context)
-        try AdminPermission.read.check(try context.requireCaller(), tenant: tenant)
-        let query = request.uri.queryParameters
-        let groupText = query.get("group_by") ?? "model"
-        guard let grouping = UsageGrouping(rawValue: groupText) else {
-            throw AdminError.invalid("group_by", "'group_by' must be model, day or key")
-        }
-        let to = try query.get("to").map { try time($0, "to") } ?? Date()
-        let from = try query.get("from").map { try time($0, "from") } ?? to.addingTimeInterval(-30 * 86_400)
-        guard from < to else { throw AdminError.invalid("from", "'from' must be before 'to'") }
-        _ = try await found { try await store.tenant(tenant) }
-        let rows = try await store.usage(tenantID: tenant, from: from, to: to, groupBy: grouping)
-        return UsageReport(data: rows, from: from, to: to, groupBy: grouping.rawValue)
-    }
-
     // MARK: helpers
 
     func readBody(_ request: Request, _ context: AdminRequestContext) async throws -> Data {
@@ -187,7 +174,7 @@ public struct AdminAPI: Sendable {
         }
     }
 
-    private func tenantID(_ context: AdminRequestContext) throws -> UUID {
+    func tenantID(_ context: AdminRequestContext) throws -> UUID {
         // A malformed id names no tenant: 404, like any other unknown id.
         guard let text = context.parameters.get("tenant_id"), let id = UUID(uuidString: text) else {
             throw AdminError.notFound
@@ -203,12 +190,12 @@ public struct AdminAPI: Sendable {
         return key
     }
 
-    private func pagination(_ request: Request) throws -> (Int, String?) {
+    func pagination(_ request: Request, defaultLimit: Int = 100, maximum: Int = 1_000) throws -> (Int, String?) {
         let query = request.uri.queryParameters
-        var limit = 100
+        var limit = defaultLimit
         if let text = query.get("limit") {
-            guard let value = Int(text), (1...1_000).contains(value) else {
-                throw AdminError.invalid("limit", "'limit' must be an integer from 1 to 1000")
+            guard let value = Int(text), (1...maximum).contains(value) else {
+                throw AdminError.invalid("limit", "'limit' must be an integer from 1 to \(maximum)")
             }
             limit = value
         }
@@ -217,13 +204,13 @@ public struct AdminAPI: Sendable {
         return (limit, after)
     }
 
-    private func time(_ text: String, _ field: String) throws -> Date {
+    func time(_ text: String, _ field: String) throws -> Date {
         if let date = TextPattern.parseTimestamp(text) { return date }
         if let day = TextPattern.parseTimestamp(text + "T00:00:00Z") { return day }
         throw AdminError.invalid(field, "'\(field)' must be a date (2026-11-01) or an RFC 3339 time")
     }
 
-    private func found<T>(_ operation: () async throws -> T) async throws -> T {
+    func found<T>(_ operation: () async throws -> T) async throws -> T {
         do {
             return try await operation()
         } catch TenancyError.notFound {

@@ -45,15 +45,3 @@ struct CreatedKey: ResponseEncodable {
 
     enum CodingKeys: String, CodingKey { case key }
 }
-
-struct UsageReport: ResponseEncodable {
-    let data: [UsageRow]
-    let from: Date
-    let to: Date
-    let groupBy: String
-
-    enum CodingKeys: String, CodingKey {
-        case data, from, to
-        case groupBy = "group_by"
-    }
-}

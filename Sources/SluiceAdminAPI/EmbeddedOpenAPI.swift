@@ -121,13 +121,36 @@ enum EmbeddedOpenAPI {
         parameters:
           - {$ref: "#/components/parameters/TenantID"}
         get:
-          summary: Metered usage, grouped by model, day or key
+          summary: Metered usage, grouped by model, day, hour (UTC) or key, in group order, paged; CSV with Accept text/csv
           parameters:
             - {name: from, in: query, schema: {type: string}, description: "date or RFC 3339 time; default 30 days before `to`"}
             - {name: to, in: query, schema: {type: string}, description: "date or RFC 3339 time; default now"}
-            - {name: group_by, in: query, schema: {type: string, enum: [model, day, key], default: model}}
+            - {name: group_by, in: query, schema: {type: string, enum: [model, day, hour, key], default: model}}
+            - {name: limit, in: query, schema: {type: integer, minimum: 1, maximum: 10000, default: 1000}, description: groups per page}
+            - {$ref: "#/components/parameters/After"}
           responses:
-            "200": {description: Usage rows, content: {application/json: {schema: {$ref: "#/components/schemas/UsageReport"}}}}
+            "200":
+              description: "Usage rows; as CSV, the next page's cursor is in the sluice-next-after header"
+              headers:
+                sluice-next-after: {schema: {type: string}, description: "CSV only: the next page's `after`, absent on the last page"}
+              content:
+                application/json: {schema: {$ref: "#/components/schemas/UsageReport"}}
+                text/csv: {schema: {type: string}}
+            "400": {$ref: "#/components/responses/BadRequest"}
+            "401": {$ref: "#/components/responses/Unauthorized"}
+            "404": {$ref: "#/components/responses/NotFound"}
+      /admin/v1/tenants/{tenant_id}/statements/{month}:
+        parameters:
+          - {$ref: "#/components/parameters/TenantID"}
+          - {name: month, in: path, required: true, schema: {type: string, pattern: "^2[0-9]{3}-(0[1-9]|1[0-2])$"}, description: "UTC month, YYYY-MM"}
+        get:
+          summary: "The month's statement: a line per model and price version, and the total (CSV with Accept text/csv)"
+          responses:
+            "200":
+              description: The statement; its totals are the ledger's sums
+              content:
+                application/json: {schema: {$ref: "#/components/schemas/Statement"}}
+                text/csv: {schema: {type: string}}
             "400": {$ref: "#/components/responses/BadRequest"}
             "401": {$ref: "#/components/responses/Unauthorized"}
             "404": {$ref: "#/components/responses/NotFound"}
@@ -254,22 +277,52 @@ enum EmbeddedOpenAPI {
             next_after: {type: [string, "null"]}
         UsageReport:
           type: object
-          required: [data, from, to, group_by]
+          required: [data, from, to, group_by, has_more, next_after]
           properties:
             from: {type: string, format: date-time}
             to: {type: string, format: date-time}
-            group_by: {type: string, enum: [model, day, key]}
+            group_by: {type: string, enum: [model, day, hour, key]}
+            has_more: {type: boolean}
+            next_after: {type: [string, "null"]}
             data:
               type: array
               items:
                 type: object
-                required: [group, requests, prompt_tokens, completion_tokens, cost_usd]
+                required: [group, requests, prompt_tokens, completion_tokens, cost_micro_usd, cost_usd]
                 properties:
                   group: {type: string}
                   requests: {type: integer}
                   prompt_tokens: {type: integer}
                   completion_tokens: {type: integer}
-                  cost_usd: {type: number}
+                  cost_micro_usd: {type: integer, description: exact}
+                  cost_usd: {type: number, description: "the same for display; use cost_micro_usd for sums"}
+        StatementLine:
+          type: object
+          required: [model, price_id, effective_from, input_micro_usd_per_million, cached_input_micro_usd_per_million,
+                     output_micro_usd_per_million, requests, prompt_tokens, cached_prompt_tokens, completion_tokens,
+                     cost_micro_usd, cost_usd]
+          properties:
+            model: {type: string}
+            price_id: {type: [integer, "null"], description: "null: billed at the configuration's price, before the catalogue was read"}
+            effective_from: {type: [string, "null"], format: date-time}
+            input_micro_usd_per_million: {type: [integer, "null"]}
+            cached_input_micro_usd_per_million: {type: [integer, "null"]}
+            output_micro_usd_per_million: {type: [integer, "null"]}
+            requests: {type: integer}
+            prompt_tokens: {type: integer}
+            cached_prompt_tokens: {type: integer}
+            completion_tokens: {type: integer}
+            cost_micro_usd: {type: integer, description: "the ledger's sum (each request rounded up to the micro-USD)"}
+            cost_usd: {type: string, description: the same as an exact decimal}
+        Statement:
+          type: object
+          required: [tenant_id, month, final, lines, total]
+          properties:
+            tenant_id: {type: string, format: uuid}
+            month: {type: string}
+            final: {type: boolean, description: the month is over}
+            lines: {type: array, items: {$ref: "#/components/schemas/StatementLine"}}
+            total: {$ref: "#/components/schemas/StatementLine"}
         MicroUSDPerMillion: {type: integer, minimum: 0, maximum: 10000000000, description: "whole micro-USD per million tokens"}
         PriceCreate:
           type: object

@@ -85,7 +85,8 @@ public enum Gateway {
 
         let adminRouter = Router(context: AdminRequestContext.self)
         let authenticator = try await AdminAuthenticator(hmacSecret: configuration.adminJWTSecret)
-        AdminAPI(store: store, hasher: hasher, authenticator: authenticator, redis: redis, prices: priceStore, logger: logger)
+        AdminAPI(store: store, hasher: hasher, authenticator: authenticator, redis: redis, prices: priceStore,
+                 statements: StatementStore(client: postgres, logger: logger), logger: logger)
             .addRoutes(to: adminRouter)
         let operationsMetrics = OperationsMetrics(factory: metricsFactory, backends: catalog.backends)
         OperationsRoutes(redis: redis, postgres: postgres, limiter: limiter, failurePolicy: configuration.failurePolicy,

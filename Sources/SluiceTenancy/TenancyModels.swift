@@ -74,18 +74,49 @@ public struct UsageRow: Sendable, Equatable, Codable {
     public let requests: Int
     public let promptTokens: Int
     public let completionTokens: Int
-    public let costUSD: Double
+    /// Exact: the ledger's sum. `costUSD` is the same for display (a JSON number).
+    public let costMicroUSD: Int64
+    public var costUSD: Double { Double(costMicroUSD) / 1_000_000 }
+
+    public init(group: String, requests: Int, promptTokens: Int, completionTokens: Int, costMicroUSD: Int64) {
+        self.group = group
+        self.requests = requests
+        self.promptTokens = promptTokens
+        self.completionTokens = completionTokens
+        self.costMicroUSD = costMicroUSD
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        self.init(group: try container.decode(String.self, forKey: .group), requests: try container.decode(Int.self, forKey: .requests),
+                  promptTokens: try container.decode(Int.self, forKey: .promptTokens),
+                  completionTokens: try container.decode(Int.self, forKey: .completionTokens),
+                  costMicroUSD: try container.decode(Int64.self, forKey: .costMicroUSD))
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(group, forKey: .group)
+        try container.encode(requests, forKey: .requests)
+        try container.encode(promptTokens, forKey: .promptTokens)
+        try container.encode(completionTokens, forKey: .completionTokens)
+        try container.encode(costMicroUSD, forKey: .costMicroUSD)
+        try container.encode(costUSD, forKey: .costUSD)
+    }
 
     enum CodingKeys: String, CodingKey {
         case group, requests
         case promptTokens = "prompt_tokens"
         case completionTokens = "completion_tokens"
+        case costMicroUSD = "cost_micro_usd"
         case costUSD = "cost_usd"
     }
 }
 
+/// How the usage report groups the ledger; groups sort as text in their natural order
+/// (hours and days as `2026-11-27T13` and `2026-11-27`).
 public enum UsageGrouping: String, Sendable, CaseIterable {
-    case model, day, key
+    case model, day, hour, key
 }
 
 public enum TenancyError: Error, Sendable, Equatable {

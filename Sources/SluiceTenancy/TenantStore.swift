@@ -167,31 +167,30 @@ public struct TenantStore: Sendable {
 
     // MARK: usage
 
-    public func usage(tenantID: UUID, from: Date, to: Date, groupBy: UsageGrouping) async throws -> [UsageRow] {
-        let query: PostgresQuery
+    /// The tenant's ledger between `from` and `to`, grouped, in group order: at most `limit`
+    /// groups after the group `after` (paging through long ranges, e.g. a year by hour).
+    public func usage(tenantID: UUID, from: Date, to: Date, groupBy: UsageGrouping, limit: Int = 10_000,
+                      after: String? = nil) async throws -> [UsageRow] {
+        let group: String
         switch groupBy {
-        case .model:
-            query = """
-                SELECT model, count(*)::bigint, sum(prompt_tokens)::bigint, sum(completion_tokens)::bigint, sum(cost_micro_usd)::bigint
-                FROM usage_ledger WHERE tenant_id = \(tenantID) AND at >= \(from) AND at < \(to) GROUP BY 1 ORDER BY 1
-                """
-        case .key:
-            query = """
-                SELECT key_id, count(*)::bigint, sum(prompt_tokens)::bigint, sum(completion_tokens)::bigint, sum(cost_micro_usd)::bigint
-                FROM usage_ledger WHERE tenant_id = \(tenantID) AND at >= \(from) AND at < \(to) GROUP BY 1 ORDER BY 1
-                """
-        case .day:
-            query = """
-                SELECT to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD'), count(*)::bigint, sum(prompt_tokens)::bigint,
-                    sum(completion_tokens)::bigint, sum(cost_micro_usd)::bigint
-                FROM usage_ledger WHERE tenant_id = \(tenantID) AND at >= \(from) AND at < \(to) GROUP BY 1 ORDER BY 1
-                """
+        case .model: group = "model"
+        case .key: group = "key_id"
+        case .day: group = "to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
+        case .hour: group = "to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24')"
         }
+        // The group expression is one of the constants above, never the caller's text.
+        let query: PostgresQuery = """
+            SELECT g, requests, prompt, completion, cost FROM (
+                SELECT \(unescaped: group) AS g, count(*)::bigint AS requests, sum(prompt_tokens)::bigint AS prompt,
+                       sum(completion_tokens)::bigint AS completion, sum(cost_micro_usd)::bigint AS cost
+                FROM usage_ledger WHERE tenant_id = \(tenantID) AND at >= \(from) AND at < \(to) GROUP BY 1
+            ) grouped WHERE \(after)::text IS NULL OR g COLLATE "C" > \(after)::text ORDER BY g COLLATE "C" LIMIT \(limit)
+            """
         var rows: [UsageRow] = []
         for try await (group, requests, prompt, completion, cost) in try await client.query(query, logger: logger)
             .decode((String, Int64, Int64, Int64, Int64).self) {
             rows.append(UsageRow(group: group, requests: Int(requests), promptTokens: Int(prompt),
-                                 completionTokens: Int(completion), costUSD: Double(cost) / 1_000_000))
+                                 completionTokens: Int(completion), costMicroUSD: cost))
         }
         return rows
     }

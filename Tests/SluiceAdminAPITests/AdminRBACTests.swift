@@ -42,6 +42,8 @@ struct AdminRBACTests {
                  expected: [.platformAdmin: (200, 200), .tenantAdmin: (200, 404), .tenantViewer: (403, 404)]),
         Endpoint(name: "usage", method: .get, request: { _, t in ("/admin/v1/tenants/\(t.id)/usage?group_by=day", nil) },
                  expected: [.platformAdmin: (200, 200), .tenantAdmin: (200, 404), .tenantViewer: (200, 404)]),
+        Endpoint(name: "statement", method: .get, request: { _, t in ("/admin/v1/tenants/\(t.id)/statements/2026-11", nil) },
+                 expected: [.platformAdmin: (200, 200), .tenantAdmin: (200, 404), .tenantViewer: (200, 404)]),
         Endpoint(name: "list prices", method: .get, request: { _, _ in ("/admin/v1/prices", nil) },
                  expected: [.platformAdmin: (200, nil), .tenantAdmin: (200, nil), .tenantViewer: (200, nil)]),
         Endpoint(name: "add price", method: .post,

@@ -24,7 +24,8 @@ struct AdminHarness: Sendable {
             let authenticator = try await AdminAuthenticator(hmacSecret: secret)
             let redis = try RedisClient(configuration: RedisConfiguration(url: TestEnvironment.redisURL))
             let api = AdminAPI(store: store, hasher: KeyHasher(pepper: "test-pepper"), authenticator: authenticator, redis: redis,
-                               prices: PriceStore(client: client, logger: Logger(label: "admin-test")))
+                               prices: PriceStore(client: client, logger: Logger(label: "admin-test")),
+                               statements: StatementStore(client: client, logger: Logger(label: "admin-test")))
             let router = Router(context: AdminRequestContext.self)
             api.addRoutes(to: router)
             try await Application(router: router).test(.router) { client in
@@ -39,8 +40,9 @@ struct AdminHarness: Sendable {
     }
 
     @discardableResult
-    func call(_ method: HTTPRequest.Method, _ uri: String, token: String?, json: String? = nil) async throws -> TestResponse {
-        var headers: HTTPFields = [:]
+    func call(_ method: HTTPRequest.Method, _ uri: String, token: String?, json: String? = nil,
+              headers extra: HTTPFields = [:]) async throws -> TestResponse {
+        var headers = extra
         if let token { headers[.authorization] = "Bearer \(token)" }
         if json != nil { headers[.contentType] = "application/json" }
         return try await client.execute(uri: uri, method: method, headers: headers, body: json.map { ByteBuffer(string: $0) })
