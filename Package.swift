@@ -117,8 +117,12 @@ let package = Package(
         .target(
             name: "SluiceBilling",
             dependencies: [
-                "SluiceTenancy", "SluiceLimiter",
+                "SluiceTenancy", "SluiceLimiter", "SluiceUpstream",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
@@ -127,8 +131,11 @@ let package = Package(
         .testTarget(
             name: "SluiceBillingTests",
             dependencies: [
-                "SluiceBilling", "SluiceTenancy", "SluiceTestSupport",
+                "SluiceBilling", "SluiceTenancy", "SluiceTestSupport", "SluiceUpstream", "SluiceLimiter",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict

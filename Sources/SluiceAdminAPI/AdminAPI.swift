@@ -96,15 +96,20 @@ public struct AdminAPI: Sendable {
         let id = try tenantID(context)
         let caller = try context.requireCaller()
         try AdminPermission.managePlatform.check(caller, tenant: id)
-        let body = try await FieldReader.body(try await readBody(request, context), allowed: ["name", "limits", "model_limits"])
+        let body = try await FieldReader.body(try await readBody(request, context),
+                                              allowed: ["name", "limits", "model_limits", "stripe_customer_id"])
         let name = try body.string("name", pattern: .displayName)
         let limits = try body.limits("limits")
         let modelLimits = try body.modelLimits("model_limits")
-        guard name != nil || limits != nil || modelLimits != nil else {
-            throw AdminError.invalid("body", "give at least one of 'name', 'limits', 'model_limits'")
+        // Present and null clears the mapping; absent keeps it.
+        let stripe: String?? = body.fields["stripe_customer_id"] == nil ? nil
+            : .some(try body.string("stripe_customer_id", pattern: .stripeCustomer))
+        guard name != nil || limits != nil || modelLimits != nil || stripe != nil else {
+            throw AdminError.invalid("body", "give at least one of 'name', 'limits', 'model_limits', 'stripe_customer_id'")
         }
         let tenant = try await found {
-            try await store.updateTenant(id, name: name, limits: limits, modelLimits: modelLimits, actor: caller.subject)
+            try await store.updateTenant(id, name: name, limits: limits, modelLimits: modelLimits, stripeCustomerID: stripe,
+                                         actor: caller.subject)
         }
         // Every cached key of the tenant carries the old limits.
         await invalidate(try await store.keyIDs(tenantID: id))

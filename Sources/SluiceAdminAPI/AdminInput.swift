@@ -161,7 +161,7 @@ struct FieldReader {
 /// What a text field may contain. Names are restricted to a plain character set: they show up
 /// in dashboards, logs and shell scripts, where quotes and control characters only cause harm.
 enum TextPattern {
-    case displayName, modelName, timestamp
+    case displayName, modelName, timestamp, stripeCustomer
 
     func check(_ text: String, field: String) throws {
         switch self {
@@ -176,6 +176,13 @@ enum TextPattern {
                   text.utf8.allSatisfy({ Self.modelBytes.contains($0) })
             else {
                 throw AdminError.invalid(field, "'\(field)' must be a model name of 1 to 128 characters from A-Z a-z 0-9 . _ : / -")
+            }
+        case .stripeCustomer:
+            guard (5...255).contains(text.utf8.count), text.hasPrefix("cus_"),
+                  text.utf8.dropFirst(4).allSatisfy({ Self.modelBytes.contains($0) && $0 != UInt8(ascii: ".") && $0 != UInt8(ascii: ":")
+                      && $0 != UInt8(ascii: "/") && $0 != UInt8(ascii: "-") })
+            else {
+                throw AdminError.invalid(field, "'\(field)' must be a Stripe customer id such as cus_NciAYcXfLnqBoz")
             }
         case .timestamp:
             guard text.utf8.count <= 40 else { throw AdminError.invalid(field, "'\(field)' is too long for a time") }

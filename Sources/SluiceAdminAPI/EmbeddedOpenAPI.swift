@@ -222,6 +222,7 @@ enum EmbeddedOpenAPI {
             name: {$ref: "#/components/schemas/Name"}
             limits: {$ref: "#/components/schemas/Limits"}
             model_limits: {$ref: "#/components/schemas/ModelLimits"}
+            stripe_customer_id: {type: [string, "null"], pattern: "^cus_[0-9A-Za-z_]{1,251}$", description: "the tenant's Stripe customer, for the meter-event exporter; null removes it"}
         Tenant:
           type: object
           required: [id, name, limits, model_limits, created_at, updated_at]
@@ -230,6 +231,7 @@ enum EmbeddedOpenAPI {
             name: {type: string}
             limits: {$ref: "#/components/schemas/Limits"}
             model_limits: {$ref: "#/components/schemas/ModelLimits"}
+            stripe_customer_id: {type: [string, "null"]}
             created_at: {type: string, format: date-time}
             updated_at: {type: string, format: date-time}
         TenantPage:

@@ -27,6 +27,21 @@ public enum Gateway {
         public var adminPort: Int?
     }
 
+    /// One exporter per billing system configured under `billing_export`.
+    static func billingExporters(_ settings: BillingExportSettings, upstream: UpstreamClient, postgres: PostgresClient,
+                                 logger: Logger) throws -> [BillingExporter] {
+        var sinks: [any BillingSink] = []
+        if let stripe = settings.stripe {
+            sinks.append(try StripeMeterSink(client: upstream, baseURL: stripe.url, secretKey: stripe.secretKey,
+                                             eventName: stripe.eventName, value: .init(rawValue: stripe.value) ?? .costMicroUSD))
+        }
+        if let openMeter = settings.openMeter {
+            sinks.append(try OpenMeterSink(client: upstream, baseURL: openMeter.url, token: openMeter.token,
+                                           eventType: openMeter.eventType, source: openMeter.source))
+        }
+        return sinks.map { BillingExporter(sink: $0, client: postgres, interval: .seconds(settings.intervalSeconds), logger: logger) }
+    }
+
     public static func serviceGroup(
         _ configuration: GatewayConfiguration, logger: Logger, accessLog: (any AccessLog)? = nil,
         metricsFactory: SluiceMetricsFactory = SluiceMetricsFactory(),
@@ -61,6 +76,12 @@ public enum Gateway {
         let ledger = UsageLedger(client: postgres, logger: logger)
         let limiter = Limiter(client: redis, configuration: limiterConfiguration, spendSource: ledger, logger: logger)
         let upstream = try UpstreamClient(timeouts: configuration.upstream, logger: logger)
+        // Billing systems answer in seconds or not at all: their own deadlines, not the models'.
+        var billingTimeouts = UpstreamTimeouts()
+        billingTimeouts.connect = .seconds(5)
+        billingTimeouts.firstByte = .seconds(30)
+        billingTimeouts.total = .seconds(60)
+        let billingHTTP = try UpstreamClient(timeouts: billingTimeouts, maxIdlePerPool: 8, logger: logger)
         let metrics = DataPlaneMetrics(factory: metricsFactory)
         var settings = DataPlaneSettings()
         settings.maxRequestBodyBytes = configuration.maxRequestBytes
@@ -114,11 +135,13 @@ public enum Gateway {
                 // Closes Redis and the upstream pool after everything that uses them has stopped
                 // (the metering worker finishes its pass); a settle still queued then fails over
                 // to the usage fallback, which stops after it.
-                .init(service: ShutdownHook { upstream.shutdown(); redis.shutdown() }),
+                .init(service: ShutdownHook { upstream.shutdown(); billingHTTP.shutdown(); redis.shutdown() }),
                 .init(service: subscriber),
                 .init(service: InvalidationFollower(resolver: resolver, subscriber: subscriber),
                       successTerminationBehavior: .ignore),
                 .init(service: metering),
+            ] + (try Self.billingExporters(configuration.billingExport, upstream: billingHTTP, postgres: postgres, logger: logger)
+                .map { .init(service: $0) }) + [
                 .init(service: PriceBookRefresher(book: prices, store: priceStore,
                                                   seed: catalog.routes.values.map(\.configuredPrice), logger: logger)),
                 .init(service: LedgerPartitions(client: postgres, logger: logger,

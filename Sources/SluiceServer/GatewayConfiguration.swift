@@ -37,6 +37,7 @@ public struct GatewayConfiguration: Sendable {
     /// Whole months of ledger kept before the current one (older monthly partitions are
     /// dropped); nil keeps everything.
     public var ledgerRetentionMonths: Int?
+    public var billingExport = BillingExportSettings()
     /// Commands waiting for replies on one Redis connection; past this, calls fail at once and
     /// the failure policy answers.
     public var redisMaxPendingCommands = 10_000
@@ -140,7 +141,8 @@ public struct GatewayConfiguration: Sendable {
         try reader.allow(["listen", "admin_listen", "redis_url", "database_url", "failure_policy", "expected_replicas",
                           "lease_seconds", "max_request_bytes", "upstream", "models", "listener", "key_stale_seconds",
                           "redis_max_pending_commands", "settle_deadline_seconds", "tracing", "redis_cluster_nodes",
-                          "redis_settle_replicas", "ledger_retention_months"])
+                          "redis_settle_replicas", "ledger_retention_months", "billing_export"])
+        if let section = try reader.mapping("billing_export") { try billingExport.read(section) }
         if let value = try reader.int("ledger_retention_months", 1...1_200) { ledgerRetentionMonths = value }
         if let value = try reader.int("redis_settle_replicas", 0...16) { redisSettleReplicas = value }
         if let section = try reader.mapping("tracing") {
@@ -248,6 +250,7 @@ public struct GatewayConfiguration: Sendable {
         }
         adminJWTSecret = try Self.secret("SLUICE_ADMIN_JWT_SECRET", environment)
         keyPepper = try Self.secret("SLUICE_KEY_PEPPER", environment)
+        try billingExport.readSecrets(environment)
     }
 
     /// An integer environment variable within `range`; nil when it is not set.

@@ -194,6 +194,31 @@ enum Migrations {
             "ALTER TABLE usage_ledger ADD COLUMN price_id bigint",
             "ALTER TABLE usage_ledger ADD COLUMN cached_prompt_tokens integer NOT NULL DEFAULT 0",
         ]),
+        // Exports to billing systems read the ledger by the time rows were recorded (rows can reach
+        // it late), keep a cursor per exporter, and keep what a billing system refused for good.
+        Migration(version: 5, name: "billing exports: recorded_at, cursors, refusals; tenants' Stripe customer", statements: [
+            "ALTER TABLE tenants ADD COLUMN stripe_customer_id text",
+            "ALTER TABLE usage_ledger ADD COLUMN recorded_at timestamptz NOT NULL DEFAULT now()",
+            "CREATE INDEX usage_ledger_recorded ON usage_ledger (recorded_at)",
+            """
+            CREATE TABLE billing_export_cursors (
+                exporter text PRIMARY KEY,
+                exported_until timestamptz NOT NULL,
+                pending_until timestamptz
+            )
+            """,
+            """
+            CREATE TABLE billing_export_failures (
+                id bigserial PRIMARY KEY,
+                at timestamptz NOT NULL DEFAULT now(),
+                exporter text NOT NULL,
+                event_id text NOT NULL,
+                tenant_id uuid NOT NULL,
+                status integer NOT NULL,
+                reason text NOT NULL
+            )
+            """,
+        ]),
     ]
 }
 

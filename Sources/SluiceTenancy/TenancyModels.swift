@@ -8,12 +8,15 @@ public struct Tenant: Sendable, Equatable, Codable {
     public var limits: Limits
     /// Per-model limits of this tenant, by model name.
     public var modelLimits: [String: Limits]
+    /// The tenant's customer in Stripe, for the meter-event exporter.
+    public var stripeCustomerID: String?
     public let createdAt: Date
     public var updatedAt: Date
 
     enum CodingKeys: String, CodingKey {
         case id, name, limits
         case modelLimits = "model_limits"
+        case stripeCustomerID = "stripe_customer_id"
         case createdAt = "created_at"
         case updatedAt = "updated_at"
     }

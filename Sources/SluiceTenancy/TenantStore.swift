@@ -44,9 +44,9 @@ public struct TenantStore: Sendable {
 
     public func tenant(_ id: UUID) async throws -> Tenant {
         let rows = try await client.query("""
-            SELECT id, name, limits::text, model_limits::text, created_at, updated_at FROM tenants WHERE id = \(id)
+            SELECT id, name, limits::text, model_limits::text, created_at, updated_at, stripe_customer_id FROM tenants WHERE id = \(id)
             """, logger: logger)
-        for try await row in rows.decode((UUID, String, String, String, Date, Date).self) {
+        for try await row in rows.decode((UUID, String, String, String, Date, Date, String?).self) {
             return try Self.tenant(row)
         }
         throw TenancyError.notFound
@@ -55,19 +55,20 @@ public struct TenantStore: Sendable {
     /// A page of tenants ordered by id, starting after `after`.
     public func listTenants(limit: Int, after: UUID?) async throws -> [Tenant] {
         let rows = try await client.query("""
-            SELECT id, name, limits::text, model_limits::text, created_at, updated_at FROM tenants
+            SELECT id, name, limits::text, model_limits::text, created_at, updated_at, stripe_customer_id FROM tenants
             WHERE \(after == nil) OR id > \(after ?? UUID())
             ORDER BY id LIMIT \(limit)
             """, logger: logger)
         var tenants: [Tenant] = []
-        for try await row in rows.decode((UUID, String, String, String, Date, Date).self) {
+        for try await row in rows.decode((UUID, String, String, String, Date, Date, String?).self) {
             tenants.append(try Self.tenant(row))
         }
         return tenants
     }
 
+    /// `stripeCustomerID`: nil keeps it, `.some(nil)` clears it.
     public func updateTenant(_ id: UUID, name: String?, limits: Limits?, modelLimits: [String: Limits]?,
-                             actor: String) async throws -> Tenant {
+                             stripeCustomerID: String?? = nil, actor: String) async throws -> Tenant {
         let limitsJSON = try limits.map { try JSONCoding.string($0) }
         let modelJSON = try modelLimits.map { try JSONCoding.string($0) }
         try await transaction { connection in
@@ -75,6 +76,7 @@ public struct TenantStore: Sendable {
                 UPDATE tenants SET name = coalesce(\(name), name),
                     limits = coalesce(\(limitsJSON)::jsonb, limits),
                     model_limits = coalesce(\(modelJSON)::jsonb, model_limits),
+                    stripe_customer_id = CASE WHEN \(stripeCustomerID != nil) THEN \(stripeCustomerID ?? nil) ELSE stripe_customer_id END,
                     updated_at = now()
                 WHERE id = \(id) RETURNING id
                 """, logger: logger)
@@ -82,7 +84,8 @@ public struct TenantStore: Sendable {
             for try await _ in rows.decode(UUID.self) { found = true }
             guard found else { throw TenancyError.notFound }
             try await Self.audit(connection, actor: actor, tenant: id, action: "tenant.update", target: id.uuidString,
-                                 details: ["name": name ?? "", "limits": limitsJSON ?? "", "model_limits": modelJSON ?? ""],
+                                 details: ["name": name ?? "", "limits": limitsJSON ?? "", "model_limits": modelJSON ?? "",
+                                           "stripe_customer_id": (stripeCustomerID ?? nil) ?? ""],
                                  logger: logger)
         }
         return try await tenant(id)
@@ -223,9 +226,10 @@ public struct TenantStore: Sendable {
             """, logger: logger)
     }
 
-    private static func tenant(_ row: (UUID, String, String, String, Date, Date)) throws -> Tenant {
+    private static func tenant(_ row: (UUID, String, String, String, Date, Date, String?)) throws -> Tenant {
         Tenant(id: row.0, name: row.1, limits: try JSONCoding.decode(Limits.self, row.2),
-               modelLimits: try JSONCoding.decode([String: Limits].self, row.3), createdAt: row.4, updatedAt: row.5)
+               modelLimits: try JSONCoding.decode([String: Limits].self, row.3), stripeCustomerID: row.6,
+               createdAt: row.4, updatedAt: row.5)
     }
 
     private static func keyRecord(_ row: KeyRow) throws -> KeyRecord {

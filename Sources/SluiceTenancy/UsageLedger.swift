@@ -104,9 +104,22 @@ public struct UsageLedger: Sendable {
     }
 
     /// One statement per batch: the request ids the ledger has not seen are recorded, and only
-    /// their rows are written (a repeated id, in the batch or from before, is ignored).
+    /// their rows are written (a repeated id, in the batch or from before, is ignored). At most
+    /// 30 s: billing exports read rows by `recorded_at` (the transaction's start) once they are a
+    /// minute old, so no insert may commit later than that.
     private func insertBatch(_ rows: [UsageEntry]) async throws {
-        _ = try await client.query("""
+        do {
+            try await client.withTransaction(logger: logger) { connection in
+                _ = try await connection.query("SET LOCAL statement_timeout = '30s'", logger: logger)
+                try await Self.insert(rows, on: connection, logger: logger)
+            }
+        } catch let error as PostgresTransactionError {
+            throw error.closureError ?? error
+        }
+    }
+
+    private static func insert(_ rows: [UsageEntry], on connection: PostgresConnection, logger: Logger) async throws {
+        _ = try await connection.query("""
             WITH batch AS (
                 SELECT DISTINCT ON (t, r) r, t, k, m, p, c, cost, at, client, source, clamped, price, cached
                 FROM unnest(\(rows.map(\.requestID))::text[], \(rows.map(\.tenantID))::uuid[], \(rows.map(\.keyID))::text[],
