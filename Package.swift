@@ -140,11 +140,35 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // Webhooks (Standard Webhooks): signing, endpoint secrets sealed at rest, the outbox's
+        // dispatcher with retries, and the periodic events.
+        .target(
+            name: "SluiceWebhooks",
+            dependencies: [
+                "SluiceTenancy", "SluiceLimiter", "SluiceUpstream",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "SluiceWebhooksTests",
+            dependencies: [
+                "SluiceWebhooks", "SluiceTenancy", "SluiceLimiter", "SluiceTestSupport",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
         // The admin API on the admin listener: JWT roles, tenants, keys, usage, OpenAPI document.
         .target(
             name: "SluiceAdminAPI",
             dependencies: [
-                "SluiceTenancy", "SluiceLimiter", "SluiceRedis", "SluiceErrorBody", "SluiceBilling",
+                "SluiceTenancy", "SluiceLimiter", "SluiceRedis", "SluiceErrorBody", "SluiceBilling", "SluiceWebhooks",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "JWTKit", package: "jwt-kit"),
@@ -155,7 +179,7 @@ let package = Package(
         .testTarget(
             name: "SluiceAdminAPITests",
             dependencies: [
-                "SluiceAdminAPI", "SluiceTenancy", "SluiceLimiter", "SluiceRedis", "SluiceTestSupport", "SluiceBilling",
+                "SluiceAdminAPI", "SluiceTenancy", "SluiceLimiter", "SluiceRedis", "SluiceTestSupport", "SluiceBilling", "SluiceWebhooks",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
@@ -233,7 +257,7 @@ let package = Package(
             name: "SluiceServer",
             dependencies: [
                 "SluiceDataPlane", "SluiceAdminAPI", "SluiceTenancy", "SluiceLimiter", "SluiceRedis", "SluiceUpstream",
-                "SluiceLog", "SluiceConcurrency", "SluiceBilling",
+                "SluiceLog", "SluiceConcurrency", "SluiceBilling", "SluiceWebhooks",
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "OTel", package: "swift-otel"),
                 .product(name: "Tracing", package: "swift-distributed-tracing"),

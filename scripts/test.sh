@@ -15,8 +15,8 @@ if [ "${SLUICE_SKIP_SDK_TESTS:-0}" != "1" ]; then
     # promtool checks /metrics and deploy/prometheus-alerts.yaml in the SDK suite.
     command -v promtool >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
     venv="${SLUICE_STACK_DIR}/venv"
-    [ -x "$venv/bin/pytest" ] && [ -x "$venv/bin/schemathesis" ] && [ -x "$venv/bin/kubernetes-validate" ] && "$venv/bin/python" -c "import opentelemetry.proto" 2>/dev/null \
-        || { python3 -m venv "$venv" && "$venv/bin/pip" install -q openai pytest schemathesis kubernetes-validate pyyaml opentelemetry-proto; }
+    [ -x "$venv/bin/pytest" ] && [ -x "$venv/bin/schemathesis" ] && [ -x "$venv/bin/kubernetes-validate" ] && "$venv/bin/python" -c "import opentelemetry.proto, standardwebhooks" 2>/dev/null \
+        || { python3 -m venv "$venv" && "$venv/bin/pip" install -q openai pytest schemathesis kubernetes-validate pyyaml opentelemetry-proto standardwebhooks; }
     SLUICE_BIN_DIR="$(swift build --show-bin-path)" "$venv/bin/pytest" -q Tests/sdk
 fi
 if [ "${SLUICE_SKIP_FLEET:-0}" != "1" ]; then

@@ -16,13 +16,15 @@ public struct AdminAPI: Sendable {
     let redis: RedisClient?
     let prices: PriceStore?
     let statements: StatementStore?
+    let webhooks: AdminWebhookSettings?
     let invalidationChannel: String
     let logger: Logger
 
     public init(store: TenantStore, hasher: KeyHasher, authenticator: AdminAuthenticator, redis: RedisClient?,
-                prices: PriceStore? = nil, statements: StatementStore? = nil,
+                prices: PriceStore? = nil, statements: StatementStore? = nil, webhooks: AdminWebhookSettings? = nil,
                 invalidationChannel: String = KeyResolver.invalidationChannel, logger: Logger = Logger(label: "sluice.admin")) {
         self.store = store
+        self.webhooks = webhooks
         self.prices = prices
         self.statements = statements
         self.invalidationChannel = invalidationChannel
@@ -40,6 +42,8 @@ public struct AdminAPI: Sendable {
         ("post", "/admin/v1/keys/{key_id}/rotate"), ("post", "/admin/v1/keys/{key_id}/revoke"),
         ("get", "/admin/v1/tenants/{tenant_id}/usage"), ("get", "/admin/v1/openapi.yaml"),
         ("get", "/admin/v1/prices"), ("post", "/admin/v1/prices"), ("get", "/admin/v1/tenants/{tenant_id}/statements/{month}"),
+        ("post", "/admin/v1/tenants/{tenant_id}/webhooks"), ("get", "/admin/v1/tenants/{tenant_id}/webhooks"),
+        ("patch", "/admin/v1/webhooks/{webhook_id}"), ("get", "/admin/v1/webhooks/{webhook_id}/deliveries"),
     ]
 
     public func addRoutes(to router: Router<AdminRequestContext>) {
@@ -59,6 +63,10 @@ public struct AdminAPI: Sendable {
         api.post("keys/:key_id/revoke") { _, context in try await revokeKey(context) }
         api.get("tenants/:tenant_id/usage") { request, context in try await usage(request, context) }
         api.get("tenants/:tenant_id/statements/:month") { request, context in try await statement(request, context) }
+        api.post("tenants/:tenant_id/webhooks") { request, context in try await createWebhook(request, context) }
+        api.get("tenants/:tenant_id/webhooks") { _, context in try await listWebhooks(context) }
+        api.patch("webhooks/:webhook_id") { request, context in try await updateWebhook(request, context) }
+        api.get("webhooks/:webhook_id/deliveries") { request, context in try await webhookDeliveries(request, context) }
         api.get("prices") { request, context in try await listPrices(request, context) }
         api.post("prices") { request, context in try await addPrice(request, context) }
     }

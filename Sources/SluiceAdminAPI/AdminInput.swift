@@ -161,7 +161,7 @@ struct FieldReader {
 /// What a text field may contain. Names are restricted to a plain character set: they show up
 /// in dashboards, logs and shell scripts, where quotes and control characters only cause harm.
 enum TextPattern {
-    case displayName, modelName, timestamp, stripeCustomer
+    case displayName, modelName, timestamp, stripeCustomer, webhookURL, eventType
 
     func check(_ text: String, field: String) throws {
         switch self {
@@ -183,6 +183,15 @@ enum TextPattern {
                       && $0 != UInt8(ascii: "/") && $0 != UInt8(ascii: "-") })
             else {
                 throw AdminError.invalid(field, "'\(field)' must be a Stripe customer id such as cus_NciAYcXfLnqBoz")
+            }
+        case .webhookURL:
+            // Checked in full by WebhookTarget; here only its size and that it is printable ASCII.
+            guard (1...2_048).contains(text.utf8.count), text.utf8.allSatisfy({ (0x21...0x7E).contains($0) }) else {
+                throw AdminError.invalid(field, "'\(field)' must be an http(s) URL of at most 2048 bytes")
+            }
+        case .eventType:
+            guard (1...64).contains(text.utf8.count), text.utf8.allSatisfy({ Self.modelBytes.contains($0) }) else {
+                throw AdminError.invalid(field, "'\(field)' must be an event type such as key.created")
             }
         case .timestamp:
             guard text.utf8.count <= 40 else { throw AdminError.invalid(field, "'\(field)' is too long for a time") }

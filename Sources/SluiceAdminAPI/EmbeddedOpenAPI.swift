@@ -154,6 +154,53 @@ enum EmbeddedOpenAPI {
             "400": {$ref: "#/components/responses/BadRequest"}
             "401": {$ref: "#/components/responses/Unauthorized"}
             "404": {$ref: "#/components/responses/NotFound"}
+      /admin/v1/tenants/{tenant_id}/webhooks:
+        parameters:
+          - {$ref: "#/components/parameters/TenantID"}
+        post:
+          summary: Register a webhook endpoint (tenant_admin); its signing secret is in this answer only
+          requestBody:
+            required: true
+            content: {application/json: {schema: {$ref: "#/components/schemas/WebhookCreate"}}}
+          responses:
+            "201": {description: The endpoint with its secret, content: {application/json: {schema: {$ref: "#/components/schemas/CreatedWebhook"}}}}
+            "400": {$ref: "#/components/responses/BadRequest"}
+            "401": {$ref: "#/components/responses/Unauthorized"}
+            "403": {$ref: "#/components/responses/Forbidden"}
+            "404": {$ref: "#/components/responses/NotFound"}
+        get:
+          summary: The tenant's webhook endpoints (never their secrets)
+          responses:
+            "200": {description: Endpoints, content: {application/json: {schema: {$ref: "#/components/schemas/WebhookList"}}}}
+            "401": {$ref: "#/components/responses/Unauthorized"}
+            "404": {$ref: "#/components/responses/NotFound"}
+      /admin/v1/webhooks/{webhook_id}:
+        parameters:
+          - {$ref: "#/components/parameters/WebhookID"}
+        patch:
+          summary: Change an endpoint's URL or event filter, or enable or disable it (tenant_admin)
+          requestBody:
+            required: true
+            content: {application/json: {schema: {$ref: "#/components/schemas/WebhookPatch"}}}
+          responses:
+            "200": {description: The endpoint, content: {application/json: {schema: {$ref: "#/components/schemas/Webhook"}}}}
+            "400": {$ref: "#/components/responses/BadRequest"}
+            "401": {$ref: "#/components/responses/Unauthorized"}
+            "403": {$ref: "#/components/responses/Forbidden"}
+            "404": {$ref: "#/components/responses/NotFound"}
+      /admin/v1/webhooks/{webhook_id}/deliveries:
+        parameters:
+          - {$ref: "#/components/parameters/WebhookID"}
+        get:
+          summary: The endpoint's delivery log, newest first, each delivery with its attempts
+          parameters:
+            - {$ref: "#/components/parameters/Limit"}
+            - {$ref: "#/components/parameters/After"}
+          responses:
+            "200": {description: Deliveries, content: {application/json: {schema: {$ref: "#/components/schemas/DeliveryPage"}}}}
+            "400": {$ref: "#/components/responses/BadRequest"}
+            "401": {$ref: "#/components/responses/Unauthorized"}
+            "404": {$ref: "#/components/responses/NotFound"}
       /admin/v1/prices:
         get:
           summary: The price catalogue, every version (any admin role)
@@ -180,6 +227,7 @@ enum EmbeddedOpenAPI {
       parameters:
         TenantID: {name: tenant_id, in: path, required: true, schema: {type: string, format: uuid}}
         KeyID: {name: key_id, in: path, required: true, schema: {type: string, pattern: "^[0-9A-Za-z]{12}$"}}
+        WebhookID: {name: webhook_id, in: path, required: true, schema: {type: string, format: uuid}}
         Limit: {name: limit, in: query, schema: {type: integer, minimum: 1, maximum: 1000, default: 100}}
         After: {name: after, in: query, description: the next_after of the previous page, schema: {type: string}}
       responses:
@@ -355,6 +403,76 @@ enum EmbeddedOpenAPI {
           required: [data]
           properties:
             data: {type: array, items: {$ref: "#/components/schemas/Price"}}
+        EventType:
+          type: string
+          enum: [budget.threshold, key.created, key.rotated, key.revoked, key.expiring, usage.daily, webhook.endpoint_disabled]
+        WebhookCreate:
+          type: object
+          additionalProperties: false
+          required: [url]
+          properties:
+            url: {type: string, maxLength: 2048, description: "http(s); not a loopback, private or link-local address unless webhooks.allow_private_networks"}
+            events: {type: array, maxItems: 20, items: {$ref: "#/components/schemas/EventType"}, description: "absent or empty: every type"}
+        WebhookPatch:
+          type: object
+          additionalProperties: false
+          minProperties: 1
+          properties:
+            url: {type: string, maxLength: 2048}
+            events: {type: array, maxItems: 20, items: {$ref: "#/components/schemas/EventType"}}
+            enabled: {type: boolean}
+        Webhook:
+          type: object
+          required: [id, tenant_id, url, events, enabled, created_at, disabled_at, disabled_reason]
+          properties:
+            id: {type: string, format: uuid}
+            tenant_id: {type: string, format: uuid}
+            url: {type: string}
+            events: {type: array, items: {type: string}}
+            enabled: {type: boolean}
+            created_at: {type: string, format: date-time}
+            disabled_at: {type: [string, "null"], format: date-time}
+            disabled_reason: {type: [string, "null"]}
+        CreatedWebhook:
+          allOf:
+            - {$ref: "#/components/schemas/Webhook"}
+            - type: object
+              required: [secret]
+              properties:
+                secret: {type: string, description: "whsec_..., for verifying webhook-signature; shown once"}
+        WebhookList:
+          type: object
+          required: [data]
+          properties:
+            data: {type: array, items: {$ref: "#/components/schemas/Webhook"}}
+        DeliveryPage:
+          type: object
+          required: [data, has_more, next_after]
+          properties:
+            has_more: {type: boolean}
+            next_after: {type: [string, "null"]}
+            data:
+              type: array
+              items:
+                type: object
+                required: [id, event_id, type, status, attempts, next_attempt_at, delivered_at]
+                properties:
+                  id: {type: string}
+                  event_id: {type: string, description: the webhook-id header}
+                  type: {type: string}
+                  status: {type: string, enum: [pending, delivered, failed]}
+                  next_attempt_at: {type: [string, "null"], format: date-time}
+                  delivered_at: {type: [string, "null"], format: date-time}
+                  attempts:
+                    type: array
+                    items:
+                      type: object
+                      required: [at, status, error, duration_ms]
+                      properties:
+                        at: {type: string, format: date-time}
+                        status: {type: [integer, "null"]}
+                        error: {type: [string, "null"]}
+                        duration_ms: {type: integer}
         Error:
           type: object
           required: [error]

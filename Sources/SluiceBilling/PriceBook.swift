@@ -62,7 +62,7 @@ public struct PriceBookRefresher: Service {
                 logger.warning("price catalogue not refreshed; billing with the last one read",
                                metadata: ["error": "\(String(reflecting: error))"])
             }
-            try? await Task.sleep(for: refreshInterval)
+            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: refreshInterval) }
         }
     }
 }

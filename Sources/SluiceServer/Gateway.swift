@@ -13,6 +13,7 @@ import SluiceLimiter
 import SluiceRedis
 import SluiceTenancy
 import SluiceUpstream
+import SluiceWebhooks
 import Synchronization
 import Tracing
 import UnixSignals
@@ -82,6 +83,11 @@ public enum Gateway {
         billingTimeouts.firstByte = .seconds(30)
         billingTimeouts.total = .seconds(60)
         let billingHTTP = try UpstreamClient(timeouts: billingTimeouts, maxIdlePerPool: 8, logger: logger)
+        var webhookTimeouts = UpstreamTimeouts()
+        webhookTimeouts.connect = .seconds(5)
+        webhookTimeouts.firstByte = .seconds(10)
+        webhookTimeouts.total = .seconds(15)
+        let webhookHTTP = try UpstreamClient(timeouts: webhookTimeouts, maxIdlePerPool: 4, logger: logger)
         let metrics = DataPlaneMetrics(factory: metricsFactory)
         var settings = DataPlaneSettings()
         settings.maxRequestBodyBytes = configuration.maxRequestBytes
@@ -104,10 +110,14 @@ public enum Gateway {
             logger: logger,
             onListening: { port in listening.report(public: port) })
 
+        let webhookSealer = WebhookSecretSealer(pepper: configuration.keyPepper)
         let adminRouter = Router(context: AdminRequestContext.self)
         let authenticator = try await AdminAuthenticator(hmacSecret: configuration.adminJWTSecret)
         AdminAPI(store: store, hasher: hasher, authenticator: authenticator, redis: redis, prices: priceStore,
-                 statements: StatementStore(client: postgres, logger: logger), logger: logger)
+                 statements: StatementStore(client: postgres, logger: logger),
+                 webhooks: AdminWebhookSettings(store: WebhookStore(client: postgres, logger: logger), sealer: webhookSealer,
+                                                allowPrivateNetworks: configuration.webhooks.allowPrivateNetworks),
+                 logger: logger)
             .addRoutes(to: adminRouter)
         let operationsMetrics = OperationsMetrics(factory: metricsFactory, backends: catalog.backends)
         OperationsRoutes(redis: redis, postgres: postgres, limiter: limiter, failurePolicy: configuration.failurePolicy,
@@ -135,13 +145,17 @@ public enum Gateway {
                 // Closes Redis and the upstream pool after everything that uses them has stopped
                 // (the metering worker finishes its pass); a settle still queued then fails over
                 // to the usage fallback, which stops after it.
-                .init(service: ShutdownHook { upstream.shutdown(); billingHTTP.shutdown(); redis.shutdown() }),
+                .init(service: ShutdownHook { upstream.shutdown(); billingHTTP.shutdown(); webhookHTTP.shutdown(); redis.shutdown() }),
                 .init(service: subscriber),
                 .init(service: InvalidationFollower(resolver: resolver, subscriber: subscriber),
                       successTerminationBehavior: .ignore),
                 .init(service: metering),
             ] + (try Self.billingExporters(configuration.billingExport, upstream: billingHTTP, postgres: postgres, logger: logger)
                 .map { .init(service: $0) }) + [
+                .init(service: WebhookDispatcher(client: postgres, http: webhookHTTP, sealer: webhookSealer,
+                                                 policy: configuration.webhooks.retryPolicy, logger: logger)),
+                .init(service: WebhookScheduler(client: postgres, ledger: ledger,
+                                                interval: .seconds(configuration.webhooks.checkIntervalSeconds), logger: logger)),
                 .init(service: PriceBookRefresher(book: prices, store: priceStore,
                                                   seed: catalog.routes.values.map(\.configuredPrice), logger: logger)),
                 .init(service: LedgerPartitions(client: postgres, logger: logger,

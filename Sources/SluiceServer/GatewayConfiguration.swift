@@ -38,6 +38,7 @@ public struct GatewayConfiguration: Sendable {
     /// dropped); nil keeps everything.
     public var ledgerRetentionMonths: Int?
     public var billingExport = BillingExportSettings()
+    public var webhooks = WebhookSettings()
     /// Commands waiting for replies on one Redis connection; past this, calls fail at once and
     /// the failure policy answers.
     public var redisMaxPendingCommands = 10_000
@@ -141,7 +142,8 @@ public struct GatewayConfiguration: Sendable {
         try reader.allow(["listen", "admin_listen", "redis_url", "database_url", "failure_policy", "expected_replicas",
                           "lease_seconds", "max_request_bytes", "upstream", "models", "listener", "key_stale_seconds",
                           "redis_max_pending_commands", "settle_deadline_seconds", "tracing", "redis_cluster_nodes",
-                          "redis_settle_replicas", "ledger_retention_months", "billing_export"])
+                          "redis_settle_replicas", "ledger_retention_months", "billing_export", "webhooks"])
+        if let section = try reader.mapping("webhooks") { try webhooks.read(section) }
         if let section = try reader.mapping("billing_export") { try billingExport.read(section) }
         if let value = try reader.int("ledger_retention_months", 1...1_200) { ledgerRetentionMonths = value }
         if let value = try reader.int("redis_settle_replicas", 0...16) { redisSettleReplicas = value }
@@ -372,6 +374,12 @@ struct ConfigReader {
         guard let value = values[name], !(value is NSNull) else { return nil }
         guard let text = value as? String else { throw ConfigurationError(key: key(name), problem: "must be a string") }
         return text
+    }
+
+    func bool(_ name: String) throws(ConfigurationError) -> Bool? {
+        guard let value = values[name], !(value is NSNull) else { return nil }
+        guard let flag = value as? Bool else { throw ConfigurationError(key: key(name), problem: "must be true or false") }
+        return flag
     }
 
     func int(_ name: String, _ range: ClosedRange<Int>) throws(ConfigurationError) -> Int? {

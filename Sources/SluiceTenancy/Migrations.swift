@@ -219,6 +219,66 @@ enum Migrations {
             )
             """,
         ]),
+        // Webhooks (Standard Webhooks): endpoints per tenant (secrets sealed with a key derived from
+        // the pepper), an outbox of events written with the change that causes them, a delivery
+        // per event and endpoint, and every attempt.
+        Migration(version: 6, name: "webhooks: endpoints, outbox, deliveries, attempts", statements: [
+            """
+            CREATE TABLE webhook_endpoints (
+                id uuid PRIMARY KEY,
+                tenant_id uuid NOT NULL REFERENCES tenants(id),
+                url text NOT NULL,
+                events text[] NOT NULL DEFAULT '{}',
+                secret_sealed bytea NOT NULL,
+                enabled boolean NOT NULL DEFAULT true,
+                created_at timestamptz NOT NULL DEFAULT now(),
+                disabled_at timestamptz,
+                disabled_reason text
+            )
+            """,
+            "CREATE INDEX webhook_endpoints_tenant ON webhook_endpoints (tenant_id)",
+            """
+            CREATE TABLE webhook_events (
+                id text PRIMARY KEY,
+                tenant_id uuid NOT NULL,
+                type text NOT NULL,
+                payload jsonb NOT NULL,
+                dedupe_key text UNIQUE,
+                created_at timestamptz NOT NULL DEFAULT now()
+            )
+            """,
+            """
+            CREATE TABLE webhook_deliveries (
+                id bigserial PRIMARY KEY,
+                event_id text NOT NULL REFERENCES webhook_events(id),
+                endpoint_id uuid NOT NULL REFERENCES webhook_endpoints(id),
+                status text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'delivered', 'failed')),
+                attempts integer NOT NULL DEFAULT 0,
+                next_attempt_at timestamptz,
+                first_attempt_at timestamptz,
+                last_attempt_at timestamptz,
+                last_status integer,
+                last_error text,
+                delivered_at timestamptz,
+                UNIQUE (event_id, endpoint_id)
+            )
+            """,
+            "CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at) WHERE status = 'pending'",
+            "CREATE INDEX webhook_deliveries_endpoint ON webhook_deliveries (endpoint_id, id)",
+            """
+            CREATE TABLE webhook_attempts (
+                id bigserial PRIMARY KEY,
+                delivery_id bigint NOT NULL REFERENCES webhook_deliveries(id),
+                at timestamptz NOT NULL DEFAULT now(),
+                status integer,
+                error text,
+                duration_ms integer NOT NULL
+            )
+            """,
+            "CREATE INDEX webhook_attempts_delivery ON webhook_attempts (delivery_id, id)",
+            // Periodic work done once for the fleet (e.g. one day's usage.daily events).
+            "CREATE TABLE webhook_marks (name text PRIMARY KEY, at timestamptz NOT NULL DEFAULT now())",
+        ]),
     ]
 }
 

@@ -224,6 +224,13 @@ public struct TenantStore: Sendable {
             INSERT INTO audit_log (actor, tenant_id, action, target, details)
             VALUES (\(actor), \(tenant), \(action), \(target), \(json)::jsonb)
             """, logger: logger)
+        // Key changes reach the tenant's webhooks, written in the same transaction.
+        if let type = WebhookOutbox.eventType(forAudit: action), let tenant {
+            var data = details
+            data["key_id"] = target
+            data["tenant_id"] = tenant.uuidString.lowercased()
+            try await WebhookOutbox.enqueue(connection, tenantID: tenant, type: type, data: data, logger: logger)
+        }
     }
 
     private static func tenant(_ row: (UUID, String, String, String, Date, Date, String?)) throws -> Tenant {

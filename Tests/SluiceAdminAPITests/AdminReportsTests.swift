@@ -132,4 +132,32 @@ struct AdminReportsTests {
             #expect(badLimit.status == .badRequest && badLimit.errorParam == "limit")
         }
     }
+
+    /// Webhook endpoints: no private targets, known event types only, the secret shown once.
+    @Test func webhookInputIsChecked() async throws {
+        try await AdminHarness.run { harness in
+            let tenant = try await harness.newTenant()
+            let token = try await harness.token(.tenantAdmin, tenant: tenant.id)
+            let uri = "/admin/v1/tenants/\(tenant.id)/webhooks"
+            for (body, param) in [
+                (#"{"url": "http://127.0.0.1:8081/admin/v1/tenants"}"#, "url"),
+                (#"{"url": "http://169.254.169.254/latest/meta-data"}"#, "url"),
+                (#"{"url": "gopher://example.com/"}"#, "url"),
+                (#"{"url": "https://example.com/\#(String(repeating: "a", count: 2_100))"}"#, "url"),
+                (#"{"url": "https://example.com/", "events": ["key.created", "key.exploded"]}"#, "events"),
+                (#"{"url": "https://example.com/", "secret": "whsec_mine"}"#, "secret"),
+            ] {
+                let response = try await harness.call(.post, uri, token: token, json: body)
+                #expect(response.status == .badRequest && response.errorParam == param, "\(body): \(response.text)")
+            }
+            let created = try await harness.call(.post, uri, token: token, json: #"{"url": "https://hooks.example.com/in"}"#)
+            #expect(created.status == .created && (created.json["secret"] as? String)?.hasPrefix("whsec_") == true)
+            let listed = try await harness.call(.get, uri, token: token)
+            #expect(listed.status == .ok && !listed.text.contains("whsec_"))
+            let id = created.json["id"] as? String ?? ""
+            let patched = try await harness.call(.patch, "/admin/v1/webhooks/\(id)", token: token, json: #"{"enabled": "no"}"#)
+            #expect(patched.status == .badRequest && patched.errorParam == "enabled")
+            #expect(try await harness.call(.get, "/admin/v1/webhooks/not-a-uuid/deliveries", token: token).status == .notFound)
+        }
+    }
 }

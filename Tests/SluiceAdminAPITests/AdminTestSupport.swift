@@ -3,8 +3,10 @@ import Hummingbird
 import HummingbirdTesting
 import NIOCore
 import Logging
+import PostgresNIO
 import SluiceAdminAPI
 import SluiceBilling
+import SluiceWebhooks
 import SluiceLimiter
 import SluiceRedis
 import SluiceTenancy
@@ -14,22 +16,27 @@ import SluiceTestSupport
 struct AdminHarness: Sendable {
     static let secret = "test-admin-secret-0123456789abcdef"
     let store: TenantStore
+    let postgres: PostgresClient
     let authenticator: AdminAuthenticator
     let client: any TestClientProtocol
     /// A per-test `sub`, so the audit log tells this test's writes apart.
     let subject = "test-\(UUID().uuidString.prefix(8))"
 
     static func run(_ body: @escaping @Sendable (AdminHarness) async throws -> Void) async throws {
-        try await PostgresFixture.withClient { client, store in
+        try await PostgresFixture.withClient { postgresClient, store in
+            let client = postgresClient
             let authenticator = try await AdminAuthenticator(hmacSecret: secret)
             let redis = try RedisClient(configuration: RedisConfiguration(url: TestEnvironment.redisURL))
             let api = AdminAPI(store: store, hasher: KeyHasher(pepper: "test-pepper"), authenticator: authenticator, redis: redis,
                                prices: PriceStore(client: client, logger: Logger(label: "admin-test")),
-                               statements: StatementStore(client: client, logger: Logger(label: "admin-test")))
+                               statements: StatementStore(client: client, logger: Logger(label: "admin-test")),
+                               webhooks: AdminWebhookSettings(store: WebhookStore(client: client, logger: Logger(label: "admin-test")),
+                                                              sealer: WebhookSecretSealer(pepper: "test-pepper"),
+                                                              allowPrivateNetworks: false))
             let router = Router(context: AdminRequestContext.self)
             api.addRoutes(to: router)
             try await Application(router: router).test(.router) { client in
-                try await body(AdminHarness(store: store, authenticator: authenticator, client: client))
+                try await body(AdminHarness(store: store, postgres: postgresClient, authenticator: authenticator, client: client))
             }
             redis.shutdown()
         }
@@ -50,6 +57,14 @@ struct AdminHarness: Sendable {
 
     func newTenant() async throws -> Tenant {
         try await store.createTenant(name: "t \(UUID().uuidString.prefix(8))", limits: .init(), modelLimits: [:], actor: "setup")
+    }
+
+    /// A webhook endpoint of the tenant; its id.
+    func newWebhook(_ tenant: Tenant) async throws -> String {
+        let sealed = try WebhookSecretSealer(pepper: "test-pepper").seal(WebhookSigning.newSecret())
+        return try await WebhookStore(client: postgres, logger: Logger(label: "admin-test"))
+            .create(tenantID: tenant.id, url: "https://hooks.example.com/x", events: [], sealedSecret: sealed, actor: "setup")
+            .id.uuidString.lowercased()
     }
 
     func newKey(_ tenant: Tenant) async throws -> KeyRecord {

@@ -3,6 +3,7 @@ import Logging
 import PostgresNIO
 import SluiceBilling
 import SluiceLimiter
+import SluiceTenancy
 import SluiceTestSupport
 import Testing
 
@@ -45,7 +46,7 @@ struct BillingEndToEndTests {
                 rows = try await PostgresFixture.withClient { client, _ in
                     var found: [(Int64?, Int, Int, Int)] = []
                     for try await row in try await client.query(
-                        "SELECT price_id, prompt_tokens, completion_tokens, cost_micro_usd FROM usage_ledger WHERE model = \(model)",
+                        "SELECT price_id, prompt_tokens, completion_tokens, cost_micro_usd FROM usage_ledger WHERE tenant_id = \(gateway.tenant.id) AND model = \(model)",
                         logger: Logger(label: "t")).decode((Int64?, Int, Int, Int).self) {
                         found.append(row)
                     }

@@ -52,7 +52,8 @@ public struct BillingExporter: Service {
                 ])
             }
             if let seconds = try? await store.lag(exporter: sink.name) { lag.record(seconds) }
-            try? await Task.sleep(for: wait)
+            let pause = wait
+            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: pause) }
         }
     }
 

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import PostgresNIO
+import SluiceTenancy
 
 /// An exporter's state in PostgreSQL: its cursor (`billing_export_cursors`: ledger rows recorded
 /// before `exported_until` are sent; `pending_until`, when set, ends the window being sent), the
@@ -85,24 +86,10 @@ struct ExportStore: Sendable {
         return nil
     }
 
-    /// Runs `body` only if no other replica is exporting for `exporter` (a session advisory lock
-    /// on one connection); false when another holds it.
+    /// Runs `body` only if no other replica is exporting for `exporter`; false when another is.
     func exclusively(_ exporter: String, _ body: () async throws -> Void) async throws -> Bool {
-        try await client.withConnection { connection in
-            let key = Int64(bitPattern: UInt64(truncatingIfNeeded: exporter.utf8.reduce(5381) { ($0 << 5) &+ $0 &+ UInt64($1) }))
-            var locked = false
-            for try await got in try await connection.query("SELECT pg_try_advisory_lock(\(key))", logger: logger).decode(Bool.self) {
-                locked = got
-            }
-            guard locked else { return false }
-            do {
-                try await body()
-            } catch {
-                _ = try? await connection.query("SELECT pg_advisory_unlock(\(key))", logger: logger)
-                throw error
-            }
-            _ = try await connection.query("SELECT pg_advisory_unlock(\(key))", logger: logger)
-            return true
-        }
+        // A stable 64-bit key from the name (djb2): the same on every replica.
+        let key = Int64(bitPattern: exporter.utf8.reduce(UInt64(5381)) { ($0 << 5) &+ $0 &+ UInt64($1) })
+        return try await client.ifAdvisoryLockFree(key, logger: logger) { _ in try await body() }
     }
 }
