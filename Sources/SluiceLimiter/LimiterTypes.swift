@@ -107,6 +107,16 @@ public enum AdmitDecision: Sendable, Equatable {
     case neverFits(limit: String, tokens: Int, burst: Int)
     /// Redis is unreachable and the policy is fail-closed.
     case unavailable
+
+    public var admission: Admission? {
+        if case .admitted(let admission) = self { return admission }
+        return nil
+    }
+
+    public var denial: Denial? {
+        if case .denied(let denial) = self { return denial }
+        return nil
+    }
 }
 
 public struct Denial: Sendable, Equatable {

@@ -12,17 +12,6 @@ import Testing
 /// Usage reports (hourly, paged, CSV) and monthly statements whose totals are the ledger's.
 @Suite("Admin reports and statements")
 struct AdminReportsTests {
-    struct SplitMix64: RandomNumberGenerator {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-    }
-
     private static func date(_ text: String) -> Date { ISO8601DateFormatter().date(from: text)! }
 
     /// 600 ledger rows in March 2025 over two models, three price versions and some rows with no

@@ -10,17 +10,6 @@ import Testing
 /// byte-for-byte the same (`DUMP`) after a denied admit as before it.
 @Suite("Admit is all-or-nothing")
 struct AllOrNothingTests {
-    struct SplitMix64: RandomNumberGenerator {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-    }
-
     private static func randomLimits(_ rng: inout SplitMix64) -> Limits {
         var limits = Limits()
         if Bool.random(using: &rng) { limits.requestsPerMinute = Int.random(in: 1...4, using: &rng) }

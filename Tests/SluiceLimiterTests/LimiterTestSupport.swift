@@ -54,15 +54,3 @@ struct LimiterFixture {
         return found.sorted()
     }
 }
-
-extension AdmitDecision {
-    var admission: Admission? {
-        if case .admitted(let admission) = self { return admission }
-        return nil
-    }
-
-    var denial: Denial? {
-        if case .denied(let denial) = self { return denial }
-        return nil
-    }
-}

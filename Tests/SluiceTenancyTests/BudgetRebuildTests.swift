@@ -59,15 +59,3 @@ struct BudgetRebuildTests {
         }
     }
 }
-
-private extension AdmitDecision {
-    var admission: Admission? {
-        if case .admitted(let admission) = self { return admission }
-        return nil
-    }
-
-    var denial: Denial? {
-        if case .denied(let denial) = self { return denial }
-        return nil
-    }
-}
