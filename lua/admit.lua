@@ -7,10 +7,10 @@
 -- KEYS[1]  pending       sl:{t:<tenant>}:pending (zset: one member per admitted, unsettled
 --                        request (see parse_member in shared.lua), scored with the time sweep.lua
 --                        bills it at its reservation)
--- KEYS[2]  spend:m       the month's spend hash   KEYS[3] spend:d   the day's (see shared.lua)
--- KEYS[4 .. 3+nr]        GCRA keys of the batch's rate limits, each once (string: theoretical
+-- KEYS[2]  spent         the tenant's spend hash (see shared.lua)
+-- KEYS[3 .. 2+nr]        GCRA keys of the batch's rate limits, each once (string: theoretical
 --                        arrival time, µs)
--- KEYS[4+nr .. 3+nr+nc]  in-flight sets of the batch's concurrency limits, each once
+-- KEYS[3+nr .. 2+nr+nc]  in-flight sets of the batch's concurrency limits, each once
 --                        (zset: request id -> lease expiry, µs)
 --
 -- ARGV[1] n (requests)   ARGV[2] nr   ARGV[3] nc   ARGV[4] lease (µs)   ARGV[5] pending set TTL (ms)
@@ -30,7 +30,7 @@
 -- decision: 1 admitted, 0 denied by a rate or concurrency limit, 2 denied by a budget (its spend
 --           plus this request's reserved cost would pass it), 3 the replica's day is not
 --           Redis's (retry), -1 can never fit (cost above the burst). Absent limits give -1 headers.
--- Or {0, month, day}, writing nothing, when a budget's spend hash is unseeded: the replica
+-- Or {0, month, day}, writing nothing, when a budget's period is unseeded: the replica
 -- rebuilds it from the ledger (seed.lua) and calls again.
 -- Time is Redis's own clock (TIME), never a replica's. shared.lua is prepended when embedded.
 -- Numbers go to redis.call as numbers (Redis formats them exactly, in C): string.format in Lua
@@ -45,7 +45,7 @@ local this_month, this_day, month_left, day_left = spend_periods(now)
 
 local n, nr, nc, nb = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[6])
 local lease = tonumber(ARGV[4])
-local R = 3  -- KEYS before the rate keys
+local R = 2  -- KEYS before the rate keys
 
 -- The limits, and their state as the batch goes.
 local rates, tat, changed = {}, {}, {}
@@ -68,29 +68,23 @@ for c = 1, nc do
   added[c] = {}
 end
 
--- Budgets: one read per spend hash (its period and the batch's fields).
-local budgets, fields = {}, {m = {'p'}, d = {'p'}}
+-- Budgets: one read of the spend hash (its periods and the batch's fields).
+local budgets, fields = {}, {'pm', 'pd'}
 for b = 1, nb do
-  local budget = {period = ARGV[a], field = ARGV[a + 1], limit = tonumber(ARGV[a + 2]), name = ARGV[a + 3]}
+  local budget = {period = ARGV[a], field = ARGV[a] .. '|' .. ARGV[a + 1], limit = tonumber(ARGV[a + 2]), name = ARGV[a + 3]}
   a = a + 4
   budgets[b] = budget
-  local list = fields[budget.period]
-  list[#list + 1] = budget.field
-  budget.at = #list
+  fields[#fields + 1] = budget.field
+  budget.at = #fields
 end
-local hashes = {m = {key = KEYS[2], period = this_month, left = month_left, ttl = SPEND_MONTH_TTL_MS},
-                d = {key = KEYS[3], period = this_day, left = day_left, ttl = SPEND_DAY_TTL_MS}}
-for name, hash in pairs(hashes) do
-  local values = redis.call('HMGET', hash.key, unpack(fields[name]))
-  hash.seeded = tonumber(values[1]) == hash.period
-  hash.values = values
-  hash.deltas = {}
-end
+local values = redis.call('HMGET', KEYS[2], unpack(fields))
+local seeded = {m = tonumber(values[1]) == this_month, d = tonumber(values[2]) == this_day}
+local left = {m = month_left, d = day_left}
 for b = 1, nb do
-  local hash = hashes[budgets[b].period]
-  if not hash.seeded then return {0, this_month, this_day} end
-  budgets[b].spent = tonumber(hash.values[budgets[b].at]) or 0
+  if not seeded[budgets[b].period] then return {0, this_month, this_day} end
+  budgets[b].spent = tonumber(values[budgets[b].at]) or 0
 end
+local deltas = {}
 
 local out, pending_args = {}, {}
 for r = 1, n do
@@ -152,7 +146,7 @@ for r = 1, n do
     for i = bk_from, bk_from + kb - 1 do
       local budget = budgets[tonumber(ARGV[i])]
       if budget.spent + cost > budget.limit then
-        local wait = budget.spent >= budget.limit and hashes[budget.period].left or 1000000
+        local wait = budget.spent >= budget.limit and left[budget.period] or 1000000
         if decision == 1 or wait > retry then
           decision, denied_by, retry, spent, limit = 2, budget.name, wait, budget.spent, budget.limit
         end
@@ -161,8 +155,7 @@ for r = 1, n do
   end
   -- A reservation is counted in a spend hash only for the period its member names (settle and
   -- seed.lua go by the member): a replica whose clock is on the other side of midnight retries.
-  if decision == 1 and ((hashes.d.seeded and day ~= this_day)
-                        or (hashes.m.seeded and math.floor(day / 100) ~= this_month)) then
+  if decision == 1 and ((seeded.d and day ~= this_day) or (seeded.m and math.floor(day / 100) ~= this_month)) then
     decision, retry = 3, 0
   end
 
@@ -180,13 +173,13 @@ for r = 1, n do
     end
     for b = 1, nb do
       local budget = budgets[b]
-      if budget.field == 't' or budget.field == 'k:' .. key_id or budget.field == 'm:' .. model then
+      local p = budget.period .. '|'
+      if budget.field == p .. 't' or budget.field == p .. 'k:' .. key_id or budget.field == p .. 'm:' .. model then
         budget.spent = budget.spent + cost
       end
     end
-    for _, hash in pairs(hashes) do
-      if hash.seeded then add_to(hash.deltas, key_id, model, cost) end
-    end
+    if seeded.m then add_to(deltas, 'm|', key_id, model, cost) end
+    if seeded.d then add_to(deltas, 'd|', key_id, model, cost) end
     pending_args[#pending_args + 1] = now + deadline
     pending_args[#pending_args + 1] = member
   end
@@ -218,9 +211,7 @@ end
 if #pending_args > 0 then
   redis.call('ZADD', KEYS[1], unpack(pending_args))
   redis.call('PEXPIRE', KEYS[1], ARGV[5])
-  for _, hash in pairs(hashes) do
-    if hash.seeded then count_spend(hash.key, hash.period, hash.deltas, hash.ttl) end
-  end
+  count_spend(KEYS[2], deltas)
 end
 local reply = {1, this_month, this_day}
 for b = 1, nb do reply[#reply + 1] = budgets[b].spent end

@@ -1,10 +1,9 @@
 -- settle: books the real usage of many admitted requests of one tenant, atomically, in one call
 -- (replicas batch their settles per tenant: one EVALSHA for all that finished meanwhile).
 --
--- KEYS[1] pending (zset, see admit.lua)   KEYS[2] spend:m   KEYS[3] spend:d (see shared.lua)
--- KEYS[4] usage stream
--- KEYS[5 .. 4+nt]       the GCRA keys of the batch's token limits (each once)
--- KEYS[5+nt .. 4+nt+nc] the in-flight sets the batch's requests hold leases in (each once)
+-- KEYS[1] pending (zset, see admit.lua)   KEYS[2] spent (see shared.lua)   KEYS[3] usage stream
+-- KEYS[4 .. 3+nt]       the GCRA keys of the batch's token limits (each once)
+-- KEYS[4+nt .. 3+nt+nc] the in-flight sets the batch's requests hold leases in (each once)
 --
 -- ARGV[1] stream TTL (ms)   ARGV[2] stream max length (approximate)   ARGV[3] n (requests)
 -- ARGV[4] nt   ARGV[5] nc   ARGV[6 .. 5+nt] emission intervals of the token keys (µs per token)
@@ -24,7 +23,7 @@
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local this_month, this_day = spend_periods(now)
-local K = 4  -- KEYS before the token keys
+local K = 3  -- KEYS before the token keys
 local n, nt, nc = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 
 local requests, members = {}, {}
@@ -47,7 +46,8 @@ end
 -- Still pending = not settled before and not billed at its reservation.
 local pending = redis.call('ZMSCORE', KEYS[1], unpack(members))
 local out, settled, delta, release, billed = {}, {}, {}, {}, 0
-local month_spend, day_spend = {}, {}
+local month_seeded, day_seeded = spend_seeded(KEYS[2], this_month, this_day)
+local spend = {}
 for r = 1, n do
   local req = requests[r]
   if pending[r] then
@@ -67,8 +67,10 @@ for r = 1, n do
     -- Spend: the reservation counted at admission becomes the real cost (or goes, for a void);
     -- a request admitted in an earlier period adds its cost to this one, where the ledger has it.
     local real = req.f_count > 0 and req.cost or 0
-    add_to(month_spend, req.key, req.model, math.floor(req.day / 100) == this_month and real - req.reserved_cost or real)
-    add_to(day_spend, req.key, req.model, req.day == this_day and real - req.reserved_cost or real)
+    if month_seeded then
+      add_to(spend, 'm|', req.key, req.model, math.floor(req.day / 100) == this_month and real - req.reserved_cost or real)
+    end
+    if day_seeded then add_to(spend, 'd|', req.key, req.model, req.day == this_day and real - req.reserved_cost or real) end
     if req.f_count > 0 then
       local event = {'XADD', KEYS[K], 'MAXLEN', '~', ARGV[2], '*', 'request_id', req.id, 'tokens', req.used,
         'cost_micro_usd', req.cost, 'reserved', req.reserved, 'ts_us', now}
@@ -103,7 +105,6 @@ for k, ids in pairs(release) do
   redis.call('ZREM', KEYS[K + nt + k], unpack(ids))
 end
 redis.call('ZREM', KEYS[1], unpack(settled))
-count_spend(KEYS[2], this_month, month_spend, SPEND_MONTH_TTL_MS)
-count_spend(KEYS[3], this_day, day_spend, SPEND_DAY_TTL_MS)
+count_spend(KEYS[2], spend)
 if billed > 0 then redis.call('PEXPIRE', KEYS[K], ARGV[1]) end
 return out

@@ -25,14 +25,14 @@ local function days_from_civil(y, m, d)
 end
 
 
--- Spend is kept per UTC calendar month and day, in two hashes per tenant (KEYS "spend:m" and
--- "spend:d"): field p is the period the hash counts (YYYYMM or YYYYMMDD), field t the tenant's
--- spend, k:<key id> a key's, m:<model> a model's, each in micro-USD: settled cost plus the
--- reservations of requests admitted in the period and not settled yet. A hash whose p is not
--- the current period is unseeded: the replica rebuilds it from the ledger (seed.lua) before a
--- budget is checked against it, and nothing is counted into it until then.
-local SPEND_MONTH_TTL_MS = 35 * 86400 * 1000
-local SPEND_DAY_TTL_MS = 2 * 86400 * 1000
+-- Spend is kept per UTC calendar month and day in one hash per tenant (KEYS "spent"): fields pm
+-- and pd are the month (YYYYMM) and day (YYYYMMDD) it counts; "m|t" is the tenant's spend in the
+-- month, "m|k:<key id>" a key's, "m|m:<model>" a model's, and "d|..." the same for the day, each
+-- in micro-USD: settled cost plus the reservations of requests admitted in the period and not
+-- settled yet. A period the hash does not count (pm or pd is another) is unseeded: the replica
+-- rebuilds it from the ledger (seed.lua) before a budget is checked against it, and nothing is
+-- counted into it until then. A tenant that never had a budget has no hash: one HMGET finds that.
+local SPEND_TTL_MS = 35 * 86400 * 1000
 
 -- The current month (YYYYMM) and day (YYYYMMDD) of `now` (µs), and the µs until each ends.
 local function spend_periods(now)
@@ -61,22 +61,30 @@ local function parse_member(member)
           day = tonumber(day), price = price, model = model}
 end
 
--- Adds amount to the tenant, key and model fields of a table of field -> delta.
-local function add_to(deltas, key, model, amount)
+-- Whether the spend hash counts this month and this day (one HMGET).
+local function spend_seeded(key, this_month, this_day)
+  local p = redis.call('HMGET', key, 'pm', 'pd')
+  return tonumber(p[1]) == this_month, tonumber(p[2]) == this_day
+end
+
+-- Adds amount to the tenant, key and model fields of one period ("m|" or "d|") in a table of
+-- field -> delta.
+local function add_to(deltas, period, key, model, amount)
   if amount == 0 then return end
-  deltas['t'] = (deltas['t'] or 0) + amount
-  local k, m = 'k:' .. key, 'm:' .. model
+  local t, k, m = period .. 't', period .. 'k:' .. key, period .. 'm:' .. model
+  deltas[t] = (deltas[t] or 0) + amount
   deltas[k] = (deltas[k] or 0) + amount
   deltas[m] = (deltas[m] or 0) + amount
 end
 
--- Writes deltas (field -> micro-USD) into a spend hash counting `period`; nothing when it is
--- unseeded. Returns whether it counted.
-local function count_spend(key, period, deltas, ttl_ms)
-  if tonumber(redis.call('HGET', key, 'p')) ~= period then return false end
+-- Writes deltas (field -> micro-USD) into the spend hash (the caller knows the periods are seeded).
+local function count_spend(key, deltas)
+  local wrote = false
   for field, amount in pairs(deltas) do
-    if amount ~= 0 then redis.call('HINCRBY', key, field, amount) end
+    if amount ~= 0 then
+      redis.call('HINCRBY', key, field, amount)
+      wrote = true
+    end
   end
-  redis.call('PEXPIRE', key, ttl_ms)
-  return true
+  if wrote then redis.call('PEXPIRE', key, SPEND_TTL_MS) end
 end

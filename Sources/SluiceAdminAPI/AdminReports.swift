@@ -18,7 +18,7 @@ extension AdminAPI {
         let to = try query.get("to").map { try time($0, "to") } ?? Date()
         let from = try query.get("from").map { try time($0, "from") } ?? to.addingTimeInterval(-30 * 86_400)
         guard from < to else { throw AdminError.invalid("from", "'from' must be before 'to'") }
-        let (limit, after) = try pagination(request, defaultLimit: 1_000, maximum: 10_000)
+        let (limit, after) = try pagination(request, defaultLimit: 10_000, maximum: 10_000)
         _ = try await found { try await store.tenant(tenant) }
         let rows = try await store.usage(tenantID: tenant, from: from, to: to, groupBy: grouping, limit: limit + 1, after: after)
         let page = Array(rows.prefix(limit))

@@ -126,7 +126,7 @@ enum EmbeddedOpenAPI {
             - {name: from, in: query, schema: {type: string}, description: "date or RFC 3339 time; default 30 days before `to`"}
             - {name: to, in: query, schema: {type: string}, description: "date or RFC 3339 time; default now"}
             - {name: group_by, in: query, schema: {type: string, enum: [model, day, hour, key], default: model}}
-            - {name: limit, in: query, schema: {type: integer, minimum: 1, maximum: 10000, default: 1000}, description: groups per page}
+            - {name: limit, in: query, schema: {type: integer, minimum: 1, maximum: 10000, default: 10000}, description: groups per page}
             - {$ref: "#/components/parameters/After"}
           responses:
             "200":

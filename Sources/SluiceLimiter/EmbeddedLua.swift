@@ -10,10 +10,10 @@ enum EmbeddedLua {
     -- KEYS[1]  pending       sl:{t:<tenant>}:pending (zset: one member per admitted, unsettled
     --                        request (see parse_member in shared.lua), scored with the time sweep.lua
     --                        bills it at its reservation)
-    -- KEYS[2]  spend:m       the month's spend hash   KEYS[3] spend:d   the day's (see shared.lua)
-    -- KEYS[4 .. 3+nr]        GCRA keys of the batch's rate limits, each once (string: theoretical
+    -- KEYS[2]  spent         the tenant's spend hash (see shared.lua)
+    -- KEYS[3 .. 2+nr]        GCRA keys of the batch's rate limits, each once (string: theoretical
     --                        arrival time, µs)
-    -- KEYS[4+nr .. 3+nr+nc]  in-flight sets of the batch's concurrency limits, each once
+    -- KEYS[3+nr .. 2+nr+nc]  in-flight sets of the batch's concurrency limits, each once
     --                        (zset: request id -> lease expiry, µs)
     --
     -- ARGV[1] n (requests)   ARGV[2] nr   ARGV[3] nc   ARGV[4] lease (µs)   ARGV[5] pending set TTL (ms)
@@ -33,7 +33,7 @@ enum EmbeddedLua {
     -- decision: 1 admitted, 0 denied by a rate or concurrency limit, 2 denied by a budget (its spend
     --           plus this request's reserved cost would pass it), 3 the replica's day is not
     --           Redis's (retry), -1 can never fit (cost above the burst). Absent limits give -1 headers.
-    -- Or {0, month, day}, writing nothing, when a budget's spend hash is unseeded: the replica
+    -- Or {0, month, day}, writing nothing, when a budget's period is unseeded: the replica
     -- rebuilds it from the ledger (seed.lua) and calls again.
     -- Time is Redis's own clock (TIME), never a replica's. shared.lua is prepended when embedded.
     -- Numbers go to redis.call as numbers (Redis formats them exactly, in C): string.format in Lua
@@ -48,7 +48,7 @@ enum EmbeddedLua {
 
     local n, nr, nc, nb = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[6])
     local lease = tonumber(ARGV[4])
-    local R = 3  -- KEYS before the rate keys
+    local R = 2  -- KEYS before the rate keys
 
     -- The limits, and their state as the batch goes.
     local rates, tat, changed = {}, {}, {}
@@ -71,29 +71,23 @@ enum EmbeddedLua {
       added[c] = {}
     end
 
-    -- Budgets: one read per spend hash (its period and the batch's fields).
-    local budgets, fields = {}, {m = {'p'}, d = {'p'}}
+    -- Budgets: one read of the spend hash (its periods and the batch's fields).
+    local budgets, fields = {}, {'pm', 'pd'}
     for b = 1, nb do
-      local budget = {period = ARGV[a], field = ARGV[a + 1], limit = tonumber(ARGV[a + 2]), name = ARGV[a + 3]}
+      local budget = {period = ARGV[a], field = ARGV[a] .. '|' .. ARGV[a + 1], limit = tonumber(ARGV[a + 2]), name = ARGV[a + 3]}
       a = a + 4
       budgets[b] = budget
-      local list = fields[budget.period]
-      list[#list + 1] = budget.field
-      budget.at = #list
+      fields[#fields + 1] = budget.field
+      budget.at = #fields
     end
-    local hashes = {m = {key = KEYS[2], period = this_month, left = month_left, ttl = SPEND_MONTH_TTL_MS},
-                    d = {key = KEYS[3], period = this_day, left = day_left, ttl = SPEND_DAY_TTL_MS}}
-    for name, hash in pairs(hashes) do
-      local values = redis.call('HMGET', hash.key, unpack(fields[name]))
-      hash.seeded = tonumber(values[1]) == hash.period
-      hash.values = values
-      hash.deltas = {}
-    end
+    local values = redis.call('HMGET', KEYS[2], unpack(fields))
+    local seeded = {m = tonumber(values[1]) == this_month, d = tonumber(values[2]) == this_day}
+    local left = {m = month_left, d = day_left}
     for b = 1, nb do
-      local hash = hashes[budgets[b].period]
-      if not hash.seeded then return {0, this_month, this_day} end
-      budgets[b].spent = tonumber(hash.values[budgets[b].at]) or 0
+      if not seeded[budgets[b].period] then return {0, this_month, this_day} end
+      budgets[b].spent = tonumber(values[budgets[b].at]) or 0
     end
+    local deltas = {}
 
     local out, pending_args = {}, {}
     for r = 1, n do
@@ -155,7 +149,7 @@ enum EmbeddedLua {
         for i = bk_from, bk_from + kb - 1 do
           local budget = budgets[tonumber(ARGV[i])]
           if budget.spent + cost > budget.limit then
-            local wait = budget.spent >= budget.limit and hashes[budget.period].left or 1000000
+            local wait = budget.spent >= budget.limit and left[budget.period] or 1000000
             if decision == 1 or wait > retry then
               decision, denied_by, retry, spent, limit = 2, budget.name, wait, budget.spent, budget.limit
             end
@@ -164,8 +158,7 @@ enum EmbeddedLua {
       end
       -- A reservation is counted in a spend hash only for the period its member names (settle and
       -- seed.lua go by the member): a replica whose clock is on the other side of midnight retries.
-      if decision == 1 and ((hashes.d.seeded and day ~= this_day)
-                            or (hashes.m.seeded and math.floor(day / 100) ~= this_month)) then
+      if decision == 1 and ((seeded.d and day ~= this_day) or (seeded.m and math.floor(day / 100) ~= this_month)) then
         decision, retry = 3, 0
       end
 
@@ -183,13 +176,13 @@ enum EmbeddedLua {
         end
         for b = 1, nb do
           local budget = budgets[b]
-          if budget.field == 't' or budget.field == 'k:' .. key_id or budget.field == 'm:' .. model then
+          local p = budget.period .. '|'
+          if budget.field == p .. 't' or budget.field == p .. 'k:' .. key_id or budget.field == p .. 'm:' .. model then
             budget.spent = budget.spent + cost
           end
         end
-        for _, hash in pairs(hashes) do
-          if hash.seeded then add_to(hash.deltas, key_id, model, cost) end
-        end
+        if seeded.m then add_to(deltas, 'm|', key_id, model, cost) end
+        if seeded.d then add_to(deltas, 'd|', key_id, model, cost) end
         pending_args[#pending_args + 1] = now + deadline
         pending_args[#pending_args + 1] = member
       end
@@ -221,9 +214,7 @@ enum EmbeddedLua {
     if #pending_args > 0 then
       redis.call('ZADD', KEYS[1], unpack(pending_args))
       redis.call('PEXPIRE', KEYS[1], ARGV[5])
-      for _, hash in pairs(hashes) do
-        if hash.seeded then count_spend(hash.key, hash.period, hash.deltas, hash.ttl) end
-      end
+      count_spend(KEYS[2], deltas)
     end
     local reply = {1, this_month, this_day}
     for b = 1, nb do reply[#reply + 1] = budgets[b].spent end
@@ -260,17 +251,18 @@ enum EmbeddedLua {
     return renewed
     """#
     static let seed = #"""
-    -- seed: rebuilds a tenant's spend hashes (see shared.lua) from the ledger, after Redis lost
-    -- them (a restart without persistence, a failover, a flush) or when a period begins. The
-    -- replica sums the ledger; the reservations of requests admitted in the period and not settled
-    -- yet (the pending set) are added here, so their settles balance. A hash that another replica
-    -- seeded meanwhile is left as it is: seeding twice has the effect of once.
+    -- seed: rebuilds a tenant's spend (see shared.lua) from the ledger, after Redis lost it (a
+    -- restart without persistence, a failover, a flush) or when a period begins. The replica sums
+    -- the ledger; the reservations of requests admitted in the period and not settled yet (the
+    -- pending set) are added here, so their settles balance. A period another replica seeded
+    -- meanwhile is left as it is: seeding twice has the effect of once.
     --
-    -- KEYS[1] pending   KEYS[2] spend:m   KEYS[3] spend:d
+    -- KEYS[1] pending   KEYS[2] spent
     -- ARGV[1] month (YYYYMM)   ARGV[2] day (YYYYMMDD): the periods the sums are for
     -- ARGV[3] nm, then nm field/amount pairs for the month   then nd, then nd pairs for the day
+    --   (fields t, k:<key id>, m:<model>)
     --
-    -- Returns 1 when the hashes count the current periods, 0 when the periods changed meanwhile
+    -- Returns 1 when the hash counts the current periods, 0 when the periods changed meanwhile
     -- (the replica sums again). shared.lua is prepended when embedded.
 
     local t = redis.call('TIME')
@@ -278,43 +270,52 @@ enum EmbeddedLua {
     local this_month, this_day = spend_periods(now)
     if tonumber(ARGV[1]) ~= this_month or tonumber(ARGV[2]) ~= this_day then return 0 end
 
+    local month_seeded, day_seeded = spend_seeded(KEYS[2], this_month, this_day)
+    if month_seeded and day_seeded then return 1 end
+
     local nm = tonumber(ARGV[3])
-    local hashes = {
-      {key = KEYS[2], period = this_month, from = 4, count = nm, ttl = SPEND_MONTH_TTL_MS,
+    local periods = {
+      {prefix = 'm|', field = 'pm', value = this_month, seeded = month_seeded, from = 4, count = nm,
        holds = function(day) return math.floor(day / 100) == this_month end},
-      {key = KEYS[3], period = this_day, from = 5 + 2 * nm, count = tonumber(ARGV[4 + 2 * nm]), ttl = SPEND_DAY_TTL_MS,
+      {prefix = 'd|', field = 'pd', value = this_day, seeded = day_seeded, from = 5 + 2 * nm, count = tonumber(ARGV[4 + 2 * nm]),
        holds = function(day) return day == this_day end},
     }
-    local pending
-    for _, hash in ipairs(hashes) do
-      if tonumber(redis.call('HGET', hash.key, 'p')) ~= hash.period then
+    local existing = redis.call('HKEYS', KEYS[2])
+    local pending = redis.call('ZRANGE', KEYS[1], 0, -1)
+    for _, period in ipairs(periods) do
+      if not period.seeded then
+        -- What the hash held for an earlier period goes.
+        local stale = {}
+        for _, field in ipairs(existing) do
+          if string.sub(field, 1, 2) == period.prefix then stale[#stale + 1] = field end
+        end
+        for i = 1, #stale, 500 do redis.call('HDEL', KEYS[2], unpack(stale, i, math.min(i + 499, #stale))) end
         local sums = {}
-        for i = hash.from, hash.from + 2 * hash.count - 1, 2 do sums[ARGV[i]] = tonumber(ARGV[i + 1]) end
-        pending = pending or redis.call('ZRANGE', KEYS[1], 0, -1)
+        for i = period.from, period.from + 2 * period.count - 1, 2 do
+          sums[period.prefix .. ARGV[i]] = tonumber(ARGV[i + 1])
+        end
         for _, member in ipairs(pending) do
           local req = parse_member(member)
-          if req and hash.holds(req.day) then add_to(sums, req.key, req.model, req.cost) end
+          if req and period.holds(req.day) then add_to(sums, period.prefix, req.key, req.model, req.cost) end
         end
-        redis.call('DEL', hash.key)
-        local write = {'HSET', hash.key, 'p', hash.period}
+        local write = {'HSET', KEYS[2], period.field, period.value}
         for field, amount in pairs(sums) do
           write[#write + 1] = field
           write[#write + 1] = amount
         end
         redis.call(unpack(write))
-        redis.call('PEXPIRE', hash.key, hash.ttl)
       end
     end
+    redis.call('PEXPIRE', KEYS[2], SPEND_TTL_MS)
     return 1
     """#
     static let settle = #"""
     -- settle: books the real usage of many admitted requests of one tenant, atomically, in one call
     -- (replicas batch their settles per tenant: one EVALSHA for all that finished meanwhile).
     --
-    -- KEYS[1] pending (zset, see admit.lua)   KEYS[2] spend:m   KEYS[3] spend:d (see shared.lua)
-    -- KEYS[4] usage stream
-    -- KEYS[5 .. 4+nt]       the GCRA keys of the batch's token limits (each once)
-    -- KEYS[5+nt .. 4+nt+nc] the in-flight sets the batch's requests hold leases in (each once)
+    -- KEYS[1] pending (zset, see admit.lua)   KEYS[2] spent (see shared.lua)   KEYS[3] usage stream
+    -- KEYS[4 .. 3+nt]       the GCRA keys of the batch's token limits (each once)
+    -- KEYS[4+nt .. 3+nt+nc] the in-flight sets the batch's requests hold leases in (each once)
     --
     -- ARGV[1] stream TTL (ms)   ARGV[2] stream max length (approximate)   ARGV[3] n (requests)
     -- ARGV[4] nt   ARGV[5] nc   ARGV[6 .. 5+nt] emission intervals of the token keys (µs per token)
@@ -334,7 +335,7 @@ enum EmbeddedLua {
     local t = redis.call('TIME')
     local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
     local this_month, this_day = spend_periods(now)
-    local K = 4  -- KEYS before the token keys
+    local K = 3  -- KEYS before the token keys
     local n, nt, nc = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 
     local requests, members = {}, {}
@@ -357,7 +358,8 @@ enum EmbeddedLua {
     -- Still pending = not settled before and not billed at its reservation.
     local pending = redis.call('ZMSCORE', KEYS[1], unpack(members))
     local out, settled, delta, release, billed = {}, {}, {}, {}, 0
-    local month_spend, day_spend = {}, {}
+    local month_seeded, day_seeded = spend_seeded(KEYS[2], this_month, this_day)
+    local spend = {}
     for r = 1, n do
       local req = requests[r]
       if pending[r] then
@@ -377,8 +379,10 @@ enum EmbeddedLua {
         -- Spend: the reservation counted at admission becomes the real cost (or goes, for a void);
         -- a request admitted in an earlier period adds its cost to this one, where the ledger has it.
         local real = req.f_count > 0 and req.cost or 0
-        add_to(month_spend, req.key, req.model, math.floor(req.day / 100) == this_month and real - req.reserved_cost or real)
-        add_to(day_spend, req.key, req.model, req.day == this_day and real - req.reserved_cost or real)
+        if month_seeded then
+          add_to(spend, 'm|', req.key, req.model, math.floor(req.day / 100) == this_month and real - req.reserved_cost or real)
+        end
+        if day_seeded then add_to(spend, 'd|', req.key, req.model, req.day == this_day and real - req.reserved_cost or real) end
         if req.f_count > 0 then
           local event = {'XADD', KEYS[K], 'MAXLEN', '~', ARGV[2], '*', 'request_id', req.id, 'tokens', req.used,
             'cost_micro_usd', req.cost, 'reserved', req.reserved, 'ts_us', now}
@@ -413,8 +417,7 @@ enum EmbeddedLua {
       redis.call('ZREM', KEYS[K + nt + k], unpack(ids))
     end
     redis.call('ZREM', KEYS[1], unpack(settled))
-    count_spend(KEYS[2], this_month, month_spend, SPEND_MONTH_TTL_MS)
-    count_spend(KEYS[3], this_day, day_spend, SPEND_DAY_TTL_MS)
+    count_spend(KEYS[2], spend)
     if billed > 0 then redis.call('PEXPIRE', KEYS[K], ARGV[1]) end
     return out
     """#
@@ -446,14 +449,14 @@ enum EmbeddedLua {
     end
 
 
-    -- Spend is kept per UTC calendar month and day, in two hashes per tenant (KEYS "spend:m" and
-    -- "spend:d"): field p is the period the hash counts (YYYYMM or YYYYMMDD), field t the tenant's
-    -- spend, k:<key id> a key's, m:<model> a model's, each in micro-USD: settled cost plus the
-    -- reservations of requests admitted in the period and not settled yet. A hash whose p is not
-    -- the current period is unseeded: the replica rebuilds it from the ledger (seed.lua) before a
-    -- budget is checked against it, and nothing is counted into it until then.
-    local SPEND_MONTH_TTL_MS = 35 * 86400 * 1000
-    local SPEND_DAY_TTL_MS = 2 * 86400 * 1000
+    -- Spend is kept per UTC calendar month and day in one hash per tenant (KEYS "spent"): fields pm
+    -- and pd are the month (YYYYMM) and day (YYYYMMDD) it counts; "m|t" is the tenant's spend in the
+    -- month, "m|k:<key id>" a key's, "m|m:<model>" a model's, and "d|..." the same for the day, each
+    -- in micro-USD: settled cost plus the reservations of requests admitted in the period and not
+    -- settled yet. A period the hash does not count (pm or pd is another) is unseeded: the replica
+    -- rebuilds it from the ledger (seed.lua) before a budget is checked against it, and nothing is
+    -- counted into it until then. A tenant that never had a budget has no hash: one HMGET finds that.
+    local SPEND_TTL_MS = 35 * 86400 * 1000
 
     -- The current month (YYYYMM) and day (YYYYMMDD) of `now` (µs), and the µs until each ends.
     local function spend_periods(now)
@@ -482,24 +485,32 @@ enum EmbeddedLua {
               day = tonumber(day), price = price, model = model}
     end
 
-    -- Adds amount to the tenant, key and model fields of a table of field -> delta.
-    local function add_to(deltas, key, model, amount)
+    -- Whether the spend hash counts this month and this day (one HMGET).
+    local function spend_seeded(key, this_month, this_day)
+      local p = redis.call('HMGET', key, 'pm', 'pd')
+      return tonumber(p[1]) == this_month, tonumber(p[2]) == this_day
+    end
+
+    -- Adds amount to the tenant, key and model fields of one period ("m|" or "d|") in a table of
+    -- field -> delta.
+    local function add_to(deltas, period, key, model, amount)
       if amount == 0 then return end
-      deltas['t'] = (deltas['t'] or 0) + amount
-      local k, m = 'k:' .. key, 'm:' .. model
+      local t, k, m = period .. 't', period .. 'k:' .. key, period .. 'm:' .. model
+      deltas[t] = (deltas[t] or 0) + amount
       deltas[k] = (deltas[k] or 0) + amount
       deltas[m] = (deltas[m] or 0) + amount
     end
 
-    -- Writes deltas (field -> micro-USD) into a spend hash counting `period`; nothing when it is
-    -- unseeded. Returns whether it counted.
-    local function count_spend(key, period, deltas, ttl_ms)
-      if tonumber(redis.call('HGET', key, 'p')) ~= period then return false end
+    -- Writes deltas (field -> micro-USD) into the spend hash (the caller knows the periods are seeded).
+    local function count_spend(key, deltas)
+      local wrote = false
       for field, amount in pairs(deltas) do
-        if amount ~= 0 then redis.call('HINCRBY', key, field, amount) end
+        if amount ~= 0 then
+          redis.call('HINCRBY', key, field, amount)
+          wrote = true
+        end
       end
-      redis.call('PEXPIRE', key, ttl_ms)
-      return true
+      if wrote then redis.call('PEXPIRE', key, SPEND_TTL_MS) end
     end
     """#
     static let sweep = #"""
@@ -507,8 +518,7 @@ enum EmbeddedLua {
     -- replica died between the answer and its settle): once the deadline admit gave them passes.
     -- A settle arriving later finds them gone and books nothing, so each request is billed once.
     --
-    -- KEYS[1] pending (zset, see admit.lua)   KEYS[2] spend:m   KEYS[3] spend:d (see shared.lua)
-    -- KEYS[4] usage stream
+    -- KEYS[1] pending (zset, see admit.lua)   KEYS[2] spent (see shared.lua)   KEYS[3] usage stream
     -- ARGV[1] tenant id   ARGV[2] at most this many requests   ARGV[3] stream TTL (ms)
     -- ARGV[4] stream max length (approximate)
     --
@@ -519,24 +529,24 @@ enum EmbeddedLua {
     local this_month, this_day = spend_periods(now)
     local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))
     if #due == 0 then return 0 end
-    local month_spend, day_spend = {}, {}
+    local month_seeded, day_seeded = spend_seeded(KEYS[2], this_month, this_day)
+    local spend = {}
     for _, member in ipairs(due) do
       local req = parse_member(member)
       if req then
-        redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[4], '*', 'request_id', req.id, 'tokens', req.reserved,
+        redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'request_id', req.id, 'tokens', req.reserved,
           'cost_micro_usd', req.cost, 'reserved', req.reserved, 'ts_us', now, 'tenant_id', ARGV[1], 'key_id', req.key,
           'model', req.model, 'prompt_tokens', req.prompt, 'completion_tokens', req.reserved - req.prompt,
           'price_id', req.price, 'status', 'lease_expired', 'usage_source', 'estimated')
         -- Its reservation is already counted in the period it was admitted in; an older one's cost
         -- lands in this period, as its ledger row does.
-        if math.floor(req.day / 100) ~= this_month then add_to(month_spend, req.key, req.model, req.cost) end
-        if req.day ~= this_day then add_to(day_spend, req.key, req.model, req.cost) end
+        if month_seeded and math.floor(req.day / 100) ~= this_month then add_to(spend, 'm|', req.key, req.model, req.cost) end
+        if day_seeded and req.day ~= this_day then add_to(spend, 'd|', req.key, req.model, req.cost) end
       end
     end
     redis.call('ZREM', KEYS[1], unpack(due))
-    count_spend(KEYS[2], this_month, month_spend, SPEND_MONTH_TTL_MS)
-    count_spend(KEYS[3], this_day, day_spend, SPEND_DAY_TTL_MS)
-    redis.call('PEXPIRE', KEYS[4], ARGV[3])
+    count_spend(KEYS[2], spend)
+    redis.call('PEXPIRE', KEYS[3], ARGV[3])
     return #due
     """#
 }

@@ -18,9 +18,8 @@ public struct LimiterKeys: Sendable {
     }
     var tenantInFlight: String { "\(tag):inflight" }
     func keyInFlight(_ keyID: String) -> String { "\(tag):k:\(keyID):inflight" }
-    /// Spend per UTC month and day (see lua/shared.lua).
-    var spendMonth: String { "\(tag):spend:m" }
-    var spendDay: String { "\(tag):spend:d" }
+    /// Spend this UTC month and day, per tenant, key and model (see lua/shared.lua).
+    var spent: String { "\(tag):spent" }
     /// The deny-cache entry of a budget that is spent in full.
     func spentBudget(_ budget: BudgetSpec) -> String { "\(tag):spent:\(budget.period.rawValue):\(budget.field)" }
     /// The tenant's usage events, read by the metering workers.

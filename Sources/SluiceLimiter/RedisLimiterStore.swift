@@ -75,7 +75,7 @@ struct RedisLimiterStore: Sendable {
                 if budgets.keys.count > known { budgetSpecs.append(budget) }
             }
         }
-        let scriptKeys: [any RESPArgument] = [keys.pending, keys.spendMonth, keys.spendDay] + rates.keys + flights.keys
+        let scriptKeys: [any RESPArgument] = [keys.pending, keys.spent] + rates.keys + flights.keys
         let arguments: [any RESPArgument] = [batch.count, rates.keys.count, flights.keys.count, timings.lease.microseconds,
                                              timings.pendingSetTTL.milliseconds, budgetSpecs.count]
             + rates.arguments + flights.arguments + budgets.arguments + perRequest
@@ -125,7 +125,7 @@ struct RedisLimiterStore: Sendable {
         for (field, amount) in sums.month { arguments += [field, amount] as [any RESPArgument] }
         arguments.append(sums.day.count)
         for (field, amount) in sums.day { arguments += [field, amount] as [any RESPArgument] }
-        let reply = try await client.evalScript(LimiterScripts.seed, keys: [keys.pending, keys.spendMonth, keys.spendDay],
+        let reply = try await client.evalScript(LimiterScripts.seed, keys: [keys.pending, keys.spent],
                                                 arguments: arguments)
         return reply.int == 1
     }
@@ -147,7 +147,7 @@ struct RedisLimiterStore: Sendable {
             perRequest.append(event.count)
             for (field, value) in event { perRequest += [field, value] as [any RESPArgument] }
         }
-        let scriptKeys: [any RESPArgument] = [keys.pending, keys.spendMonth, keys.spendDay, keys.usageStream]
+        let scriptKeys: [any RESPArgument] = [keys.pending, keys.spent, keys.usageStream]
             + tokens.keys + flights.keys
         let arguments: [any RESPArgument] = [timings.usageStreamTTL.milliseconds, timings.usageStreamMaxLength, batch.count,
                                              tokens.keys.count, flights.keys.count] + tokens.arguments + perRequest
@@ -187,7 +187,7 @@ struct RedisLimiterStore: Sendable {
     func sweep(tenantID: String, limit: Int) async throws(RedisClientError) -> Int {
         let keys = LimiterKeys(tenantID: tenantID)
         let reply = try await client.evalScript(
-            LimiterScripts.sweep, keys: [keys.pending, keys.spendMonth, keys.spendDay, keys.usageStream],
+            LimiterScripts.sweep, keys: [keys.pending, keys.spent, keys.usageStream],
             arguments: [tenantID, limit, timings.usageStreamTTL.milliseconds, timings.usageStreamMaxLength])
         return Int(reply.int ?? 0)
     }

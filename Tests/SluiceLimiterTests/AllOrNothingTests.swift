@@ -57,7 +57,7 @@ struct AllOrNothingTests {
             // Seeding spend (once a period) is not the denial's doing: done before the snapshot.
             try await store.seedEmpty(tenantID: tenant)
             let touched = try await stable(Set(plan.rates.map(\.key) + plan.concurrency.map(\.key) + [
-                keys.spendMonth, keys.spendDay, keys.usageStream, keys.pending,
+                keys.spent, keys.usageStream, keys.pending,
             ]), client)
             let before = try await dump(touched, client)
             guard case .denied = try await store.admit(probe, plan: plan) else { continue }

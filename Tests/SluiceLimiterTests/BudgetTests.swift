@@ -39,7 +39,7 @@ struct BudgetTests {
         // Fresh replicas: the first ones' deny caches may hold the spent budget for up to 5 s.
         let second = await burst(40, replicas.map { Limiter(client: $0.client) })
         #expect(second.compactMap(\.admission).count == 4)
-        let spend = try await replicas[0].client.send("HMGET", "sl:{t:\(tenant)}:spend:d", "k:k1", "t", "m:m1")
+        let spend = try await replicas[0].client.send("HMGET", "sl:{t:\(tenant)}:spent", "d|k:k1", "d|t", "d|m:m1")
         #expect(spend.array?.map(\.int) == [980, 980, 980])
     }
 
@@ -73,7 +73,7 @@ struct BudgetTests {
                                    tokensToReserve: 10, reservedCostMicroUSD: 900, tenantLimits: limits)
         let admission = try #require(await fixture.limiter.admit(request).admission)
         _ = try await fixture.limiter.settle(admission, usage: Usage(promptTokens: 20, completionTokens: 0, costMicroUSD: 1_030))
-        let spend = try await fixture.client.send("HGET", "sl:{t:\(fixture.tenant)}:spend:m", "t")
+        let spend = try await fixture.client.send("HGET", "sl:{t:\(fixture.tenant)}:spent", "m|t")
         #expect(spend.int == 1_030, "booked as it cost: 30 over the budget, the estimate's error")
         let denial = await fixture.limiter.admit(request).denial
         #expect(denial?.reason == .budgetExhausted)

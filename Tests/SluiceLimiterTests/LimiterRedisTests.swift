@@ -121,7 +121,7 @@ struct LimiterRedisTests {
         try await fixture.store.seedEmpty(tenantID: fixture.tenant)  // spend is counted once seeded
         #expect(try await fixture.limiter.settle(first, usage: usage) != .alreadySettled)
         #expect(try await fixture.limiter.settle(first, usage: usage) == .alreadySettled)
-        let spend = try await fixture.client.send("HGET", "sl:{t:\(fixture.tenant)}:spend:m", "t")
+        let spend = try await fixture.client.send("HGET", "sl:{t:\(fixture.tenant)}:spent", "m|t")
         #expect(spend.int == 700)
         let events = try await fixture.client.send("XLEN", LimiterKeys(tenantID: fixture.tenant).usageStream)
         #expect(events.int == 1)
@@ -158,7 +158,7 @@ struct LimiterRedisTests {
         #expect(event["prompt_tokens"] == "4" && event["completion_tokens"] == "6" && event["cost_micro_usd"] == "7")
         #expect(event["usage_source"] == "estimated" && event["status"] == "lease_expired" && event["key_id"] == "k1")
         // Its reservation was counted at admission; billing it at its reservation changes nothing.
-        let spend = try await fixture.client.send("HMGET", "sl:{t:\(fixture.tenant)}:spend:m", "t", "k:k1", "m:m1")
+        let spend = try await fixture.client.send("HMGET", "sl:{t:\(fixture.tenant)}:spent", "m|t", "m|k:k1", "m|m:m1")
         #expect(spend.array?.map { $0.int } == [7, 7, 7])
     }
 

@@ -15,7 +15,10 @@ struct BudgetRebuildTests {
         try await PostgresFixture.withClient { client, _ in
             let server = try await RedisServerProcess()
             defer { server.stop() }
-            let redis = try RedisClient(configuration: RedisConfiguration(url: server.url))
+            // Not a timing test: a loaded machine must not turn a slow first call into a 503.
+            var configuration = try RedisConfiguration(url: server.url)
+            configuration.commandTimeout = .seconds(5)
+            let redis = try RedisClient(configuration: configuration)
             defer { redis.shutdown() }
             let ledger = UsageLedger(client: client, logger: Logger(label: "t"))
             let tenant = UUID()
@@ -52,9 +55,9 @@ struct BudgetRebuildTests {
             // The admission from before the flush settles without corrupting the rebuilt spend.
             #expect(try await limiter.settle(inFlight, usage: Usage(promptTokens: 1, completionTokens: 1, costMicroUSD: 90))
                 == .alreadySettled)
-            let spend = try await redis.send("HMGET", "sl:{t:\(tenant.uuidString.lowercased())}:spend:m", "t", "k:k1", "k:k2")
+            let spend = try await redis.send("HMGET", "sl:{t:\(tenant.uuidString.lowercased())}:spent", "m|t", "m|k:k1", "m|k:k2")
             #expect(spend.array?.map(\.int) == [1000, 750, 250])
-            let day = try await redis.send("HGET", "sl:{t:\(tenant.uuidString.lowercased())}:spend:d", "k:k1")
+            let day = try await redis.send("HGET", "sl:{t:\(tenant.uuidString.lowercased())}:spent", "d|k:k1")
             #expect(day.int == 750, "today's spend: 600 from the ledger and the 150 reserved since")
         }
     }

@@ -27,6 +27,7 @@ class Receiver:
 
     def __init__(self, fail_first):
         self.fail_first = fail_first
+        self.hold = False    # while set, every attempt fails too
         self.secret = None
         self.attempts = {}   # webhook-id -> attempts seen
         self.accepted = {}   # webhook-id -> verified payload, once
@@ -49,7 +50,7 @@ class Receiver:
                 message = headers["webhook-id"]
                 with receiver.lock:
                     receiver.attempts[message] = receiver.attempts.get(message, 0) + 1
-                    fail = receiver.fail_first is None or receiver.attempts[message] <= receiver.fail_first
+                    fail = receiver.fail_first is None or receiver.hold or receiver.attempts[message] <= receiver.fail_first
                     if not fail:
                         assert message not in receiver.accepted, "a delivered message was sent again"
                         receiver.accepted[message] = payload
@@ -91,6 +92,7 @@ def wait_for(condition, seconds, what):
 def test_signed_deliveries_survive_failures_and_a_restart():
     database = os.environ["SLUICE_TEST_DATABASE_URL"]
     receiver = Receiver(fail_first=3)
+    receiver.hold = True  # nothing is delivered before the restart, however slow the machine
     try:
         with running_gateway(database, FAST_RETRIES.format(give_up=120)) as gateway:
             tenant = admin(gateway, "POST", "/admin/v1/tenants", {"name": "webhooks"})["id"]
@@ -105,6 +107,7 @@ def test_signed_deliveries_survive_failures_and_a_restart():
             wait_for(lambda: sum(receiver.attempts.values()) >= 1, 10, "a first attempt")
         assert not receiver.accepted, "delivered before the restart: the test proves nothing"
         with running_gateway(database, FAST_RETRIES.format(give_up=120)) as gateway:
+            receiver.hold = False
             wait_for(lambda: len(receiver.accepted) == 1, 30, "the delivery after the restart")
             admin(gateway, "POST", f"/admin/v1/keys/{key['id']}/revoke")
             wait_for(lambda: len(receiver.accepted) == 2, 30, "the revocation's delivery")
@@ -113,9 +116,11 @@ def test_signed_deliveries_survive_failures_and_a_restart():
         assert sorted(p["type"] for p in receiver.accepted.values()) == ["key.created", "key.revoked"]
         created = next(p for p in receiver.accepted.values() if p["type"] == "key.created")
         assert created["data"]["key_id"] == key["id"] and created["data"]["tenant_id"] == tenant.lower()
-        assert all(count == 4 for count in receiver.attempts.values()), receiver.attempts
+        assert all(count >= 4 for count in receiver.attempts.values()), receiver.attempts
         assert [d["status"] for d in log] == ["delivered", "delivered"]
-        assert all(len(d["attempts"]) == 4 and [a["status"] for a in d["attempts"]] == [500, 500, 500, 204] for d in log)
+        for delivery in log:  # every attempt failed but the last, which was taken once
+            statuses = [a["status"] for a in delivery["attempts"]]
+            assert len(statuses) >= 4 and statuses[-1] == 204 and set(statuses[:-1]) == {500}, statuses
     finally:
         receiver.close()
 
