@@ -41,7 +41,6 @@
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local this_month, this_day, month_left, day_left = spend_periods(now)
 
 local n, nr, nc, nb = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[6])
 local lease = tonumber(ARGV[4])
@@ -78,6 +77,9 @@ for b = 1, nb do
   budget.at = #fields
 end
 local values = redis.call('HMGET', KEYS[2], unpack(fields))
+-- The periods are worked out only when they matter: a budget, or a spend hash to count into.
+local this_month, this_day, month_left, day_left = 0, 0, 0, 0
+if nb > 0 or values[1] or values[2] then this_month, this_day, month_left, day_left = spend_periods(now) end
 local seeded = {m = tonumber(values[1]) == this_month, d = tonumber(values[2]) == this_day}
 local left = {m = month_left, d = day_left}
 for b = 1, nb do

@@ -17,7 +17,7 @@ local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local this_month, this_day = spend_periods(now)
 if tonumber(ARGV[1]) ~= this_month or tonumber(ARGV[2]) ~= this_day then return 0 end
 
-local month_seeded, day_seeded = spend_seeded(KEYS[2], this_month, this_day)
+local month_seeded, day_seeded = spend_state(KEYS[2], now)
 if month_seeded and day_seeded then return 1 end
 
 local nm = tonumber(ARGV[3])

@@ -22,7 +22,6 @@
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local this_month, this_day = spend_periods(now)
 local K = 3  -- KEYS before the token keys
 local n, nt, nc = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 
@@ -46,7 +45,7 @@ end
 -- Still pending = not settled before and not billed at its reservation.
 local pending = redis.call('ZMSCORE', KEYS[1], unpack(members))
 local out, settled, delta, release, billed = {}, {}, {}, {}, 0
-local month_seeded, day_seeded = spend_seeded(KEYS[2], this_month, this_day)
+local month_seeded, day_seeded, this_month, this_day = spend_state(KEYS[2], now)
 local spend = {}
 for r = 1, n do
   local req = requests[r]

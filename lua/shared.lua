@@ -61,10 +61,13 @@ local function parse_member(member)
           day = tonumber(day), price = price, model = model}
 end
 
--- Whether the spend hash counts this month and this day (one HMGET).
-local function spend_seeded(key, this_month, this_day)
+-- Whether the spend hash counts this month and this day (one HMGET), and those periods. They
+-- are worked out only when the tenant has a spend hash at all: most have none (no budget).
+local function spend_state(key, now)
   local p = redis.call('HMGET', key, 'pm', 'pd')
-  return tonumber(p[1]) == this_month, tonumber(p[2]) == this_day
+  if not p[1] and not p[2] then return false, false end
+  local this_month, this_day = spend_periods(now)
+  return tonumber(p[1]) == this_month, tonumber(p[2]) == this_day, this_month, this_day
 end
 
 -- Adds amount to the tenant, key and model fields of one period ("m|" or "d|") in a table of

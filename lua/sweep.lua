@@ -10,10 +10,9 @@
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local this_month, this_day = spend_periods(now)
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))
 if #due == 0 then return 0 end
-local month_seeded, day_seeded = spend_seeded(KEYS[2], this_month, this_day)
+local month_seeded, day_seeded, this_month, this_day = spend_state(KEYS[2], now)
 local spend = {}
 for _, member in ipairs(due) do
   local req = parse_member(member)

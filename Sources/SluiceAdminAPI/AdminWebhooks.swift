@@ -29,11 +29,17 @@ extension AdminAPI {
         let url = try webhookURL(try body.string("url", required: true, pattern: .webhookURL)!, settings)
         let events = try webhookEvents(body) ?? []
         _ = try await found { try await store.tenant(tenant) }
+        // Every event fans out to each endpoint: a tenant gets a bounded number.
+        guard try await settings.store.list(tenantID: tenant).count < Self.maxWebhooksPerTenant else {
+            throw AdminError.invalid("url", "a tenant may have at most \(Self.maxWebhooksPerTenant) webhook endpoints")
+        }
         let secret = WebhookSigning.newSecret()
         let endpoint = try await settings.store.create(tenantID: tenant, url: url, events: events,
                                                        sealedSecret: try settings.sealer.seal(secret), actor: caller.subject)
         return EditedResponse(status: .created, response: WebhookBody(endpoint, secret: secret))
     }
+
+    static let maxWebhooksPerTenant = 20
 
     func listWebhooks(_ context: AdminRequestContext) async throws -> WebhookList {
         let tenant = try tenantID(context)

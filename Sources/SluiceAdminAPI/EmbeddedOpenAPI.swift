@@ -158,7 +158,7 @@ enum EmbeddedOpenAPI {
         parameters:
           - {$ref: "#/components/parameters/TenantID"}
         post:
-          summary: Register a webhook endpoint (tenant_admin); its signing secret is in this answer only
+          summary: Register a webhook endpoint (tenant_admin; at most 20 per tenant); its signing secret is in this answer only
           requestBody:
             required: true
             content: {application/json: {schema: {$ref: "#/components/schemas/WebhookCreate"}}}

@@ -44,7 +44,6 @@ enum EmbeddedLua {
 
     local t = redis.call('TIME')
     local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-    local this_month, this_day, month_left, day_left = spend_periods(now)
 
     local n, nr, nc, nb = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[6])
     local lease = tonumber(ARGV[4])
@@ -81,6 +80,9 @@ enum EmbeddedLua {
       budget.at = #fields
     end
     local values = redis.call('HMGET', KEYS[2], unpack(fields))
+    -- The periods are worked out only when they matter: a budget, or a spend hash to count into.
+    local this_month, this_day, month_left, day_left = 0, 0, 0, 0
+    if nb > 0 or values[1] or values[2] then this_month, this_day, month_left, day_left = spend_periods(now) end
     local seeded = {m = tonumber(values[1]) == this_month, d = tonumber(values[2]) == this_day}
     local left = {m = month_left, d = day_left}
     for b = 1, nb do
@@ -270,7 +272,7 @@ enum EmbeddedLua {
     local this_month, this_day = spend_periods(now)
     if tonumber(ARGV[1]) ~= this_month or tonumber(ARGV[2]) ~= this_day then return 0 end
 
-    local month_seeded, day_seeded = spend_seeded(KEYS[2], this_month, this_day)
+    local month_seeded, day_seeded = spend_state(KEYS[2], now)
     if month_seeded and day_seeded then return 1 end
 
     local nm = tonumber(ARGV[3])
@@ -334,7 +336,6 @@ enum EmbeddedLua {
 
     local t = redis.call('TIME')
     local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-    local this_month, this_day = spend_periods(now)
     local K = 3  -- KEYS before the token keys
     local n, nt, nc = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 
@@ -358,7 +359,7 @@ enum EmbeddedLua {
     -- Still pending = not settled before and not billed at its reservation.
     local pending = redis.call('ZMSCORE', KEYS[1], unpack(members))
     local out, settled, delta, release, billed = {}, {}, {}, {}, 0
-    local month_seeded, day_seeded = spend_seeded(KEYS[2], this_month, this_day)
+    local month_seeded, day_seeded, this_month, this_day = spend_state(KEYS[2], now)
     local spend = {}
     for r = 1, n do
       local req = requests[r]
@@ -485,10 +486,13 @@ enum EmbeddedLua {
               day = tonumber(day), price = price, model = model}
     end
 
-    -- Whether the spend hash counts this month and this day (one HMGET).
-    local function spend_seeded(key, this_month, this_day)
+    -- Whether the spend hash counts this month and this day (one HMGET), and those periods. They
+    -- are worked out only when the tenant has a spend hash at all: most have none (no budget).
+    local function spend_state(key, now)
       local p = redis.call('HMGET', key, 'pm', 'pd')
-      return tonumber(p[1]) == this_month, tonumber(p[2]) == this_day
+      if not p[1] and not p[2] then return false, false end
+      local this_month, this_day = spend_periods(now)
+      return tonumber(p[1]) == this_month, tonumber(p[2]) == this_day, this_month, this_day
     end
 
     -- Adds amount to the tenant, key and model fields of one period ("m|" or "d|") in a table of
@@ -526,10 +530,9 @@ enum EmbeddedLua {
 
     local t = redis.call('TIME')
     local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-    local this_month, this_day = spend_periods(now)
     local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))
     if #due == 0 then return 0 end
-    local month_seeded, day_seeded = spend_seeded(KEYS[2], this_month, this_day)
+    local month_seeded, day_seeded, this_month, this_day = spend_state(KEYS[2], now)
     local spend = {}
     for _, member in ipairs(due) do
       local req = parse_member(member)

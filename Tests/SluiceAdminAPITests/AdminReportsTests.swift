@@ -147,6 +147,10 @@ struct AdminReportsTests {
             let patched = try await harness.call(.patch, "/admin/v1/webhooks/\(id)", token: token, json: #"{"enabled": "no"}"#)
             #expect(patched.status == .badRequest && patched.errorParam == "enabled")
             #expect(try await harness.call(.get, "/admin/v1/webhooks/not-a-uuid/deliveries", token: token).status == .notFound)
+            // At most 20 endpoints per tenant (one exists).
+            for _ in 0..<19 { _ = try await harness.call(.post, uri, token: token, json: #"{"url": "https://hooks.example.com/in"}"#) }
+            let over = try await harness.call(.post, uri, token: token, json: #"{"url": "https://hooks.example.com/in"}"#)
+            #expect(over.status == .badRequest, "\(over.text)")
         }
     }
 }
