@@ -44,6 +44,7 @@ public struct AdminAPI: Sendable {
         ("get", "/admin/v1/prices"), ("post", "/admin/v1/prices"), ("get", "/admin/v1/tenants/{tenant_id}/statements/{month}"),
         ("post", "/admin/v1/tenants/{tenant_id}/webhooks"), ("get", "/admin/v1/tenants/{tenant_id}/webhooks"),
         ("patch", "/admin/v1/webhooks/{webhook_id}"), ("get", "/admin/v1/webhooks/{webhook_id}/deliveries"),
+        ("get", "/admin/v1/tenants/{tenant_id}/audit"),
     ]
 
     public func addRoutes(to router: Router<AdminRequestContext>) {
@@ -67,6 +68,7 @@ public struct AdminAPI: Sendable {
         api.get("tenants/:tenant_id/webhooks") { _, context in try await listWebhooks(context) }
         api.patch("webhooks/:webhook_id") { request, context in try await updateWebhook(request, context) }
         api.get("webhooks/:webhook_id/deliveries") { request, context in try await webhookDeliveries(request, context) }
+        api.get("tenants/:tenant_id/audit") { request, context in try await auditLog(request, context) }
         api.get("prices") { request, context in try await listPrices(request, context) }
         api.post("prices") { request, context in try await addPrice(request, context) }
     }
@@ -176,6 +178,22 @@ public struct AdminAPI: Sendable {
     }
 
     // MARK: usage
+
+    // MARK: audit
+
+    /// `GET /admin/v1/tenants/{id}/audit`: the tenant's changes, newest first, paged by entry id.
+    func auditLog(_ request: Request, _ context: AdminRequestContext) async throws -> Page<AuditEntry> {
+        let tenant = try tenantID(context)
+        try AdminPermission.read.check(try context.requireCaller(), tenant: tenant)
+        let (limit, after) = try pagination(request)
+        let before = try after.map { text -> Int64 in
+            guard let value = Int64(text), value > 0 else { throw AdminError.invalid("after", "'after' is not a valid cursor") }
+            return value
+        }
+        _ = try await found { try await store.tenant(tenant) }
+        let entries = try await store.auditLog(tenantID: tenant, limit: limit + 1, before: before)
+        return Page(items: entries, limit: limit) { String($0.id) }
+    }
 
     // MARK: helpers
 

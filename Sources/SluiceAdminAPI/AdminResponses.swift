@@ -4,6 +4,7 @@ import SluiceTenancy
 
 extension Tenant: ResponseEncodable {}
 extension KeyRecord: ResponseEncodable {}
+extension AuditEntry: ResponseEncodable {}
 
 /// A page of a list: `{"data": [...], "has_more": bool, "next_after": cursor|null}`.
 /// Built from `limit + 1` rows, so `has_more` needs no count query.

@@ -201,6 +201,19 @@ enum EmbeddedOpenAPI {
             "400": {$ref: "#/components/responses/BadRequest"}
             "401": {$ref: "#/components/responses/Unauthorized"}
             "404": {$ref: "#/components/responses/NotFound"}
+      /admin/v1/tenants/{tenant_id}/audit:
+        parameters:
+          - {$ref: "#/components/parameters/TenantID"}
+        get:
+          summary: The tenant's audit log (who changed what, never a secret), newest first
+          parameters:
+            - {$ref: "#/components/parameters/Limit"}
+            - {$ref: "#/components/parameters/After"}
+          responses:
+            "200": {description: Audit entries, content: {application/json: {schema: {$ref: "#/components/schemas/AuditPage"}}}}
+            "400": {$ref: "#/components/responses/BadRequest"}
+            "401": {$ref: "#/components/responses/Unauthorized"}
+            "404": {$ref: "#/components/responses/NotFound"}
       /admin/v1/prices:
         get:
           summary: The price catalogue, every version (any admin role)
@@ -473,6 +486,24 @@ enum EmbeddedOpenAPI {
                         status: {type: [integer, "null"]}
                         error: {type: [string, "null"]}
                         duration_ms: {type: integer}
+        AuditPage:
+          type: object
+          required: [data, has_more, next_after]
+          properties:
+            has_more: {type: boolean}
+            next_after: {type: [string, "null"]}
+            data:
+              type: array
+              items:
+                type: object
+                required: [id, at, actor, action, target, details]
+                properties:
+                  id: {type: integer}
+                  at: {type: string, format: date-time}
+                  actor: {type: string, description: the admin token's sub}
+                  action: {type: string, description: "e.g. tenant.update, key.create, key.rotate, key.revoke, webhook.create"}
+                  target: {type: string}
+                  details: {type: object, additionalProperties: {type: string}}
         Error:
           type: object
           required: [error]

@@ -116,6 +116,16 @@ public struct UsageRow: Sendable, Equatable, Codable {
     }
 }
 
+/// One change to a tenant's configuration or keys: who, what, when (never a secret).
+public struct AuditEntry: Sendable, Equatable, Codable {
+    public let id: Int64
+    public let at: Date
+    public let actor: String
+    public let action: String
+    public let target: String
+    public let details: [String: String]
+}
+
 /// How the usage report groups the ledger; groups sort as text in their natural order
 /// (hours and days as `2026-11-27T13` and `2026-11-27`).
 public enum UsageGrouping: String, Sendable, CaseIterable {

@@ -168,6 +168,24 @@ public struct TenantStore: Sendable {
         return ids
     }
 
+    // MARK: audit
+
+    /// The tenant's audit log, newest first: at most `limit` entries older than entry `before`.
+    public func auditLog(tenantID: UUID, limit: Int, before: Int64?) async throws -> [AuditEntry] {
+        let rows = try await client.query("""
+            SELECT id, at, actor, action, target, details::text FROM audit_log
+            WHERE tenant_id = \(tenantID) AND (\(before)::int8 IS NULL OR id < \(before)::int8)
+            ORDER BY id DESC LIMIT \(limit)
+            """, logger: logger)
+        var entries: [AuditEntry] = []
+        for try await (id, at, actor, action, target, details) in rows.decode((Int64, Date, String, String, String, String).self) {
+            // Details are written as text maps; anything else reads as none.
+            let map = (try? JSONCoding.decode([String: String].self, details)) ?? [:]
+            entries.append(AuditEntry(id: id, at: at, actor: actor, action: action, target: target, details: map))
+        }
+        return entries
+    }
+
     // MARK: usage
 
     /// The tenant's ledger between `from` and `to`, grouped, in group order: at most `limit`

@@ -55,6 +55,8 @@ struct AdminRBACTests {
         Endpoint(name: "webhook deliveries", method: .get,
                  request: { h, t in ("/admin/v1/webhooks/\(try await h.newWebhook(t))/deliveries", nil) },
                  expected: [.platformAdmin: (200, 200), .tenantAdmin: (200, 404), .tenantViewer: (200, 404)]),
+        Endpoint(name: "audit log", method: .get, request: { _, t in ("/admin/v1/tenants/\(t.id)/audit", nil) },
+                 expected: [.platformAdmin: (200, 200), .tenantAdmin: (200, 404), .tenantViewer: (200, 404)]),
         Endpoint(name: "list prices", method: .get, request: { _, _ in ("/admin/v1/prices", nil) },
                  expected: [.platformAdmin: (200, nil), .tenantAdmin: (200, nil), .tenantViewer: (200, nil)]),
         Endpoint(name: "add price", method: .post,

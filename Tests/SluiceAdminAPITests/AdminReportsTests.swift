@@ -153,4 +153,34 @@ struct AdminReportsTests {
             #expect(over.status == .badRequest, "\(over.text)")
         }
     }
+
+    /// The audit log says who changed what, newest first, paged, and never shows a secret.
+    @Test func theAuditLogIsReadableAndHoldsNoSecret() async throws {
+        try await AdminHarness.run { harness in
+            let admin = try await harness.token(.platformAdmin)
+            let created = try await harness.call(.post, "/admin/v1/tenants", token: admin, json: #"{"name": "audited"}"#)
+            let tenant = created.json["id"] as? String ?? ""
+            _ = try await harness.call(.patch, "/admin/v1/tenants/\(tenant)", token: admin, json: #"{"limits": {"requests_per_minute": 5}}"#)
+            let key = try await harness.call(.post, "/admin/v1/tenants/\(tenant)/keys", token: admin, json: #"{"name": "k"}"#)
+            let keyID = key.json["id"] as? String ?? ""
+            let secret = key.json["key"] as? String ?? "missing"
+            _ = try await harness.call(.post, "/admin/v1/keys/\(keyID)/revoke", token: admin)
+
+            let viewer = try await harness.token(.tenantViewer, tenant: UUID(uuidString: tenant))
+            let page = try await harness.call(.get, "/admin/v1/tenants/\(tenant)/audit?limit=2", token: viewer)
+            #expect(page.status == .ok && !page.text.contains(secret))
+            let first = (page.json["data"] as? [[String: Any]] ?? []).compactMap { $0["action"] as? String }
+            #expect(first == ["key.revoke", "key.create"])
+            #expect(page.json["has_more"] as? Bool == true)
+            let next = page.json["next_after"] as? String ?? ""
+            let rest = try await harness.call(.get, "/admin/v1/tenants/\(tenant)/audit?after=\(next)", token: viewer)
+            let older = (rest.json["data"] as? [[String: Any]] ?? []).compactMap { $0["action"] as? String }
+            #expect(older == ["tenant.update", "tenant.create"])
+            #expect((rest.json["data"] as? [[String: Any]])?.allSatisfy { $0["actor"] as? String == harness.subject } == true)
+            let bad = try await harness.call(.get, "/admin/v1/tenants/\(tenant)/audit?after=-3", token: viewer)
+            #expect(bad.status == .badRequest && bad.errorParam == "after")
+            let other = try await harness.newTenant()
+            #expect(try await harness.call(.get, "/admin/v1/tenants/\(other.id)/audit", token: viewer).status == .notFound)
+        }
+    }
 }
