@@ -26,12 +26,7 @@ struct LimitPlan: Sendable, Equatable {
         if let maximum = limits.maxConcurrentRequests, maximum >= 0 {
             concurrency.append(ConcurrencyLimitSpec(max: maximum, name: "\(prefix)_max_concurrent_requests", key: inFlightKey))
         }
-        if let cap = Limits.microUSD(limits.monthlyBudgetUSD) {
-            budgets.append(BudgetSpec(period: .month, field: spendField, limitMicroUSD: cap, name: "\(prefix)_monthly_budget_usd"))
-        }
-        if let cap = Limits.microUSD(limits.dailyBudgetUSD) {
-            budgets.append(BudgetSpec(period: .day, field: spendField, limitMicroUSD: cap, name: "\(prefix)_daily_budget_usd"))
-        }
+        budgets += BudgetSpec.budgets(of: limits, level: prefix, field: spendField)
     }
 
     /// The first token limit the reservation can never fit in, checked with no I/O.

@@ -57,15 +57,29 @@ struct ConcurrencyLimitSpec: Sendable, Equatable {
     let key: String
 }
 
-/// A budget as the admit script sees it: which spend field of which period, and its cap.
-struct BudgetSpec: Sendable, Equatable {
-    enum Period: String, Sendable { case month = "m", day = "d" }
-    let period: Period
-    /// `t` (the tenant), `k:<key id>` or `m:<model>`: a field of the tenant's spend hashes.
-    let field: String
-    let limitMicroUSD: Int64
+/// A budget as the admit script sees it: which spend field of which period, and its cap. The
+/// webhook checks read budgets the same way, so both name and convert them alike.
+public struct BudgetSpec: Sendable, Equatable {
+    public enum Period: String, Sendable { case month = "m", day = "d" }
+    public let period: Period
+    /// `t` (the tenant), `k:<key id>` or `m:<model>`: a spend field of the tenant.
+    public let field: String
+    public let limitMicroUSD: Int64
     /// Named in denials, e.g. `key_daily_budget_usd`.
-    let name: String
+    public let name: String
+
+    /// The budgets of one level's limits: `level` names them (`tenant`, `key`, `model`),
+    /// `field` is that level's spend field.
+    public static func budgets(of limits: Limits, level: String, field: String) -> [BudgetSpec] {
+        var found: [BudgetSpec] = []
+        if let cap = Limits.microUSD(limits.monthlyBudgetUSD) {
+            found.append(BudgetSpec(period: .month, field: field, limitMicroUSD: cap, name: "\(level)_monthly_budget_usd"))
+        }
+        if let cap = Limits.microUSD(limits.dailyBudgetUSD) {
+            found.append(BudgetSpec(period: .day, field: field, limitMicroUSD: cap, name: "\(level)_daily_budget_usd"))
+        }
+        return found
+    }
 }
 
 extension Limits {

@@ -102,25 +102,6 @@ public struct WebhookScheduler: Service {
         }
     }
 
-    /// A budget: its level's spend field, its period and cap (µUSD).
-    struct Budget {
-        let name: String
-        let field: String
-        let daily: Bool
-        let limit: Int64
-    }
-
-    static func budgets(_ limits: Limits, prefix: String, field: String) -> [Budget] {
-        var found: [Budget] = []
-        if let usd = limits.monthlyBudgetUSD, usd > 0 {
-            found.append(Budget(name: "\(prefix)_monthly_budget_usd", field: field, daily: false, limit: Int64((usd * 1_000_000).rounded())))
-        }
-        if let usd = limits.dailyBudgetUSD, usd > 0 {
-            found.append(Budget(name: "\(prefix)_daily_budget_usd", field: field, daily: true, limit: Int64((usd * 1_000_000).rounded())))
-        }
-        return found
-    }
-
     private func budgetThresholds(now: Date, usageSince: Date?) async throws {
         let today = SpendPeriod.day(ofUnixSeconds: Int64(now.timeIntervalSince1970))
         // Tenants with a budget anywhere (their own, a model's or a key's) and, when `usageSince`
@@ -142,28 +123,31 @@ public struct WebhookScheduler: Service {
             """, logger: logger)
         let decoder = JSONDecoder()
         for try await (tenant, limitsText, modelText, keyIDs, keyLimits) in rows.decode((UUID, String, String, [String], [String]).self) {
-            var budgets: [Budget] = []
+            var budgets: [BudgetSpec] = []
             if let limits = try? decoder.decode(Limits.self, from: Data(limitsText.utf8)) {
-                budgets += Self.budgets(limits, prefix: "tenant", field: "t")
+                budgets += BudgetSpec.budgets(of: limits, level: "tenant", field: "t")
             }
             if let models = try? decoder.decode([String: Limits].self, from: Data(modelText.utf8)) {
-                for (model, limits) in models { budgets += Self.budgets(limits, prefix: "model", field: "m:\(model)") }
+                for (model, limits) in models { budgets += BudgetSpec.budgets(of: limits, level: "model", field: "m:\(model)") }
             }
             for (key, text) in zip(keyIDs, keyLimits) {
                 if let limits = try? decoder.decode(Limits.self, from: Data(text.utf8)) {
-                    budgets += Self.budgets(limits, prefix: "key", field: "k:\(key)")
+                    budgets += BudgetSpec.budgets(of: limits, level: "key", field: "k:\(key)")
                 }
             }
+            // A zero budget allows no spend at all: no thresholds to announce.
+            budgets.removeAll { $0.limitMicroUSD <= 0 }
             guard !budgets.isEmpty else { continue }
             let spend = try await ledger.spend(tenantID: tenant.uuidString.lowercased(), month: today / 100, day: today)
             for budget in budgets {
-                let spent = (budget.daily ? spend.day : spend.month)[budget.field] ?? 0
-                let period = budget.daily ? String(today) : String(today / 100)
-                for threshold in Self.thresholds where spent * 100 >= budget.limit * Int64(threshold) {
+                let daily = budget.period == .day
+                let spent = (daily ? spend.day : spend.month)[budget.field] ?? 0
+                let period = daily ? String(today) : String(today / 100)
+                for threshold in Self.thresholds where spent * 100 >= budget.limitMicroUSD * Int64(threshold) {
                     try await enqueue(tenant: tenant, type: "budget.threshold", data: [
                         "tenant_id": tenant.uuidString.lowercased(), "budget": budget.name, "scope": budget.field,
                         "period": period, "threshold_percent": String(threshold), "spent_micro_usd": String(spent),
-                        "limit_micro_usd": String(budget.limit),
+                        "limit_micro_usd": String(budget.limitMicroUSD),
                     ], dedupe: "budget.threshold:\(tenant.uuidString.lowercased()):\(budget.name):\(budget.field):\(period):\(threshold)")
                 }
             }
