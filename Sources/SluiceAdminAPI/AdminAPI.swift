@@ -185,11 +185,7 @@ public struct AdminAPI: Sendable {
     func auditLog(_ request: Request, _ context: AdminRequestContext) async throws -> Page<AuditEntry> {
         let tenant = try tenantID(context)
         try AdminPermission.read.check(try context.requireCaller(), tenant: tenant)
-        let (limit, after) = try pagination(request)
-        let before = try after.map { text -> Int64 in
-            guard let value = Int64(text), value > 0 else { throw AdminError.invalid("after", "'after' is not a valid cursor") }
-            return value
-        }
+        let (limit, before) = try idPagination(request)
         _ = try await found { try await store.tenant(tenant) }
         let entries = try await store.auditLog(tenantID: tenant, limit: limit + 1, before: before)
         return Page(items: entries, limit: limit) { String($0.id) }
@@ -233,6 +229,16 @@ public struct AdminAPI: Sendable {
         let after = query.get("after")
         if let after, after.utf8.count > 64 { throw AdminError.invalid("after", "'after' is not a valid cursor") }
         return (limit, after)
+    }
+
+    /// `limit` and `after` for lists paged by a row id, newest first: `after` is the last id seen.
+    func idPagination(_ request: Request) throws -> (Int, Int64?) {
+        let (limit, after) = try pagination(request)
+        let before = try after.map { text -> Int64 in
+            guard let value = Int64(text), value > 0 else { throw AdminError.invalid("after", "'after' is not a valid cursor") }
+            return value
+        }
+        return (limit, before)
     }
 
     func time(_ text: String, _ field: String) throws -> Date {

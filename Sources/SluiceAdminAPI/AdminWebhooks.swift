@@ -69,19 +69,13 @@ extension AdminAPI {
         return WebhookBody(updated)
     }
 
-    func webhookDeliveries(_ request: Request, _ context: AdminRequestContext) async throws -> DeliveryList {
+    func webhookDeliveries(_ request: Request, _ context: AdminRequestContext) async throws -> Page<DeliveryBody> {
         let settings = try webhookSettings()
         let endpoint = try await ownedWebhook(context, settings)
         try AdminPermission.read.check(try context.requireCaller(), tenant: endpoint.tenantID)
-        let (limit, after) = try pagination(request)
-        let before = try after.map { text -> Int64 in
-            guard let value = Int64(text), value > 0 else { throw AdminError.invalid("after", "'after' is not a valid cursor") }
-            return value
-        }
+        let (limit, before) = try idPagination(request)
         let deliveries = try await settings.store.deliveries(endpointID: endpoint.id, limit: limit + 1, before: before)
-        let page = Array(deliveries.prefix(limit))
-        return DeliveryList(data: page.map(DeliveryBody.init), hasMore: deliveries.count > limit,
-                            nextAfter: deliveries.count > limit ? page.last.map { String($0.id) } : nil)
+        return Page(items: deliveries.map(DeliveryBody.init), limit: limit) { String($0.delivery.id) }
     }
 
     private func webhookSettings() throws -> AdminWebhookSettings {
@@ -153,7 +147,7 @@ struct WebhookList: ResponseEncodable {
     let data: [WebhookBody]
 }
 
-struct DeliveryBody: Encodable {
+struct DeliveryBody: Encodable, Sendable {
     let delivery: WebhookDelivery
 
     init(_ delivery: WebhookDelivery) {
@@ -191,17 +185,5 @@ struct DeliveryBody: Encodable {
         case eventID = "event_id"
         case nextAttemptAt = "next_attempt_at"
         case deliveredAt = "delivered_at"
-    }
-}
-
-struct DeliveryList: ResponseEncodable {
-    let data: [DeliveryBody]
-    let hasMore: Bool
-    let nextAfter: String?
-
-    enum CodingKeys: String, CodingKey {
-        case data
-        case hasMore = "has_more"
-        case nextAfter = "next_after"
     }
 }
