@@ -109,8 +109,7 @@ public final class WebhookDispatcher: Service, Sendable {
     private func deliver(_ item: Claimed) async {
         let started = ContinuousClock.now
         let (status, error) = await send(item)
-        let duration = Int((ContinuousClock.now - started).components.seconds * 1_000
-            + (ContinuousClock.now - started).components.attoseconds / 1_000_000_000_000_000)
+        let duration = Int(Self.seconds(ContinuousClock.now - started) * 1_000)
         do {
             try await record(item, status: status, error: error, durationMS: duration)
         } catch {
