@@ -50,7 +50,7 @@ let package = Package(
         .target(
             name: "SluiceRedis",
             dependencies: [
-                "CHiredis",
+                "CHiredis", "SluiceNet",
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -59,6 +59,15 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict
+        ),
+        // Connecting to addresses without the resolver; resolving names off the event loops.
+        .target(
+            name: "SluiceNet",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
             ],
             swiftSettings: strict
         ),
@@ -194,6 +203,7 @@ let package = Package(
         .target(
             name: "SluiceUpstream",
             dependencies: [
+                "SluiceNet",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -323,7 +333,7 @@ let package = Package(
         .target(
             name: "SluiceTestSupport",
             dependencies: [
-                "SluiceRedis", "SluiceTenancy",
+                "SluiceRedis", "SluiceTenancy", "SluiceNet",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),

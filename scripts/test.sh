@@ -10,21 +10,34 @@ cd "$(dirname "$0")/.."
 bash scripts/stack-up.sh >/dev/null
 source scripts/stack-env.sh
 swift build
-swift test "$@"
+# Every part runs under a time limit: a hung test fails the run with its name instead of
+# eating CI's budget (normal runs take a few minutes each).
+limit() { timeout -k 30 "$@"; }
+swift_log="$SLUICE_STACK_DIR/swift-test.log"
+status=0
+limit "${SLUICE_SWIFT_TEST_TIMEOUT:-900}" swift test "$@" 2>&1 | tee "$swift_log" || status=${PIPESTATUS[0]}
+if [ "$status" -eq 124 ] || [ "$status" -eq 137 ]; then
+    echo "swift test did not finish in time; tests started and never finished:" >&2
+    # "◇ Test name() started." without a later "✔ Test name() …" or "✘ Test name() failed …".
+    sed -nE 's/^.*◇ Test ([^ ]+) started\.$/\1/p' "$swift_log" | grep -vx run | sort -u > "$swift_log.started"
+    sed -nE 's/^.*[✔✘] Test ([^ ]+)( with [0-9]+ test cases?)? (passed|failed|skipped).*$/\1/p' "$swift_log" | sort -u > "$swift_log.ended"
+    comm -23 "$swift_log.started" "$swift_log.ended" | sed 's/^/  /' >&2
+fi
+[ "$status" -eq 0 ] || exit "$status"
 if [ "${SLUICE_SKIP_SDK_TESTS:-0}" != "1" ]; then
     # promtool checks /metrics and deploy/prometheus-alerts.yaml in the SDK suite.
     command -v promtool >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
     venv="${SLUICE_STACK_DIR}/venv"
     [ -x "$venv/bin/pytest" ] && [ -x "$venv/bin/schemathesis" ] && [ -x "$venv/bin/kubernetes-validate" ] && "$venv/bin/python" -c "import opentelemetry.proto, standardwebhooks" 2>/dev/null \
         || { python3 -m venv "$venv" && "$venv/bin/pip" install -q openai pytest schemathesis kubernetes-validate pyyaml opentelemetry-proto standardwebhooks; }
-    SLUICE_BIN_DIR="$(swift build --show-bin-path)" "$venv/bin/pytest" -q Tests/sdk
+    SLUICE_BIN_DIR="$(swift build --show-bin-path)" timeout -k 30 600 "$venv/bin/pytest" -q Tests/sdk
 fi
 if [ "${SLUICE_SKIP_FLEET:-0}" != "1" ]; then
     command -v haproxy >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy >/dev/null; }
-    python3 loadtest/fleet.py --short --output "$SLUICE_STACK_DIR/fleet-short"
+    limit 360 python3 loadtest/fleet.py --short --output "$SLUICE_STACK_DIR/fleet-short"
     # The same limits through the stack's Redis Cluster (2 replicas; the Swift tests kill and
     # reshard nodes of private clusters).
-    python3 loadtest/fleet.py --short --redis cluster --replicas 2 --scenarios request_limits,token_limits,revocation \
+    limit 360 python3 loadtest/fleet.py --short --redis cluster --replicas 2 --scenarios request_limits,token_limits,revocation \
         --output "$SLUICE_STACK_DIR/fleet-short-cluster"
 fi
 if [ "${SLUICE_CONTAINER_TEST:-0}" = "1" ]; then

@@ -1,6 +1,7 @@
 import NIOCore
 import NIOPosix
 import NIOSSL
+import SluiceNet
 
 /// One TCP (or TLS) connection to Redis carrying pipelined commands.
 public final class RedisConnection: Sendable {
@@ -33,7 +34,7 @@ public final class RedisConnection: Sendable {
                     if let sslContext {
                         let handler = try NIOSSLClientHandler(
                             context: sslContext,
-                            serverHostname: configuration.host.isIPAddress ? nil : configuration.host)
+                            serverHostname: SocketAddress(literal: configuration.host, port: 0) == nil ? configuration.host : nil)
                         try sync.addHandler(handler)
                     }
                     try sync.addHandler(RedisPipelineHandler(maxPending: configuration.maxPendingCommands, onPush: onPush))
@@ -44,7 +45,7 @@ public final class RedisConnection: Sendable {
             }
         let channel: any Channel
         do {
-            channel = try await bootstrap.connect(host: configuration.host, port: configuration.port).get()
+            channel = try await bootstrap.connect(hostOrAddress: configuration.host, port: configuration.port).get()
         } catch let error as ChannelError where error == .connectTimeout(configuration.connectTimeout) {
             throw .timeout
         } catch {
@@ -135,11 +136,5 @@ public final class RedisConnection: Sendable {
 
     public func close() {
         channel.close(promise: nil)
-    }
-}
-
-extension String {
-    var isIPAddress: Bool {
-        (try? SocketAddress(ipAddress: self, port: 0)) != nil
     }
 }

@@ -51,14 +51,15 @@ enum LocalRedisScripts {
         URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../scripts/\(name)").standardized.path
     }
 
-    /// Runs a command to its end. Spawned and reaped by hand on a thread of its own: Foundation's
-    /// `Process` never reported the end of a script whose children daemonize.
-    static func run(_ executable: String, _ arguments: [String]) async throws {
+    /// Runs a command to its end, or kills it after `limit` (`redis-cli --cluster create` waits
+    /// for the cluster to join without end). Spawned and reaped by hand on a thread of its own:
+    /// Foundation's `Process` never reported the end of a script whose children daemonize.
+    static func run(_ executable: String, _ arguments: [String], limit: Int = 120) async throws {
         let log = FileManager.default.temporaryDirectory.appendingPathComponent("sluice-cluster-\(UUID().uuidString).log").path
         defer { try? FileManager.default.removeItem(atPath: log) }
         let words = executable == "/usr/bin/env" ? arguments : [executable] + arguments
         let line = words.map { "'" + $0.replacingOccurrences(of: "'", with: "'\\''") + "'" }.joined(separator: " ")
-        let command = "\(executable == "/usr/bin/env" ? "" : "bash ")\(line) </dev/null >/dev/null 2>'\(log)'"
+        let command = "timeout -k 5 \(limit) \(executable == "/usr/bin/env" ? "" : "bash ")\(line) </dev/null >/dev/null 2>'\(log)'"
         let status: Int32 = try await withCheckedThrowingContinuation { continuation in
             let thread = Thread {
                 var pid: pid_t = 0

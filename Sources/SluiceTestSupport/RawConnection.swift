@@ -1,5 +1,6 @@
 import NIOCore
 import NIOPosix
+import SluiceNet
 import Synchronization
 
 /// A raw TCP connection for tests that play a slow or hostile client: bytes go out exactly as
@@ -28,7 +29,7 @@ public final class RawConnection: Sendable {
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(Collector(box)) }
             }
-            .connect(host: host, port: port).get()
+            .connect(hostOrAddress: host, port: port).get()
         let connection = RawConnection(channel: channel)
         box.connection.withLock { $0 = connection }
         box.flush()

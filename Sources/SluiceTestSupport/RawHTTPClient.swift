@@ -1,6 +1,8 @@
 import Foundation
 import NIOCore
 import NIOPosix
+import SluiceNet
+import Synchronization
 
 /// A deliberately plain HTTP/1.1 client for end-to-end tests: one request per connection
 /// (`connection: close`), the raw response kept, and the option to hang up after a few bytes
@@ -18,19 +20,38 @@ public enum RawHTTPClient {
 
     public static func request(
         port: Int, method: String = "POST", path: String, headers: [(String, String)] = [], body: String? = nil,
-        hangUpAfterBytes: Int? = nil, onFirstBytes: (@Sendable () -> Void)? = nil
+        hangUpAfterBytes: Int? = nil, onFirstBytes: (@Sendable () -> Void)? = nil, timeout: Duration = .seconds(30)
     ) async throws -> Response {
         var text = "\(method) \(path) HTTP/1.1\r\nhost: 127.0.0.1:\(port)\r\nconnection: close\r\n"
         for (name, value) in headers { text += "\(name): \(value)\r\n" }
         if let body { text += "content-type: application/json\r\ncontent-length: \(body.utf8.count)\r\n" }
         text += "\r\n" + (body ?? "")
         let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-            .connect(host: "127.0.0.1", port: port) { channel in
+            .connect(hostOrAddress: "127.0.0.1", port: port) { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
                 }
             }
-        let raw = try await channel.executeThenClose { inbound, outbound in
+        // A gateway that never answers fails the test instead of hanging the run.
+        let expired = ExpiryFlag()
+        let deadline = channel.channel.eventLoop.scheduleTask(in: TimeAmount(timeout)) {
+            expired.value.store(true, ordering: .relaxed)
+            channel.channel.close(promise: nil)
+        }
+        defer { deadline.cancel() }
+        let raw: String
+        do {
+            raw = try await read(channel, request: text, hangUpAfterBytes: hangUpAfterBytes, onFirstBytes: onFirstBytes)
+        } catch where expired.value.load(ordering: .relaxed) {
+            throw RawHTTPClientError.noAnswer(path: path, within: timeout)
+        }
+        if expired.value.load(ordering: .relaxed) { throw RawHTTPClientError.noAnswer(path: path, within: timeout) }
+        return parse(raw)
+    }
+
+    private static func read(_ channel: NIOAsyncChannel<ByteBuffer, ByteBuffer>, request text: String, hangUpAfterBytes: Int?,
+                             onFirstBytes: (@Sendable () -> Void)?) async throws -> String {
+        try await channel.executeThenClose { inbound, outbound in
             try await outbound.write(ByteBuffer(string: text))
             var received = ByteBuffer()
             for try await var chunk in inbound {
@@ -40,7 +61,14 @@ public enum RawHTTPClient {
             }
             return String(buffer: received)
         }
-        return parse(raw)
+    }
+
+    private final class ExpiryFlag: Sendable {
+        let value = Atomic<Bool>(false)
+    }
+
+    public enum RawHTTPClientError: Error {
+        case noAnswer(path: String, within: Duration)
     }
 
     static func parse(_ raw: String) -> Response {

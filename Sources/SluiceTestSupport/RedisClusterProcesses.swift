@@ -69,7 +69,7 @@ public final class RedisClusterProcesses: Sendable {
 
     /// One command to a server on loopback, on a connection of its own.
     public static func command(_ words: [String], port: Int) async throws -> RESPValue {
-        let client = try RedisClient(configuration: RedisConfiguration(port: port))
+        let client = try RedisClient(configuration: RedisConfiguration.patient(port: port))
         defer { client.shutdown() }
         return try await client.send(RedisCommand(words[0], Array(words.dropFirst())))
     }

@@ -1,6 +1,7 @@
 import Foundation
 import NIOCore
 import NIOPosix
+import SluiceNet
 import SluiceRedis
 
 /// A private `redis-server` for tests that restart, pause or reconfigure Redis, so they never
@@ -110,7 +111,7 @@ public final class RedisServerProcess: @unchecked Sendable {
         while ContinuousClock.now < deadline {
             do {
                 let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-                    .connect(host: "127.0.0.1", port: port).get()
+                    .connect(hostOrAddress: "127.0.0.1", port: port).get()
                 try await channel.close()
                 return
             } catch {

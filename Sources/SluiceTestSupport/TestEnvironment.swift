@@ -1,4 +1,6 @@
 import Foundation
+import NIOCore
+import SluiceRedis
 
 /// Where the development stack (scripts/stack-up.sh) listens, as the environment says.
 public enum TestEnvironment {
@@ -20,5 +22,26 @@ public enum TestEnvironment {
     /// A prefix that keeps one test's keys apart from every other test's on a shared Redis.
     public static func uniquePrefix(_ name: String) -> String {
         "test:\(name):\(UUID().uuidString.prefix(8)):"
+    }
+}
+
+extension RedisConfiguration {
+    /// For tests that do not measure timing: the defaults (1 s to connect, 1 s per command)
+    /// time out spuriously while a loaded 2-core machine starts dozens of servers at once.
+    public static func patient(url: String) throws -> RedisConfiguration {
+        var configuration = try RedisConfiguration(url: url)
+        configuration.makePatient()
+        return configuration
+    }
+
+    public static func patient(port: Int) -> RedisConfiguration {
+        var configuration = RedisConfiguration(port: port)
+        configuration.makePatient()
+        return configuration
+    }
+
+    private mutating func makePatient() {
+        connectTimeout = .seconds(5)
+        commandTimeout = .seconds(5)
     }
 }

@@ -3,6 +3,7 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 import NIOSSL
+import SluiceNet
 
 /// One keep-alive HTTP/1.1 connection to a backend, used by one request at a time (the pool
 /// hands it out as a lease). Reads happen only when the request asks (back-pressure).
@@ -27,11 +28,13 @@ final class UpstreamConnection: Sendable {
                 .connectTimeout(timeouts.connect)
                 .channelOption(.tcpOption(.tcp_nodelay), value: 1)
                 .channelOption(.autoRead, value: false)
-                .connect(host: backend.host, port: backend.port) { channel in
+                .connect(hostOrAddress: backend.host, port: backend.port) { channel in
                     channel.eventLoop.makeCompletedFuture {
                         let sync = channel.pipeline.syncOperations
                         if let sslContext {
-                            try sync.addHandler(try NIOSSLClientHandler(context: sslContext, serverHostname: backend.host))
+                            // SNI carries names only: a backend named by address sends none.
+                            let name = SocketAddress(literal: backend.host, port: backend.port) == nil ? backend.host : nil
+                            try sync.addHandler(try NIOSSLClientHandler(context: sslContext, serverHostname: name))
                         }
                         try sync.addHTTPClientHandlers()
                         try sync.addHandler(UpstreamDeadlineHandler(

@@ -26,7 +26,7 @@ struct AdminHarness: Sendable {
         try await PostgresFixture.withClient { postgresClient, store in
             let client = postgresClient
             let authenticator = try await AdminAuthenticator(hmacSecret: secret)
-            let redis = try RedisClient(configuration: RedisConfiguration(url: TestEnvironment.redisURL))
+            let redis = try RedisClient(configuration: RedisConfiguration.patient(url: TestEnvironment.redisURL))
             let api = AdminAPI(store: store, hasher: KeyHasher(pepper: "test-pepper"), authenticator: authenticator, redis: redis,
                                prices: PriceStore(client: client, logger: Logger(label: "admin-test")),
                                statements: StatementStore(client: client, logger: Logger(label: "admin-test")),

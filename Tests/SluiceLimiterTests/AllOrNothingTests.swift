@@ -22,7 +22,7 @@ struct AllOrNothingTests {
         let seed = UInt64(ProcessInfo.processInfo.environment["SLUICE_TEST_SEED"] ?? "") ?? 20261126
         var rng = SplitMix64(state: seed)
         // Not a timing test: a loaded machine (the failover suites run alongside) must not fail it.
-        var configuration = try RedisConfiguration(url: target.url)
+        var configuration = try RedisConfiguration.patient(url: target.url)
         configuration.commandTimeout = .seconds(5)
         let client = try RedisClient(configuration: configuration)
         let store = RedisLimiterStore(client: client, timings: LimiterTimings())
@@ -96,7 +96,7 @@ struct AllOrNothingTests {
         let seed = UInt64(ProcessInfo.processInfo.environment["SLUICE_TEST_SEED"] ?? "") ?? 20261127
         var rng = SplitMix64(state: seed)
         // Not a timing test: a loaded machine (the failover suites run alongside) must not fail it.
-        var configuration = try RedisConfiguration(url: target.url)
+        var configuration = try RedisConfiguration.patient(url: target.url)
         configuration.commandTimeout = .seconds(5)
         let client = try RedisClient(configuration: configuration)
         let store = RedisLimiterStore(client: client, timings: LimiterTimings())

@@ -260,7 +260,7 @@ struct LimiterRedisTests {
     @Test func aReservationLargerThanTheBurstNeverFitsAndCostsNoIO() async throws {
         // A client pointed at a closed port: the answer must come without Redis.
         let port = try await RedisServerProcess.freePort()
-        let client = try RedisClient(configuration: RedisConfiguration(port: port))
+        let client = try RedisClient(configuration: RedisConfiguration.patient(port: port))
         let limiter = Limiter(client: client)
         let decision = await limiter.admit(AdmitRequest(requestID: "r", tenantID: "t", keyID: "k", model: "m",
                                                         tokensToReserve: 5000, keyLimits: Limits(tokensPerMinute: 3000)))

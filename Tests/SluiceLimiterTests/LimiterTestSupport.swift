@@ -23,7 +23,7 @@ struct LimiterFixture {
 
     init(target: RedisTarget = .standalone, url: String? = nil, configuration: LimiterConfiguration = .init(),
          poolSize: Int = 2) throws {
-        var redis = try RedisConfiguration(url: url ?? target.url)
+        var redis = try RedisConfiguration.patient(url: url ?? target.url)
         redis.poolSize = poolSize
         client = try RedisClient(configuration: redis)
         limiter = Limiter(client: client, configuration: configuration)

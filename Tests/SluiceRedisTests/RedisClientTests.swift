@@ -13,7 +13,7 @@ struct RedisClientTests {
     let prefix: String
 
     init() throws {
-        client = try RedisClient(configuration: RedisConfiguration(url: TestEnvironment.redisURL))
+        client = try RedisClient(configuration: RedisConfiguration.patient(url: TestEnvironment.redisURL))
         prefix = TestEnvironment.uniquePrefix("client")
     }
 
@@ -39,7 +39,7 @@ struct RedisClientTests {
     /// TCP_NODELAY is a TCP-level option: set at the socket level, its number (1) is SO_DEBUG,
     /// which leaves Nagle on and fails with EACCES wherever CAP_NET_ADMIN is missing (a container).
     @Test func connectionsDisableNagle() async throws {
-        let configuration = try RedisConfiguration(url: TestEnvironment.redisURL)
+        let configuration = try RedisConfiguration.patient(url: TestEnvironment.redisURL)
         let loop = MultiThreadedEventLoopGroup.singleton.next()
         let connection = try await RedisConnection.connect(configuration, sslContext: nil, on: loop)
         let noDelay = try await connection.channel.getOption(ChannelOptions.tcpOption(.tcp_nodelay)).get()
@@ -84,7 +84,7 @@ struct RedisClientTests {
         // A private server: SCRIPT FLUSH must not disturb other tests.
         let server = try await RedisServerProcess()
         defer { server.stop() }
-        let client = try RedisClient(configuration: RedisConfiguration(url: server.url))
+        let client = try RedisClient(configuration: RedisConfiguration.patient(url: server.url))
         let script = RedisScript(name: "double", source: "return tonumber(ARGV[1]) * 2 + #KEYS")
         try await client.load([script])
         #expect(try await client.evalScript(script, keys: ["k"], arguments: [20]) == .integer(41))
@@ -102,15 +102,15 @@ struct RedisClientTests {
         ])
         defer { server.stop() }
 
-        let legacy = try RedisClient(configuration: RedisConfiguration(url: "redis://:topsecret@127.0.0.1:\(server.port)/2"))
+        let legacy = try RedisClient(configuration: RedisConfiguration.patient(url: "redis://:topsecret@127.0.0.1:\(server.port)/2"))
         _ = try await legacy.send("SET", "where", "db2")
-        let acl = try RedisClient(configuration: RedisConfiguration(url: "redis://app:apppass@127.0.0.1:\(server.port)/2"))
+        let acl = try RedisClient(configuration: RedisConfiguration.patient(url: "redis://app:apppass@127.0.0.1:\(server.port)/2"))
         #expect(try await acl.send("GET", "where").string == "db2")
         #expect(try await acl.send("ACL", "WHOAMI").string == "app")
 
-        let wrong = try RedisClient(configuration: RedisConfiguration(url: "redis://:nope@127.0.0.1:\(server.port)"))
+        let wrong = try RedisClient(configuration: RedisConfiguration.patient(url: "redis://:nope@127.0.0.1:\(server.port)"))
         await #expect(throws: RedisClientError.self) { _ = try await wrong.send("PING") }
-        let anonymous = try RedisClient(configuration: RedisConfiguration(url: server.url))
+        let anonymous = try RedisClient(configuration: RedisConfiguration.patient(url: server.url))
         do {
             _ = try await anonymous.send("GET", "where")
             Issue.record("unauthenticated command succeeded")
@@ -123,7 +123,7 @@ struct RedisClientTests {
     @Test func tlsWithAPrivateCertificateAuthority() async throws {
         let server = try await RedisServerProcess(arguments: ["--requirepass", "pw"], tls: true)
         defer { server.stop() }
-        var configuration = try RedisConfiguration(url: "rediss://:pw@127.0.0.1:\(server.port)/1")
+        var configuration = try RedisConfiguration.patient(url: "rediss://:pw@127.0.0.1:\(server.port)/1")
         configuration.tls?.trustRoots = .file(server.certificatePath)
         let client = try RedisClient(configuration: configuration)
         _ = try await client.send("SET", "tls", ByteBuffer(bytes: [0, 1, 2]))
@@ -131,14 +131,14 @@ struct RedisClientTests {
         client.shutdown()
 
         // The system trust store does not know this certificate: the handshake must fail.
-        let untrusting = try RedisClient(configuration: RedisConfiguration(url: "rediss://:pw@127.0.0.1:\(server.port)"))
+        let untrusting = try RedisClient(configuration: RedisConfiguration.patient(url: "rediss://:pw@127.0.0.1:\(server.port)"))
         await #expect(throws: RedisClientError.self) { _ = try await untrusting.send("PING") }
         untrusting.shutdown()
     }
 
     @Test func connectionRefusedIsATypedErrorAndBacksOff() async throws {
         let port = try await RedisServerProcess.freePort()
-        let client = try RedisClient(configuration: RedisConfiguration(port: port))
+        let client = try RedisClient(configuration: RedisConfiguration.patient(port: port))
         for _ in 0..<3 {
             do {
                 _ = try await client.send("PING")

@@ -13,7 +13,7 @@ struct RedisClusterClientTests {
     let prefix: String
 
     init() throws {
-        client = try RedisClient(configuration: RedisConfiguration(url: TestEnvironment.redisClusterURL))
+        client = try RedisClient(configuration: RedisConfiguration.patient(url: TestEnvironment.redisClusterURL))
         prefix = TestEnvironment.uniquePrefix("cluster")
     }
 
@@ -45,7 +45,7 @@ struct RedisClusterClientTests {
             #expect(await events.next() == .subscribed(channel: channel))
             // From three publishers, each talking to a different node first.
             for seed in try TestEnvironment.redisClusterURL.clusterSeeds() {
-                let publisher = try RedisClient(configuration: RedisConfiguration(url: "redis://\(seed)/0"))
+                let publisher = try RedisClient(configuration: RedisConfiguration.patient(url: "redis://\(seed)/0"))
                 _ = try await publisher.send("PUBLISH", channel, seed)
                 publisher.shutdown()
                 guard case .message(_, let payload) = await events.next() else {
@@ -84,7 +84,7 @@ struct RedisClusterRedirectionTests {
     /// (A private cluster: `SCRIPT FLUSH` on the stack's would pull scripts from under other tests.)
     @Test func scriptsLoadOnEveryMasterAndNoscriptRecoversOnTheNodeThatForgot() async throws {
         try await RedisClusterProcesses.with { cluster in
-            let client = try RedisClient(configuration: RedisConfiguration(url: cluster.url))
+            let client = try RedisClient(configuration: RedisConfiguration.patient(url: cluster.url))
             defer { client.shutdown() }
             let script = RedisScript(name: "echo-key", source: "return redis.call('INCR', KEYS[1])")
             try await client.load([script])
@@ -109,7 +109,7 @@ struct RedisClusterRedirectionTests {
             guard let source = try await cluster.masterPort(forKey: key) else { throw RedisClusterError.failed("no master") }
             let target = cluster.ports.prefix(3).first { $0 != source }!
             let sourceID = try await cluster.nodeID(port: source), targetID = try await cluster.nodeID(port: target)
-            let client = try RedisClient(configuration: RedisConfiguration(url: cluster.url))
+            let client = try RedisClient(configuration: RedisConfiguration.patient(url: cluster.url))
             defer { client.shutdown() }
             _ = try await client.send("PING")  // learns the slot map
             _ = try await cluster.command(["CLUSTER", "SETSLOT", slot, "IMPORTING", sourceID], port: target)

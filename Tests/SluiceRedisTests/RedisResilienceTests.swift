@@ -129,7 +129,7 @@ struct RedisResilienceTests {
     @Test func subscriberReceivesMessagesAfterARedisRestart() async throws {
         let server = try await RedisServerProcess()
         defer { server.stop() }
-        let client = try client(for: server)
+        let client = try client(for: server, timeout: .seconds(5))  // not a timing test: patient under load
         let subscriber = RedisSubscriber(client: client, channels: ["sluice:test"], healthCheckInterval: .milliseconds(200))
         let running = Task { try await subscriber.run() }
         defer { running.cancel() }

@@ -117,7 +117,7 @@ struct SentinelFailoverTests {
     /// master that comes back is never written to.
     @Test func aReplicaIsNeverTakenForTheMaster() async throws {
         try await RedisSentinelProcesses.with { sentinel in
-            var configuration = RedisConfiguration(port: sentinel.replicaPort)
+            var configuration = RedisConfiguration.patient(port: sentinel.replicaPort)
             configuration.requiresMasterRole = true
             let client = try RedisClient(configuration: configuration)
             defer { client.shutdown() }

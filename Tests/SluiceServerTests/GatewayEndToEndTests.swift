@@ -101,7 +101,7 @@ struct GatewayEndToEndTests {
         try await GatewayHarness.run { gateway in
             #expect(try await gateway.chat().status == 200)
             _ = try await gateway.store.revokeKey(gateway.keyID, actor: "test")
-            let redis = try RedisClient(configuration: RedisConfiguration(url: TestEnvironment.redisURL))
+            let redis = try RedisClient(configuration: RedisConfiguration.patient(url: TestEnvironment.redisURL))
             await KeyResolver.publishInvalidation([gateway.keyID], redis: redis, logger: Logger(label: "t"))
             var refused = false
             for _ in 0..<200 where !refused {

@@ -252,7 +252,7 @@ struct GatewayHardeningTests {
             try await connection.send("POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer \(gateway.key)\r\n"
                                       + "content-type: application/json\r\ncontent-length: \(body.utf8.count)\r\n\r\n\(body)")
             // Gone once admitted (its concurrency slot is taken), before the backend's first byte (300 ms).
-            let redis = try RedisClient(configuration: RedisConfiguration(url: TestEnvironment.redisURL))
+            let redis = try RedisClient(configuration: RedisConfiguration.patient(url: TestEnvironment.redisURL))
             defer { redis.shutdown() }
             let inFlight = "sl:{t:\(gateway.tenant.id.uuidString.lowercased())}:k:\(gateway.keyID):inflight"
             var polls = 0

@@ -8,6 +8,7 @@ import SluiceServer
 import SluiceTenancy
 import SluiceTestSupport
 import SluiceUpstream
+import Testing
 
 /// A whole gateway replica in-process (port 0 listeners) over the stack's Redis and PostgreSQL,
 /// with mock model servers: `mock-model` (healthy), `slow-model` (20 tokens/s), `dying-model`
@@ -103,8 +104,9 @@ struct GatewayHarness: Sendable {
                     expiresAt: nil, hasher: KeyHasher(pepper: configuration.keyPepper), actor: "test")
                 let shutdown: @Sendable () async -> Void = {
                     await gateway.triggerGracefulShutdown()
-                    var iterator = stopped.stream.makeAsyncIterator()
-                    await iterator.next()
+                    if !(await Self.waitForStop(stopped.stream, within: .seconds(60))) {
+                        Issue.record("the gateway did not stop within 60 s of SIGTERM")
+                    }
                 }
                 try await body(GatewayHarness(publicPort: publicPort, adminPort: adminPort, store: store, tenant: tenant,
                                               key: key, keyID: record.id, triggerGracefulShutdown: shutdown,
@@ -134,6 +136,24 @@ struct GatewayHarness: Sendable {
     }
 
     enum HarnessError: Error { case didNotListen }
+
+    /// Whether `stopped` finished within `limit`: a stop that hangs fails its test, not the run.
+    private static func waitForStop(_ stopped: AsyncStream<Void>, within limit: Duration) async -> Bool {
+        await withTaskGroup(of: Bool.self) { group in
+            group.addTask {
+                var iterator = stopped.makeAsyncIterator()
+                await iterator.next()
+                return !Task.isCancelled
+            }
+            group.addTask {
+                try? await Task.sleep(for: limit)
+                return false
+            }
+            let first = await group.next() ?? false
+            group.cancelAll()
+            return first
+        }
+    }
 
     /// A chat completion through the public listener.
     func chat(model: String = "mock-model", key: String? = nil, stream: Bool = false, extra: String = "",

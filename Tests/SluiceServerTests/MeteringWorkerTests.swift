@@ -16,7 +16,7 @@ struct MeteringWorkerTests {
     /// table with the reason, its neighbours reach the ledger, and all are acknowledged.
     @Test func aMalformedUsageEventIsDeadLetteredAndTheRestIsLedgered() async throws {
         try await PostgresFixture.withClient { client, _ in
-            let redis = try RedisClient(configuration: RedisConfiguration(url: TestEnvironment.redisURL))
+            let redis = try RedisClient(configuration: RedisConfiguration.patient(url: TestEnvironment.redisURL))
             defer { redis.shutdown() }
             let tenant = UUID().uuidString.lowercased()
             let stream = LimiterKeys(tenantID: tenant).usageStream
@@ -58,7 +58,7 @@ struct MeteringWorkerTests {
     /// are ledgered by the next drain that recovers: within seconds, not after the claim time.
     @Test func entriesReadButNotAcknowledgedAreRecoveredByTheirConsumer() async throws {
         try await PostgresFixture.withClient { client, _ in
-            let redis = try RedisClient(configuration: RedisConfiguration(url: TestEnvironment.redisURL))
+            let redis = try RedisClient(configuration: RedisConfiguration.patient(url: TestEnvironment.redisURL))
             defer { redis.shutdown() }
             let tenant = UUID().uuidString.lowercased()
             let stream = LimiterKeys(tenantID: tenant).usageStream

@@ -20,7 +20,7 @@ struct StreamSettlementTests {
                 var behavior = MockUpstreamBehavior()
                 behavior.completionTokens = 4
                 let port = try await GatewayHarness.startMock(behavior, in: &group)
-                let redis = try RedisClient(configuration: RedisConfiguration(url: TestEnvironment.redisURL))
+                let redis = try RedisClient(configuration: RedisConfiguration.patient(url: TestEnvironment.redisURL))
                 let upstream = try UpstreamClient(logger: Logger(label: "t"))
                 defer {
                     redis.shutdown()

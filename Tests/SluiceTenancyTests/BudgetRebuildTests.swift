@@ -16,7 +16,7 @@ struct BudgetRebuildTests {
             let server = try await RedisServerProcess()
             defer { server.stop() }
             // Not a timing test: a loaded machine must not turn a slow first call into a 503.
-            var configuration = try RedisConfiguration(url: server.url)
+            var configuration = try RedisConfiguration.patient(url: server.url)
             configuration.commandTimeout = .seconds(5)
             let redis = try RedisClient(configuration: configuration)
             defer { redis.shutdown() }

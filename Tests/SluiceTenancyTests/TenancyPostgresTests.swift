@@ -113,7 +113,7 @@ struct TenancyPostgresTests {
             let tenant = try await makeTenant(store)
             let (_, plaintext) = try await store.createKey(tenantID: tenant.id, name: "herd", limits: Limits(), models: nil,
                                                            expiresAt: nil, hasher: hasher, actor: "test")
-            let redis = try RedisClient(configuration: RedisConfiguration(url: TestEnvironment.redisURL))
+            let redis = try RedisClient(configuration: RedisConfiguration.patient(url: TestEnvironment.redisURL))
             for presented in [plaintext, APIKey.generate().plaintext] {  // a real key, then an unknown one
                 let lookup = CountingLookup(store)
                 let resolver = KeyResolver(database: lookup, redis: redis, hasher: hasher)
@@ -134,7 +134,7 @@ struct TenancyPostgresTests {
             let (_, plaintext) = try await store.createKey(tenantID: tenant.id, name: "outage", limits: Limits(), models: nil,
                                                            expiresAt: nil, hasher: hasher, actor: "test")
             // Redis unreachable: PostgreSQL answers.
-            let deadRedis = try RedisClient(configuration: RedisConfiguration(port: try await RedisServerProcess.freePort()))
+            let deadRedis = try RedisClient(configuration: RedisConfiguration.patient(port: try await RedisServerProcess.freePort()))
             var settings = KeyResolverSettings()
             settings.memoryTTL = .zero  // every call goes past memory to the stores
             let lookup = CountingLookup(store)
@@ -148,7 +148,7 @@ struct TenancyPostgresTests {
             #expect(await resolver.authenticate(APIKey.generate().plaintext) == .rejected(.unavailable))
 
             // A replica with a dead database but a warm Redis cache still resolves.
-            let redis = try RedisClient(configuration: RedisConfiguration(url: TestEnvironment.redisURL))
+            let redis = try RedisClient(configuration: RedisConfiguration.patient(url: TestEnvironment.redisURL))
             let warm = KeyResolver(database: store, redis: redis, hasher: hasher)
             _ = await warm.authenticate(plaintext)
             let failingLookup = CountingLookup(store)
@@ -169,9 +169,9 @@ struct TenancyPostgresTests {
             var settings = KeyResolverSettings()
             settings.invalidationChannel = "sl:keys:invalidate:test:\(UUID().uuidString)"
             let channel = settings.invalidationChannel
-            let redis = try RedisClient(configuration: RedisConfiguration(url: TestEnvironment.redisURL))
+            let redis = try RedisClient(configuration: RedisConfiguration.patient(url: TestEnvironment.redisURL))
             let replicas = try (0..<3).map { _ in
-                KeyResolver(database: store, redis: try RedisClient(configuration: RedisConfiguration(url: TestEnvironment.redisURL)),
+                KeyResolver(database: store, redis: try RedisClient(configuration: RedisConfiguration.patient(url: TestEnvironment.redisURL)),
                             hasher: hasher, settings: settings)
             }
             try await withThrowingTaskGroup(of: Void.self) { group in
@@ -244,7 +244,7 @@ struct TenancyPostgresTests {
             let tenant = try await makeTenant(store)
             let (record, plaintext) = try await store.createKey(tenantID: tenant.id, name: "stale", limits: Limits(), models: nil,
                                                                 expiresAt: nil, hasher: hasher, actor: "test")
-            let deadRedis = try RedisClient(configuration: RedisConfiguration(port: try await RedisServerProcess.freePort()))
+            let deadRedis = try RedisClient(configuration: RedisConfiguration.patient(port: try await RedisServerProcess.freePort()))
             defer { deadRedis.shutdown() }
             var settings = KeyResolverSettings()
             settings.memoryTTL = .zero
@@ -418,7 +418,7 @@ struct TenancyPostgresTests {
     /// Invalidating several keys drops each one's Redis copy (one DEL per key: on a cluster the
     /// keys live in different slots, where a multi-key DEL fails).
     @Test func invalidatingSeveralKeysDropsEveryCachedCopy() async throws {
-        let redis = try RedisClient(configuration: RedisConfiguration(url: TestEnvironment.redisURL))
+        let redis = try RedisClient(configuration: RedisConfiguration.patient(url: TestEnvironment.redisURL))
         defer { redis.shutdown() }
         let ids = (0..<3).map { _ in "inv" + UUID().uuidString.prefix(8) }
         for id in ids { _ = try await redis.send(RedisCommand("SET", KeyResolver.cacheKey(id), "cached", "PX", 60_000)) }
