@@ -177,7 +177,7 @@ let package = Package(
         .target(
             name: "SluiceAdminAPI",
             dependencies: [
-                "SluiceTenancy", "SluiceLimiter", "SluiceRedis", "SluiceErrorBody", "SluiceBilling", "SluiceWebhooks",
+                "SluiceTenancy", "SluiceLimiter", "SluiceRedis", "SluiceErrorBody", "SluiceBilling", "SluiceWebhooks", "SluiceNet",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "JWTKit", package: "jwt-kit"),
@@ -226,6 +226,7 @@ let package = Package(
             name: "SluiceDataPlane",
             dependencies: [
                 "SluiceTenancy", "SluiceLimiter", "SluiceUpstream", "SluiceErrorBody", "SluiceConcurrency", "SluiceBilling",
+                "SluiceNet",
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Tracing", package: "swift-distributed-tracing"),
@@ -267,7 +268,7 @@ let package = Package(
             name: "SluiceServer",
             dependencies: [
                 "SluiceDataPlane", "SluiceAdminAPI", "SluiceTenancy", "SluiceLimiter", "SluiceRedis", "SluiceUpstream",
-                "SluiceLog", "SluiceConcurrency", "SluiceBilling", "SluiceWebhooks",
+                "SluiceLog", "SluiceConcurrency", "SluiceBilling", "SluiceWebhooks", "SluiceNet",
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "OTel", package: "swift-otel"),
                 .product(name: "Tracing", package: "swift-distributed-tracing"),
@@ -298,14 +299,14 @@ let package = Package(
         ),
         .testTarget(
             name: "SluiceDataPlaneTests",
-            dependencies: ["SluiceDataPlane", "SluiceLimiter", .product(name: "NIOCore", package: "swift-nio")],
+            dependencies: ["SluiceDataPlane", "SluiceLimiter", "SluiceNet", .product(name: "NIOCore", package: "swift-nio")],
             swiftSettings: strict
         ),
         .testTarget(
             name: "SluiceServerTests",
             dependencies: [
                 "SluiceServer", "SluiceMockUpstream", "SluiceTenancy", "SluiceLimiter", "SluiceRedis", "SluiceTestSupport", "SluiceUpstream",
-                "SluiceDataPlane", "SluiceBilling",
+                "SluiceDataPlane", "SluiceBilling", "SluiceNet", "SluiceAdminAPI",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -39,6 +39,7 @@ public struct AdminAPI: Sendable {
         ("post", "/admin/v1/tenants"), ("get", "/admin/v1/tenants"),
         ("get", "/admin/v1/tenants/{tenant_id}"), ("patch", "/admin/v1/tenants/{tenant_id}"),
         ("post", "/admin/v1/tenants/{tenant_id}/keys"), ("get", "/admin/v1/tenants/{tenant_id}/keys"),
+        ("patch", "/admin/v1/keys/{key_id}"),
         ("post", "/admin/v1/keys/{key_id}/rotate"), ("post", "/admin/v1/keys/{key_id}/revoke"),
         ("get", "/admin/v1/tenants/{tenant_id}/usage"), ("get", "/admin/v1/openapi.yaml"),
         ("get", "/admin/v1/prices"), ("post", "/admin/v1/prices"), ("get", "/admin/v1/tenants/{tenant_id}/statements/{month}"),
@@ -60,6 +61,7 @@ public struct AdminAPI: Sendable {
         api.patch("tenants/:tenant_id") { request, context in try await updateTenant(request, context) }
         api.post("tenants/:tenant_id/keys") { request, context in try await createKey(request, context) }
         api.get("tenants/:tenant_id/keys") { request, context in try await listKeys(request, context) }
+        api.patch("keys/:key_id") { request, context in try await updateKey(request, context) }
         api.post("keys/:key_id/rotate") { request, context in try await rotateKey(request, context) }
         api.post("keys/:key_id/revoke") { _, context in try await revokeKey(context) }
         api.get("tenants/:tenant_id/usage") { request, context in try await usage(request, context) }
@@ -133,7 +135,7 @@ public struct AdminAPI: Sendable {
         let caller = try context.requireCaller()
         try AdminPermission.manageKeys.check(caller, tenant: tenant)
         let body = try await FieldReader.body(try await readBody(request, context),
-                                              allowed: ["name", "limits", "models", "expires_at"])
+                                              allowed: ["name", "limits", "models", "expires_at", "scope"])
         let name = try body.string("name", required: true, pattern: .displayName)!
         let expiresAt = try body.date("expires_at")
         if let expiresAt, expiresAt <= Date() {
@@ -142,9 +144,37 @@ public struct AdminAPI: Sendable {
         let (record, plaintext) = try await found {
             try await store.createKey(tenantID: tenant, name: name, limits: try body.limits("limits") ?? Limits(),
                                       models: try body.stringArray("models", maxCount: 1_000, pattern: .modelName),
-                                      expiresAt: expiresAt, hasher: hasher, actor: caller.subject)
+                                      expiresAt: expiresAt, scope: try body.scope("scope") ?? KeyScope(), hasher: hasher,
+                                      actor: caller.subject)
         }
         return EditedResponse(status: .created, response: CreatedKey(record: record, key: plaintext))
+    }
+
+    /// `PATCH /admin/v1/keys/{id}`: what is given changes (`null` clears `models`, `expires_at`
+    /// and scope parts), what is left out stays. Replicas drop their cached copy at once.
+    func updateKey(_ request: Request, _ context: AdminRequestContext) async throws -> KeyRecord {
+        let caller = try context.requireCaller()
+        let key = try await ownedKey(context, caller: caller)
+        let body = try await FieldReader.body(try await readBody(request, context),
+                                              allowed: ["name", "limits", "models", "expires_at", "scope"])
+        guard !body.fields.isEmpty else {
+            throw AdminError.invalid("body", "give at least one of 'name', 'limits', 'models', 'expires_at', 'scope'")
+        }
+        let models: [String]?? = body.fields["models"] == nil ? nil
+            : .some(try body.stringArray("models", maxCount: 1_000, pattern: .modelName))
+        let expiresAt: Date?? = body.fields["expires_at"] == nil ? nil : .some(try body.date("expires_at"))
+        if let expiresAt = expiresAt ?? nil, expiresAt <= Date() {
+            throw AdminError.invalid("expires_at", "'expires_at' must be in the future")
+        }
+        // `"scope": null` lifts every restriction.
+        let scope = body.fields["scope"] == .null ? KeyScope() : try body.scope("scope", over: key.scope)
+        let updated = try await found {
+            try await store.updateKey(key.id, name: try body.string("name", pattern: .displayName), limits: try body.limits("limits"),
+                                      models: models, expiresAt: expiresAt, scope: scope,
+                                      actor: caller.subject)
+        }
+        await invalidate([key.id])
+        return updated
     }
 
     func listKeys(_ request: Request, _ context: AdminRequestContext) async throws -> Page<KeyRecord> {

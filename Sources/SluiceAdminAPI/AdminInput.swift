@@ -1,5 +1,7 @@
 import Foundation
 import SluiceLimiter
+import SluiceNet
+import SluiceTenancy
 
 /// A JSON value as sent, so validation can name the exact field and what is wrong with it
 /// (`JSONDecoder` would silently ignore unknown fields and coerce nothing we can report).
@@ -145,6 +147,26 @@ struct FieldReader {
             burstTokens: try reader.integer("burst_tokens", in: 1...100_000_000_000))
     }
 
+    /// A key's `scope` laid over `base`: a part given replaces it, a part given as null clears
+    /// it (allows everything), a part left out keeps it.
+    func scope(_ field: String, over base: KeyScope = KeyScope()) throws -> KeyScope? {
+        guard let reader = try object(field) else { return nil }
+        try reader.rejectUnknown(["endpoints", "networks", "max_output_tokens"])
+        var scope = base
+        for (part, pattern, most) in [("endpoints", TextPattern.endpointPath, 4), ("networks", .network, 100)]
+        where reader.fields[part] != nil {
+            let list = try reader.stringArray(part, maxCount: most, pattern: pattern)
+            if list?.isEmpty == true {
+                throw AdminError.invalid(reader.name(part), "'\(reader.name(part))' must not be empty: give null to allow all")
+            }
+            if part == "endpoints" { scope.endpoints = list } else { scope.networks = list }
+        }
+        if reader.fields["max_output_tokens"] != nil {
+            scope.maxOutputTokens = try reader.integer("max_output_tokens", in: 1...10_000_000)
+        }
+        return scope
+    }
+
     /// `model_limits`: model name → limits.
     func modelLimits(_ field: String) throws -> [String: Limits]? {
         guard let reader = try object(field) else { return nil }
@@ -161,7 +183,7 @@ struct FieldReader {
 /// What a text field may contain. Names are restricted to a plain character set: they show up
 /// in dashboards, logs and shell scripts, where quotes and control characters only cause harm.
 enum TextPattern {
-    case displayName, modelName, timestamp, stripeCustomer, webhookURL, eventType
+    case displayName, modelName, timestamp, stripeCustomer, webhookURL, eventType, endpointPath, network
 
     func check(_ text: String, field: String) throws {
         switch self {
@@ -195,6 +217,14 @@ enum TextPattern {
             }
         case .timestamp:
             guard text.utf8.count <= 40 else { throw AdminError.invalid(field, "'\(field)' is too long for a time") }
+        case .endpointPath:
+            guard KeyScope.endpointPaths.contains(text) else {
+                throw AdminError.invalid(field, "'\(field)' must be one of \(KeyScope.endpointPaths.joined(separator: ", "))")
+            }
+        case .network:
+            guard text.utf8.count <= 64, IPNetwork(text) != nil else {
+                throw AdminError.invalid(field, "'\(field)' must be an IP address or a CIDR network such as 10.0.0.0/8 (no host bits set)")
+            }
         }
     }
 

@@ -87,6 +87,20 @@ enum EmbeddedOpenAPI {
             "400": {$ref: "#/components/responses/BadRequest"}
             "401": {$ref: "#/components/responses/Unauthorized"}
             "404": {$ref: "#/components/responses/NotFound"}
+      /admin/v1/keys/{key_id}:
+        parameters:
+          - {$ref: "#/components/parameters/KeyID"}
+        patch:
+          summary: Change a key's name, limits, models, expiry or scope (platform_admin, tenant_admin); replicas drop their cached copy at once
+          requestBody:
+            required: true
+            content: {application/json: {schema: {$ref: "#/components/schemas/KeyPatch"}}}
+          responses:
+            "200": {description: The key as it is now, content: {application/json: {schema: {$ref: "#/components/schemas/Key"}}}}
+            "400": {$ref: "#/components/responses/BadRequest"}
+            "401": {$ref: "#/components/responses/Unauthorized"}
+            "403": {$ref: "#/components/responses/Forbidden"}
+            "404": {$ref: "#/components/responses/NotFound"}
       /admin/v1/keys/{key_id}/rotate:
         parameters:
           - {$ref: "#/components/parameters/KeyID"}
@@ -311,6 +325,43 @@ enum EmbeddedOpenAPI {
             limits: {$ref: "#/components/schemas/Limits"}
             models: {type: array, maxItems: 1000, items: {$ref: "#/components/schemas/ModelName"}, description: "absent: every model"}
             expires_at: {type: string, format: date-time}
+            scope: {$ref: "#/components/schemas/KeyScope"}
+        KeyPatch:
+          type: object
+          additionalProperties: false
+          minProperties: 1
+          properties:
+            name: {$ref: "#/components/schemas/Name"}
+            limits: {$ref: "#/components/schemas/Limits"}
+            models: {type: [array, "null"], maxItems: 1000, items: {$ref: "#/components/schemas/ModelName"}, description: "null: every model"}
+            expires_at: {type: [string, "null"], format: date-time, description: "in the future; null: never"}
+            scope:
+              description: "parts given replace the key's, parts left out stay, a part given as null is lifted; scope null lifts them all"
+              oneOf:
+                - {$ref: "#/components/schemas/KeyScope"}
+                - {type: "null"}
+        KeyScope:
+          type: object
+          additionalProperties: false
+          description: "What the key may do, checked before any upstream call; an absent part allows everything"
+          properties:
+            endpoints:
+              type: [array, "null"]
+              minItems: 1
+              maxItems: 4
+              items: {type: string, enum: [/v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models]}
+              description: "refused elsewhere with 403 endpoint_not_allowed"
+            networks:
+              type: [array, "null"]
+              minItems: 1
+              maxItems: 100
+              items: {type: string, maxLength: 64, description: "an IP address or CIDR network without host bits, e.g. 10.0.0.0/8 or 2001:db8::/32"}
+              description: "source networks (the peer, or the client named by a trusted proxy's header); refused elsewhere with 403 source_network_not_allowed"
+            max_output_tokens:
+              type: [integer, "null"]
+              minimum: 1
+              maximum: 10000000
+              description: "a request asking for more is refused with 400 max_tokens_above_key_limit; one naming none is sent with max_tokens set to it"
         Key:
           type: object
           required: [id, tenant_id, name, limits, created_at]
@@ -324,6 +375,7 @@ enum EmbeddedOpenAPI {
             expires_at: {type: [string, "null"], format: date-time}
             revoked_at: {type: [string, "null"], format: date-time}
             replaced_by: {type: [string, "null"]}
+            scope: {$ref: "#/components/schemas/KeyScope"}
         CreatedKey:
           allOf:
             - {$ref: "#/components/schemas/Key"}

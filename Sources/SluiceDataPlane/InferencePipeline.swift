@@ -4,6 +4,7 @@ import NIOCore
 import NIOHTTP1
 import SluiceBilling
 import SluiceLimiter
+import SluiceNet
 import SluiceTenancy
 import SluiceUpstream
 import Tracing
@@ -11,6 +12,8 @@ import Tracing
 public struct DataPlaneSettings: Sendable {
     public var maxRequestBodyBytes = 4 * 1024 * 1024
     public var maxResponseBodyBytes = 64 * 1024 * 1024
+    /// How a client's address is told, for keys limited to source networks.
+    public var clientAddress = ClientAddressPolicy()
 
     public init() {}
 }
@@ -28,9 +31,12 @@ public struct InferenceCall: Sendable {
     public var traceparent: String?
     /// The inbound connection's event loop: upstream connections are pooled per loop.
     public var eventLoop: (any EventLoop)?
+    public var origin: ClientOrigin?
 
     public init(endpoint: InferenceEndpoint, authorization: String?, requestID: String,
-                clientRequestID: String? = nil, traceparent: String? = nil, eventLoop: (any EventLoop)? = nil) {
+                clientRequestID: String? = nil, traceparent: String? = nil, eventLoop: (any EventLoop)? = nil,
+                origin: ClientOrigin? = nil) {
+        self.origin = origin
         self.endpoint = endpoint
         self.authorization = authorization
         self.requestID = requestID
@@ -84,6 +90,9 @@ public final class InferencePipeline: Sendable {
         self.accessLog = accessLog ?? LoggerAccessLog(logger: logger)
     }
 
+    /// The header the listener passes on in `ClientOrigin.forwardedFor` (nil: none).
+    public var forwardingHeader: String? { settings.clientAddress.header }
+
     /// Decides from the headers first (the key), then reads the body: a caller that will be
     /// refused costs no body buffering.
     public func handle(_ call: InferenceCall, readBody: InferenceBodyReader) async -> InferenceResult {
@@ -104,10 +113,12 @@ public final class InferencePipeline: Sendable {
     }
 
     /// `GET /v1/models`: the configured models this key may use.
-    public func listModels(authorization: String?, requestID: String, clientRequestID: String?) async -> InferenceResult {
+    public func listModels(authorization: String?, requestID: String, clientRequestID: String?,
+                           origin: ClientOrigin? = nil) async -> InferenceResult {
         var record = AccessRecord(requestID: requestID, clientRequestID: clientRequestID, endpoint: "/v1/models")
         do {
             let key = try await authenticate(authorization, &record)
+            try checkScope(key, path: "/v1/models", origin: origin)
             let models = catalog.routes.keys.sorted().filter { key.allows(model: $0) }.map { name -> [String: Any] in
                 ["id": name, "object": "model", "created": 0, "owned_by": "sluice"]
             }
@@ -125,7 +136,9 @@ public final class InferencePipeline: Sendable {
                          _ record: inout AccessRecord) async throws -> InferenceResult {
         let trace = record.trace
         let key = try await traced(trace, "key lookup") { try await authenticate(call.authorization, &record) }
-        let body = try InferenceRequestBody.parse(try await readBody(), endpoint: call.endpoint)
+        try checkScope(key, path: call.endpoint.rawValue, origin: call.origin)
+        let body = try InferenceRequestBody.parse(try await readBody(), endpoint: call.endpoint,
+                                                  outputCap: key.scope?.maxOutputTokens)
         record.model = body.model
         guard let route = catalog.routes[body.model] else { throw OpenAIError.modelNotFound(body.model) }
         guard key.allows(model: body.model) else { throw OpenAIError.modelNotAllowed(body.model) }
@@ -165,6 +178,19 @@ public final class InferencePipeline: Sendable {
             throw OpenAIError.invalidKey("this API key has been revoked")
         case .rejected:
             throw OpenAIError.invalidKey("invalid API key")
+        }
+    }
+
+    /// What the headers tell of the key's scope (its endpoints and source networks), checked
+    /// before the body is read; its output cap is the body's (`InferenceRequestBody.parse`).
+    private func checkScope(_ key: ResolvedKey, path: String, origin: ClientOrigin?) throws(OpenAIError) {
+        guard let scope = key.scope else { return }
+        guard scope.allows(endpoint: path) else { throw .endpointNotAllowed(path) }
+        if let networks = scope.networks {
+            guard let client = origin.flatMap(settings.clientAddress.clientAddress),
+                  networks.contains(where: { IPNetwork($0)?.contains(client) == true }) else {
+                throw .sourceNotAllowed
+            }
         }
     }
 

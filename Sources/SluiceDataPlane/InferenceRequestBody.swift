@@ -26,18 +26,21 @@ public struct InferenceRequestBody: Sendable {
 
     /// Checked strictly (the whole body must be well-formed JSON) but in one pass with no
     /// objects built; `stream_options.include_usage` is spliced into the bytes for streams.
-    public static func parse(_ buffer: ByteBuffer, endpoint: InferenceEndpoint) throws(OpenAIError) -> InferenceRequestBody {
+    /// `outputCap` is the key's most output tokens per request: a request asking for more is
+    /// refused, and one naming no maximum is sent with `max_tokens` set to it.
+    public static func parse(_ buffer: ByteBuffer, endpoint: InferenceEndpoint,
+                             outputCap: Int? = nil) throws(OpenAIError) -> InferenceRequestBody {
         do {
             return try buffer.withUnsafeReadableBytes { bytes throws(OpenAIError) in
-                try parse(bytes, buffer: buffer, endpoint: endpoint)
+                try parse(bytes, buffer: buffer, endpoint: endpoint, outputCap: outputCap)
             }
         } catch {
             throw error
         }
     }
 
-    private static func parse(_ bytes: UnsafeRawBufferPointer, buffer: ByteBuffer,
-                              endpoint: InferenceEndpoint) throws(OpenAIError) -> InferenceRequestBody {
+    private static func parse(_ bytes: UnsafeRawBufferPointer, buffer: ByteBuffer, endpoint: InferenceEndpoint,
+                              outputCap: Int?) throws(OpenAIError) -> InferenceRequestBody {
         let members: [String: JSONBodyScanner.Member]
         do {
             members = try JSONBodyScanner.scan(bytes, wanted: wanted)
@@ -55,14 +58,15 @@ public struct InferenceRequestBody: Sendable {
             stream = bytes[member.value.lowerBound] == UInt8(ascii: "t")
         }
         if stream && !endpoint.streams { throw .invalidRequest("'stream' is not supported here", param: "stream") }
+        // Both fields are read: a server may honour either, so the larger one is what counts.
         var maxOutput: Int?
         for field in ["max_completion_tokens", "max_tokens"] {
             guard let member = members[field], member.kind != .null else { continue }
             guard member.kind == .number, let number = integer(bytes, member.value), number >= 1 else {
                 throw .invalidRequest("'\(field)' must be a positive integer", param: field)
             }
-            maxOutput = number
-            break
+            if let outputCap, number > outputCap { throw .outputAboveKeyCap(number, cap: outputCap, param: field) }
+            maxOutput = max(maxOutput ?? 0, number)
         }
         switch endpoint {
         case .chatCompletions:
@@ -74,22 +78,39 @@ public struct InferenceRequestBody: Sendable {
         }
 
         var clientWantsUsage = false
-        var upstreamBody = buffer
+        var splices: [(Range<Int>, String)] = []
         if stream {
             let splice = try usageSplice(bytes, options: members["stream_options"])
             clientWantsUsage = splice == nil
-            if let (range, text) = splice {
-                var spliced = ByteBuffer()
-                spliced.reserveCapacity(bytes.count + text.utf8.count)
-                spliced.writeBytes(UnsafeRawBufferPointer(rebasing: bytes[..<range.lowerBound]))
-                spliced.writeString(text)
-                spliced.writeBytes(UnsafeRawBufferPointer(rebasing: bytes[range.upperBound...]))
-                upstreamBody = spliced
-            }
+            if let splice { splices.append(splice) }
         }
+        if let outputCap, maxOutput == nil, endpoint != .embeddings {
+            splices.append((openingBrace(bytes)..<openingBrace(bytes), #""max_tokens":\#(outputCap),"#))
+            maxOutput = outputCap
+        }
+        let upstreamBody = splices.isEmpty ? buffer : splice(bytes, splices)
         return InferenceRequestBody(model: model, stream: stream, clientWantsUsage: clientWantsUsage,
                                     maxOutputTokens: maxOutput, promptEstimate: max(1, bytes.count / 3),
                                     upstreamBody: upstreamBody)
+    }
+
+    /// Just after the body's `{` (the scanner has checked that the body is an object).
+    private static func openingBrace(_ bytes: UnsafeRawBufferPointer) -> Int {
+        bytes.firstIndex(of: UInt8(ascii: "{"))! + 1
+    }
+
+    /// The body with each range replaced by its text; the ranges do not overlap.
+    private static func splice(_ bytes: UnsafeRawBufferPointer, _ splices: [(Range<Int>, String)]) -> ByteBuffer {
+        var spliced = ByteBuffer()
+        spliced.reserveCapacity(bytes.count + splices.reduce(0) { $0 + $1.1.utf8.count })
+        var at = 0
+        for (range, text) in splices.sorted(by: { $0.0.lowerBound < $1.0.lowerBound }) {
+            spliced.writeBytes(UnsafeRawBufferPointer(rebasing: bytes[at..<range.lowerBound]))
+            spliced.writeString(text)
+            at = range.upperBound
+        }
+        spliced.writeBytes(UnsafeRawBufferPointer(rebasing: bytes[at...]))
+        return spliced
     }
 
     /// Where to put `"include_usage": true` (bytes to replace, and with what), or nil when the
@@ -99,7 +120,7 @@ public struct InferenceRequestBody: Sendable {
         guard let options, options.kind != .null else {
             if let options { return (options.value, #"{"include_usage":true}"#) }
             // No stream_options: add the member first in the object.
-            let open = bytes.firstIndex(of: UInt8(ascii: "{"))! + 1
+            let open = openingBrace(bytes)
             return (open..<open, #""stream_options":{"include_usage":true},"#)
         }
         guard options.kind == .object else {

@@ -31,6 +31,22 @@ public struct OpenAIError: Error, Sendable, Equatable {
                     message: "this API key may not use the model '\(model)'", param: "model")
     }
 
+    public static func endpointNotAllowed(_ path: String) -> OpenAIError {
+        OpenAIError(status: 403, type: "invalid_request_error", code: "endpoint_not_allowed",
+                    message: "this API key may not call \(path)")
+    }
+
+    /// The message never names the address: a caller behind a proxy learns nothing of the rule.
+    public static let sourceNotAllowed = OpenAIError(
+        status: 403, type: "invalid_request_error", code: "source_network_not_allowed",
+        message: "this API key may not be used from this network")
+
+    public static func outputAboveKeyCap(_ asked: Int, cap: Int, param: String) -> OpenAIError {
+        OpenAIError(status: 400, type: "invalid_request_error", code: "max_tokens_above_key_limit",
+                    message: "this API key allows at most \(cap) output tokens per request; \(param) asks for \(asked)",
+                    param: param)
+    }
+
     public static func modelNotFound(_ model: String) -> OpenAIError {
         OpenAIError(status: 404, type: "invalid_request_error", code: "model_not_found",
                     message: "the model '\(model)' does not exist", param: "model")

@@ -91,6 +91,7 @@ public enum Gateway {
         let metrics = DataPlaneMetrics(factory: metricsFactory)
         var settings = DataPlaneSettings()
         settings.maxRequestBodyBytes = configuration.maxRequestBytes
+        settings.clientAddress = configuration.clientAddress
         let catalog = try configuration.catalog()
         let prices = PriceBook(catalog.configuredPrices)
         let priceStore = PriceStore(client: postgres, logger: logger)

@@ -2,6 +2,7 @@ import Foundation
 import NIOCore
 import SluiceDataPlane
 import SluiceLimiter
+import SluiceNet
 import SluiceRedis
 import SluiceTenancy
 import SluiceUpstream
@@ -26,6 +27,8 @@ public struct GatewayConfiguration: Sendable {
     public var maxRequestBytes = 4 * 1024 * 1024
     /// The public listener's timeouts and connection cap.
     public var listenerLimits = ListenerLimits()
+    /// Whose forwarding header tells a client's address (for keys limited to source networks).
+    public var clientAddress = ClientAddressPolicy()
     /// What SIGTERM does: readiness off at once, new connections still served for `delay`
     /// (load balancers and endpoint lists catch up), then in-flight work gets `timeout` to end.
     public var drain = DrainSettings()
@@ -158,7 +161,22 @@ public struct GatewayConfiguration: Sendable {
         if let value = try reader.int("redis_max_pending_commands", 1...1_000_000) { redisMaxPendingCommands = value }
         if let listener = try reader.mapping("listener") {
             try listener.allow(["header_timeout_ms", "body_timeout_ms", "idle_timeout_ms", "max_connections",
-                                "drain_delay_ms", "drain_timeout_ms"])
+                                "drain_delay_ms", "drain_timeout_ms", "client_address_header", "trusted_proxies"])
+            if let value = try listener.string("client_address_header") {
+                guard !value.isEmpty, value.utf8.allSatisfy({ $0 == 0x2D || (0x30...0x39).contains($0) || (0x41...0x5A).contains($0)
+                                                             || (0x61...0x7A).contains($0) }) else {
+                    throw ConfigurationError(key: listener.key("client_address_header"), problem: "must be a header name")
+                }
+                clientAddress.header = value.lowercased()
+            }
+            if let values = try listener.strings("trusted_proxies") {
+                clientAddress.trustedProxies = try values.map { text throws(ConfigurationError) in
+                    guard let network = IPNetwork(text) else {
+                        throw ConfigurationError(key: listener.key("trusted_proxies"), problem: "'\(text)' is not an address or CIDR network")
+                    }
+                    return network
+                }
+            }
             if let value = try listener.int("drain_delay_ms", 0...600_000) { drain.delay = .milliseconds(value) }
             if let value = try listener.int("drain_timeout_ms", 1...3_600_000) { drain.timeout = .milliseconds(value) }
             if let value = try listener.int("header_timeout_ms", 1...600_000) { listenerLimits.headerTimeout = .milliseconds(Int64(value)) }

@@ -59,7 +59,7 @@ final class PublicRequestHandler: ChannelDuplexHandler, RemovableChannelHandler 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
         case .head(let head):
-            start(PublicRequestHead(head), context: context)
+            start(PublicRequestHead(head, forwardingHeader: pipeline.forwardingHeader), context: context)
         case .body(var bytes):
             carryOut(body.received(&bytes))
         case .end:
@@ -81,6 +81,7 @@ final class PublicRequestHandler: ChannelDuplexHandler, RemovableChannelHandler 
         self.head = head
         requestEnded = false
         let requestID = RequestID.make()
+        let origin = ClientOrigin(peer: context.channel.remoteAddress, forwardedFor: head.forwardedFor)
         switch head.route {
         case .unknown:
             body.discardBody()
@@ -91,7 +92,7 @@ final class PublicRequestHandler: ChannelDuplexHandler, RemovableChannelHandler 
             body.discardBody()
             run { pipeline in
                 await pipeline.listModels(authorization: head.authorization, requestID: requestID,
-                                          clientRequestID: head.clientRequestID)
+                                          clientRequestID: head.clientRequestID, origin: origin)
             }
         case .inference(let endpoint):
             // Refused from the headers: nothing of the body is read, and the connection closes.
@@ -104,7 +105,7 @@ final class PublicRequestHandler: ChannelDuplexHandler, RemovableChannelHandler 
             body.expectBody()
             let call = InferenceCall(endpoint: endpoint, authorization: head.authorization, requestID: requestID,
                                      clientRequestID: head.clientRequestID, traceparent: head.traceparent,
-                                     eventLoop: context.eventLoop)
+                                     eventLoop: context.eventLoop, origin: origin)
             let readBody = bodyReader(context.eventLoop)
             run { pipeline in await pipeline.handle(call, readBody: readBody) }
         }

@@ -17,6 +17,8 @@ struct PublicRequestHead {
     let authorization: String?
     let clientRequestID: String?
     let traceparent: String?
+    /// The configured forwarding header's values, comma-joined (believed only from trusted proxies).
+    let forwardedFor: String?
     /// `Content-Length`, when declared (the decoder has refused malformed or conflicting ones).
     let declaredLength: Int?
     /// A body follows the head: a non-zero length or a transfer encoding.
@@ -26,7 +28,7 @@ struct PublicRequestHead {
     /// `Expect: 100-continue`: the client waits for a go-ahead before it sends the body.
     let expectsContinue: Bool
 
-    init(_ head: HTTPRequestHead) {
+    init(_ head: HTTPRequestHead, forwardingHeader: String? = nil) {
         let path = head.uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
         self.path = path
         self.method = head.method.rawValue
@@ -34,6 +36,8 @@ struct PublicRequestHead {
         self.authorization = head.headers.first(name: "authorization")
         self.clientRequestID = head.headers.first(name: "x-request-id").flatMap(Self.clientRequestID)
         self.traceparent = head.headers.first(name: "traceparent").flatMap(Self.traceparent)
+        let forwarded = forwardingHeader.map { head.headers[$0] } ?? []
+        self.forwardedFor = forwarded.isEmpty ? nil : forwarded.joined(separator: ",")
         let length = head.headers.first(name: "content-length")
         self.declaredLength = length.flatMap { Int($0) }
         self.declaresBody = length.map { $0 != "0" } ?? head.headers.contains(name: "transfer-encoding")

@@ -279,6 +279,10 @@ enum Migrations {
             // Periodic work done once for the fleet (e.g. one day's usage.daily events).
             "CREATE TABLE webhook_marks (name text PRIMARY KEY, at timestamptz NOT NULL DEFAULT now())",
         ]),
+        Migration(version: 7, name: "scoped keys: endpoints, source networks, output cap", statements: [
+            // {"endpoints": [...], "networks": [...], "max_output_tokens": n}; each part optional.
+            "ALTER TABLE api_keys ADD COLUMN scope jsonb NOT NULL DEFAULT '{}'",
+        ]),
     ]
 }
 

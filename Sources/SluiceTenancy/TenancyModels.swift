@@ -35,6 +35,7 @@ public struct KeyRecord: Sendable, Equatable, Codable {
     public var revokedAt: Date?
     /// Set on a rotated key: the key that replaces it.
     public var replacedBy: String?
+    public var scope: KeyScope
 
     public func isUsable(at now: Date) -> Bool {
         revokedAt == nil && (expiresAt.map { $0 > now } ?? true)
@@ -47,6 +48,7 @@ public struct KeyRecord: Sendable, Equatable, Codable {
         case expiresAt = "expires_at"
         case revokedAt = "revoked_at"
         case replacedBy = "replaced_by"
+        case scope
     }
 }
 
@@ -61,6 +63,8 @@ public struct ResolvedKey: Sendable, Equatable, Codable {
     public let modelLimits: [String: Limits]
     public let expiresAt: Date?
     public let revoked: Bool
+    /// Optional: a key cached by an older release has none.
+    public let scope: KeyScope?
 
     public func isUsable(at now: Date) -> Bool {
         !revoked && (expiresAt.map { $0 > now } ?? true)

@@ -95,11 +95,11 @@ public struct TenantStore: Sendable {
 
     /// Creates a key; the returned plaintext is the only time the secret exists outside the caller.
     public func createKey(tenantID: UUID, name: String, limits: Limits, models: [String]?, expiresAt: Date?,
-                          hasher: KeyHasher, actor: String) async throws -> (KeyRecord, String) {
+                          scope: KeyScope = KeyScope(), hasher: KeyHasher, actor: String) async throws -> (KeyRecord, String) {
         let key = APIKey.generate()
         try await transaction { connection in
             try await Self.insertKey(connection, key: key, tenantID: tenantID, name: name, limits: limits,
-                                     models: models, expiresAt: expiresAt, hasher: hasher, logger: logger)
+                                     models: models, expiresAt: expiresAt, scope: scope, hasher: hasher, logger: logger)
             try await Self.audit(connection, actor: actor, tenant: tenantID, action: "key.create", target: key.keyID,
                                  details: ["name": name], logger: logger)
         }
@@ -108,7 +108,7 @@ public struct TenantStore: Sendable {
 
     public func key(_ id: String) async throws -> KeyRecord {
         let rows = try await client.query("""
-            SELECT id, tenant_id, name, limits::text, models, created_at, expires_at, revoked_at, replaced_by
+            SELECT id, tenant_id, name, limits::text, models, created_at, expires_at, revoked_at, replaced_by, scope::text
             FROM api_keys WHERE id = \(id)
             """, logger: logger)
         for try await row in rows.decode(KeyRow.self) { return try Self.keyRecord(row) }
@@ -117,13 +117,40 @@ public struct TenantStore: Sendable {
 
     public func listKeys(tenantID: UUID, limit: Int, after: String?) async throws -> [KeyRecord] {
         let rows = try await client.query("""
-            SELECT id, tenant_id, name, limits::text, models, created_at, expires_at, revoked_at, replaced_by
+            SELECT id, tenant_id, name, limits::text, models, created_at, expires_at, revoked_at, replaced_by, scope::text
             FROM api_keys WHERE tenant_id = \(tenantID) AND id > \(after ?? "")
             ORDER BY id LIMIT \(limit)
             """, logger: logger)
         var keys: [KeyRecord] = []
         for try await row in rows.decode(KeyRow.self) { keys.append(try Self.keyRecord(row)) }
         return keys
+    }
+
+    /// Changes what is given of a key (nil keeps a field; `.some(nil)` clears an optional one).
+    /// Its secret, tenant and revocation cannot change here.
+    public func updateKey(_ id: String, name: String?, limits: Limits?, models: [String]??, expiresAt: Date??,
+                          scope: KeyScope?, actor: String) async throws -> KeyRecord {
+        let old = try await key(id)
+        let limitsJSON = try limits.map { try JSONCoding.string($0) }
+        let scopeJSON = try scope.map { try JSONCoding.string($0) }
+        try await transaction { connection in
+            _ = try await connection.query("""
+                UPDATE api_keys SET name = coalesce(\(name), name), limits = coalesce(\(limitsJSON)::jsonb, limits),
+                    models = CASE WHEN \(models != nil) THEN \(models ?? nil) ELSE models END,
+                    expires_at = CASE WHEN \(expiresAt != nil) THEN \(expiresAt ?? nil) ELSE expires_at END,
+                    scope = coalesce(\(scopeJSON)::jsonb, scope)
+                WHERE id = \(id)
+                """, logger: logger)
+            var details: [String: String] = [:]
+            if let name { details["name"] = name }
+            if let limitsJSON { details["limits"] = limitsJSON }
+            if let models { details["models"] = models.map { $0.joined(separator: ",") } ?? "all" }
+            if let expiresAt { details["expires_at"] = expiresAt.map { "\($0)" } ?? "never" }
+            if let scopeJSON { details["scope"] = scopeJSON }
+            try await Self.audit(connection, actor: actor, tenant: old.tenantID, action: "key.update", target: id,
+                                 details: details, logger: logger)
+        }
+        return try await key(id)
     }
 
     /// Issues a replacement with the same name, limits and models; the old key keeps working
@@ -135,7 +162,8 @@ public struct TenantStore: Sendable {
         let graceEnd = Date().addingTimeInterval(TimeInterval(grace.components.seconds))
         try await transaction { connection in
             try await Self.insertKey(connection, key: replacement, tenantID: old.tenantID, name: old.name, limits: old.limits,
-                                     models: old.models, expiresAt: old.expiresAt, hasher: hasher, logger: logger)
+                                     models: old.models, expiresAt: old.expiresAt, scope: old.scope, hasher: hasher,
+                                     logger: logger)
             _ = try await connection.query("""
                 UPDATE api_keys SET replaced_by = \(replacement.keyID),
                     expires_at = least(coalesce(expires_at, \(graceEnd)), \(graceEnd))
@@ -218,16 +246,17 @@ public struct TenantStore: Sendable {
 
     // MARK: helpers
 
-    typealias KeyRow = (String, UUID, String, String, [String]?, Date, Date?, Date?, String?)
+    typealias KeyRow = (String, UUID, String, String, [String]?, Date, Date?, Date?, String?, String)
 
     private static func insertKey(_ connection: PostgresConnection, key: APIKey, tenantID: UUID, name: String,
-                                  limits: Limits, models: [String]?, expiresAt: Date?, hasher: KeyHasher,
+                                  limits: Limits, models: [String]?, expiresAt: Date?, scope: KeyScope, hasher: KeyHasher,
                                   logger: Logger) async throws {
         let limitsJSON = try JSONCoding.string(limits)
+        let scopeJSON = try JSONCoding.string(scope)
         let hash = ByteBuffer(bytes: hasher.hash(key.secret))  // bytea
         let rows = try await connection.query("""
-            INSERT INTO api_keys (id, tenant_id, name, secret_hash, limits, models, expires_at)
-            SELECT \(key.keyID), id, \(name), \(hash), \(limitsJSON)::jsonb, \(models), \(expiresAt)
+            INSERT INTO api_keys (id, tenant_id, name, secret_hash, limits, models, expires_at, scope)
+            SELECT \(key.keyID), id, \(name), \(hash), \(limitsJSON)::jsonb, \(models), \(expiresAt), \(scopeJSON)::jsonb
             FROM tenants WHERE id = \(tenantID) RETURNING id
             """, logger: logger)
         var inserted = false
@@ -259,7 +288,8 @@ public struct TenantStore: Sendable {
 
     private static func keyRecord(_ row: KeyRow) throws -> KeyRecord {
         KeyRecord(id: row.0, tenantID: row.1, name: row.2, limits: try JSONCoding.decode(Limits.self, row.3),
-                  models: row.4, createdAt: row.5, expiresAt: row.6, revokedAt: row.7, replacedBy: row.8)
+                  models: row.4, createdAt: row.5, expiresAt: row.6, revokedAt: row.7, replacedBy: row.8,
+                  scope: try JSONCoding.decode(KeyScope.self, row.9))
     }
 }
 

@@ -68,6 +68,19 @@ struct AdminInputTests {
                 (.post, keys, #"{"name": "k", "expires_at": "yesterday"}"#, "expires_at"),
                 (.post, keys, #"{"name": "k", "expires_at": "2001-01-01T00:00:00Z"}"#, "expires_at"),
                 (.post, keys, #"{"name": "k", "secret": "mine"}"#, "secret"),
+                (.post, keys, #"{"name": "k", "scope": {"endpoints": ["/v1/files"]}}"#, "scope.endpoints[0]"),
+                (.post, keys, #"{"name": "k", "scope": {"endpoints": []}}"#, "scope.endpoints"),
+                (.post, keys, #"{"name": "k", "scope": {"networks": ["10.0.0.1/8"]}}"#, "scope.networks[0]"),
+                (.post, keys, #"{"name": "k", "scope": {"networks": ["10.0.0.0/33"]}}"#, "scope.networks[0]"),
+                (.post, keys, #"{"name": "k", "scope": {"networks": ["example.com"]}}"#, "scope.networks[0]"),
+                (.post, keys, #"{"name": "k", "scope": {"max_output_tokens": 0}}"#, "scope.max_output_tokens"),
+                (.post, keys, #"{"name": "k", "scope": {"ips": ["10.0.0.0/8"]}}"#, "scope.ips"),
+                (.patch, "/admin/v1/keys/\(key.id)", #"{}"#, "body"),
+                (.patch, "/admin/v1/keys/\(key.id)", #"{"secret_hash": "00"}"#, "secret_hash"),
+                (.patch, "/admin/v1/keys/\(key.id)", #"{"tenant_id": "\#(UUID())"}"#, "tenant_id"),
+                (.patch, "/admin/v1/keys/\(key.id)", #"{"revoked_at": null}"#, "revoked_at"),
+                (.patch, "/admin/v1/keys/\(key.id)", #"{"expires_at": "2001-01-01T00:00:00Z"}"#, "expires_at"),
+                (.patch, "/admin/v1/keys/\(key.id)", #"{"scope": {"networks": ["::1/129"]}}"#, "scope.networks[0]"),
                 (.post, "/admin/v1/keys/\(key.id)/rotate", #"{"grace_seconds": -5}"#, "grace_seconds"),
                 (.post, "/admin/v1/keys/\(key.id)/rotate", #"{"grace_seconds": "soon"}"#, "grace_seconds"),
                 (.post, "/admin/v1/keys/\(key.id)/rotate", #"{"grace_seconds": 99999999}"#, "grace_seconds"),
@@ -90,6 +103,44 @@ struct AdminInputTests {
                 #expect(try await harness.call(method, uri, token: platform).status == .notFound, "\(uri)")
             }
             #expect(try await auditRows(harness.subject) == 0)
+        }
+    }
+
+    /// A patch changes what it names and keeps the rest; scope parts given as null are lifted;
+    /// every change is in the audit log; a rotated key keeps its scope.
+    @Test func keysArePatchedPartByPart() async throws {
+        try await AdminHarness.run { harness in
+            let tenant = try await harness.newTenant()
+            let token = try await harness.token(.tenantAdmin, tenant: tenant.id)
+            let created = try await harness.call(.post, "/admin/v1/tenants/\(tenant.id)/keys", token: token, json: """
+                {"name": "scoped", "models": ["m1"], "scope": {"endpoints": ["/v1/embeddings"], "networks": ["10.0.0.0/8", "2001:db8::/32"]}}
+                """)
+            #expect(created.status == .created, "\(created.text)")
+            let id = try #require(created.json["id"] as? String)
+            let uri = "/admin/v1/keys/\(id)"
+            func scope(_ response: TestResponse) -> [String: Any] { response.json["scope"] as? [String: Any] ?? [:] }
+            #expect(scope(created)["endpoints"] as? [String] == ["/v1/embeddings"])
+
+            var patched = try await harness.call(.patch, uri, token: token, json: #"{"scope": {"max_output_tokens": 256}}"#)
+            #expect(patched.status == .ok, "\(patched.text)")
+            #expect(scope(patched)["max_output_tokens"] as? Int == 256)
+            #expect(scope(patched)["networks"] as? [String] == ["10.0.0.0/8", "2001:db8::/32"], "kept")
+            #expect(patched.json["models"] as? [String] == ["m1"] && patched.json["name"] as? String == "scoped")
+
+            patched = try await harness.call(.patch, uri, token: token, json: #"{"name": "renamed", "models": null, "scope": {"endpoints": null}}"#)
+            #expect(patched.status == .ok, "\(patched.text)")
+            #expect(patched.json["name"] as? String == "renamed" && patched.json["models"] as? [String] == nil, "every model")
+            #expect(scope(patched)["endpoints"] == nil && scope(patched)["max_output_tokens"] as? Int == 256)
+
+            let rotated = try await harness.call(.post, "\(uri)/rotate", token: token, json: nil)
+            #expect(scope(rotated)["max_output_tokens"] as? Int == 256, "a replacement keeps the scope")
+
+            patched = try await harness.call(.patch, uri, token: token, json: #"{"scope": null}"#)
+            #expect(patched.status == .ok && scope(patched).isEmpty, "\(patched.text)")
+
+            let audit = try await harness.call(.get, "/admin/v1/tenants/\(tenant.id)/audit", token: token)
+            let updates = (audit.json["data"] as? [[String: Any]] ?? []).filter { $0["action"] as? String == "key.update" }
+            #expect(updates.count == 3)
         }
     }
 

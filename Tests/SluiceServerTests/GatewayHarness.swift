@@ -2,6 +2,7 @@ import Foundation
 import Hummingbird
 import Logging
 import ServiceLifecycle
+import SluiceDataPlane
 import SluiceLimiter
 import SluiceMockUpstream
 import SluiceServer
@@ -32,7 +33,7 @@ struct GatewayHarness: Sendable {
     static func run(keyLimits: Limits = Limits(), models: [String]? = nil, leaseSeconds: Int = 120,
                     redisURL: String = TestEnvironment.redisURL, failurePolicy: RedisFailurePolicy = .closed,
                     listenerLimits: ListenerLimits = .init(), drainDelay: Duration = .zero, settleReplicas: Int = 0,
-                    extraModels: [String] = [],
+                    extraModels: [String] = [], clientAddress: ClientAddressPolicy = .init(),
                     _ body: @escaping @Sendable (GatewayHarness) async throws -> Void) async throws {
         try await PostgresFixture.withClient { _, store in
             try await withThrowingTaskGroup(of: Void.self) { group in
@@ -77,6 +78,7 @@ struct GatewayHarness: Sendable {
                 configuration.leaseSeconds = leaseSeconds
                 configuration.listenerLimits = listenerLimits
                 configuration.drain.delay = drainDelay
+                configuration.clientAddress = clientAddress
                 configuration.upstream.firstByte = .milliseconds(500)
                 configuration.models = zip(mocks.map(\.0), ports).map { name, port in
                     .init(name: name, backends: [.init(url: "http://127.0.0.1:\(port)")])
