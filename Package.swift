@@ -189,6 +189,8 @@ let package = Package(
             name: "SluiceAdminAPITests",
             dependencies: [
                 "SluiceAdminAPI", "SluiceTenancy", "SluiceLimiter", "SluiceRedis", "SluiceTestSupport", "SluiceBilling", "SluiceWebhooks",
+                "SluiceUpstream",
+                .product(name: "_CryptoExtras", package: "swift-crypto"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),

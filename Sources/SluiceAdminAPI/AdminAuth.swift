@@ -42,11 +42,15 @@ public struct AdminCaller: Sendable, Equatable {
 /// public keys (PEM) for tokens minted by an external identity provider.
 public struct AdminAuthenticator: Sendable {
     let keys: JWTKeyCollection
+    /// Tokens from an OpenID Connect provider, when one is configured.
+    let oidc: OIDCVerifier?
 
     /// An HS256 secret shorter than the hash (32 bytes) is refused: it would be guessable.
     public static let minimumSecretLength = 32
 
-    public init(hmacSecret: String?, rsaPublicKeysPEM: [String] = [], ecdsaPublicKeysPEM: [String] = []) async throws {
+    public init(hmacSecret: String?, rsaPublicKeysPEM: [String] = [], ecdsaPublicKeysPEM: [String] = [],
+                oidc: OIDCVerifier? = nil) async throws {
+        self.oidc = oidc
         let keys = JWTKeyCollection()
         if let hmacSecret {
             guard hmacSecret.utf8.count >= Self.minimumSecretLength else {
@@ -65,8 +69,10 @@ public struct AdminAuthenticator: Sendable {
 
     /// The caller, or nil for a missing, malformed, expired or badly signed token.
     public func caller(bearer token: String) async -> AdminCaller? {
-        guard let claims = try? await keys.verify(token, as: AdminClaims.self) else { return nil }
-        return AdminCaller(subject: claims.sub.value, role: claims.role, tenant: claims.tenant.flatMap(UUID.init(uuidString:)))
+        if let claims = try? await keys.verify(token, as: AdminClaims.self) {
+            return AdminCaller(subject: claims.sub.value, role: claims.role, tenant: claims.tenant.flatMap(UUID.init(uuidString:)))
+        }
+        return await oidc?.caller(token: token)
     }
 
     /// Mints an HS256 token (the `sluice admin token` command and tests).

@@ -113,7 +113,11 @@ public enum Gateway {
 
         let webhookSealer = WebhookSecretSealer(pepper: configuration.keyPepper)
         let adminRouter = Router(context: AdminRequestContext.self)
-        let authenticator = try await AdminAuthenticator(hmacSecret: configuration.adminJWTSecret)
+        let identityHTTP = try UpstreamClient(timeouts: webhookTimeouts, maxIdlePerPool: 2, logger: logger)
+        let oidc = configuration.adminOIDC.map { settings in
+            OIDCVerifier(settings: settings, fetch: { url in try await identityHTTP.fetch(url) }, logger: logger)
+        }
+        let authenticator = try await AdminAuthenticator(hmacSecret: configuration.adminJWTSecret, oidc: oidc)
         AdminAPI(store: store, hasher: hasher, authenticator: authenticator, redis: redis, prices: priceStore,
                  statements: StatementStore(client: postgres, logger: logger),
                  webhooks: AdminWebhookSettings(store: WebhookStore(client: postgres, logger: logger), sealer: webhookSealer,

@@ -1,5 +1,6 @@
 import Foundation
 import NIOCore
+import SluiceAdminAPI
 import SluiceDataPlane
 import SluiceLimiter
 import SluiceNet
@@ -54,6 +55,8 @@ public struct GatewayConfiguration: Sendable {
     public var healthPath = "/health"
     public var models: [ModelSettings] = []
     public var adminJWTSecret = ""
+    /// Admins from an OpenID Connect provider (besides the HS256 secret); nil: none.
+    public var adminOIDC: OIDCSettings?
     public var keyPepper = ""
 
     public struct TracingSettings: Sendable, Equatable {
@@ -145,7 +148,8 @@ public struct GatewayConfiguration: Sendable {
         try reader.allow(["listen", "admin_listen", "redis_url", "database_url", "failure_policy", "expected_replicas",
                           "lease_seconds", "max_request_bytes", "upstream", "models", "listener", "key_stale_seconds",
                           "redis_max_pending_commands", "settle_deadline_seconds", "tracing", "redis_cluster_nodes",
-                          "redis_settle_replicas", "ledger_retention_months", "billing_export", "webhooks"])
+                          "redis_settle_replicas", "ledger_retention_months", "billing_export", "webhooks", "admin_oidc"])
+        if let section = try reader.mapping("admin_oidc") { adminOIDC = try OIDCSettings.read(section) }
         if let section = try reader.mapping("webhooks") { try webhooks.read(section) }
         if let section = try reader.mapping("billing_export") { try billingExport.read(section) }
         if let value = try reader.int("ledger_retention_months", 1...1_200) { ledgerRetentionMonths = value }

@@ -22,10 +22,10 @@ struct AdminHarness: Sendable {
     /// A per-test `sub`, so the audit log tells this test's writes apart.
     let subject = "test-\(UUID().uuidString.prefix(8))"
 
-    static func run(_ body: @escaping @Sendable (AdminHarness) async throws -> Void) async throws {
+    static func run(oidc: OIDCVerifier? = nil, _ body: @escaping @Sendable (AdminHarness) async throws -> Void) async throws {
         try await PostgresFixture.withClient { postgresClient, store in
             let client = postgresClient
-            let authenticator = try await AdminAuthenticator(hmacSecret: secret)
+            let authenticator = try await AdminAuthenticator(hmacSecret: secret, oidc: oidc)
             let redis = try RedisClient(configuration: RedisConfiguration.patient(url: TestEnvironment.redisURL))
             let api = AdminAPI(store: store, hasher: KeyHasher(pepper: "test-pepper"), authenticator: authenticator, redis: redis,
                                prices: PriceStore(client: client, logger: Logger(label: "admin-test")),

@@ -142,3 +142,33 @@ struct ClientAddressSettingsTests {
         }
     }
 }
+
+/// The `admin_oidc:` settings.
+@Suite("Identity provider settings")
+struct AdminOIDCSettingsTests {
+    @Test func theSectionIsReadAndBadOnesNamed() throws {
+        let yaml = """
+            admin_oidc:
+              issuer: https://login.example.com/realms/ops
+              audience: sluice-admin
+              roles: {ops: platform_admin, acme-staff: tenant_viewer}
+              leeway_seconds: 30
+            """
+        let oidc = try #require(try RedisSettingsTests.load(yaml + "\n").adminOIDC)
+        #expect(oidc.issuer == "https://login.example.com/realms/ops" && oidc.audience == "sluice-admin")
+        #expect(oidc.roles == ["ops": .platformAdmin, "acme-staff": .tenantViewer] && oidc.rolesClaim == "groups")
+        #expect(oidc.discoveryURL == "https://login.example.com/realms/ops/.well-known/openid-configuration")
+        for (bad, key) in [("admin_oidc:\n  issuer: login.example.com\n  audience: a\n  roles: {x: platform_admin}\n", "admin_oidc.issuer"),
+                           ("admin_oidc:\n  issuer: https://x\n  roles: {x: platform_admin}\n", "admin_oidc.audience"),
+                           ("admin_oidc:\n  issuer: https://x\n  audience: a\n  roles: {x: root}\n", "admin_oidc.roles.x"),
+                           ("admin_oidc:\n  issuer: https://x\n  audience: a\n", "admin_oidc.roles"),
+                           ("admin_oidc:\n  issuer: https://x\n  audience: a\n  roles: {x: platform_admin}\n  jwks: y\n", "admin_oidc.jwks")] {
+            do {
+                _ = try RedisSettingsTests.load(bad)
+                Issue.record("accepted: \(bad)")
+            } catch {
+                #expect(error.key == key, "\(bad): \(error)")
+            }
+        }
+    }
+}
