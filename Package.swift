@@ -269,6 +269,7 @@ let package = Package(
         .target(
             name: "SluiceServer",
             dependencies: [
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 "SluiceDataPlane", "SluiceAdminAPI", "SluiceTenancy", "SluiceLimiter", "SluiceRedis", "SluiceUpstream",
                 "SluiceLog", "SluiceConcurrency", "SluiceBilling", "SluiceWebhooks", "SluiceNet",
                 .product(name: "CoreMetrics", package: "swift-metrics"),
@@ -310,6 +311,8 @@ let package = Package(
                 "SluiceServer", "SluiceMockUpstream", "SluiceTenancy", "SluiceLimiter", "SluiceRedis", "SluiceTestSupport", "SluiceUpstream",
                 "SluiceDataPlane", "SluiceBilling", "SluiceNet", "SluiceAdminAPI",
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTLS", package: "hummingbird"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),

@@ -84,7 +84,7 @@ public final class DataPlaneMetrics: Sendable {
         }.record(duration: duration)
     }
 
-    /// `kind`: connect, timeout, protocol, status_5xx (bounded by the caller).
+    /// `kind`: connect, timeout, protocol, status_5xx, status_auth (bounded by the caller).
     func backendFailed(_ backend: String, kind: String) {
         handle(backend + "|" + kind, in: backendErrorHandles) {
             Counter(label: Name.backendErrors, dimensions: [("backend", backend), ("kind", kind)], factory: factory)

@@ -310,6 +310,14 @@ public final class InferencePipeline: Sendable {
             if status >= 500 {
                 throw OpenAIError.upstream(502, "upstream_error", "the model server answered \(status)")
             }
+            if status == 401 || status == 403 {
+                // The backend refused the gateway's credentials: the client's key is fine, and
+                // passing the 401 on would tell it otherwise.
+                metrics.backendFailed(backend.url, kind: "status_auth")
+                logger.error("the model server refused the gateway's credentials; check its api_key_env or api_key_file",
+                             metadata: ["backend": "\(backend.url)", "status": "\(status)"])
+                throw OpenAIError.upstream(502, "upstream_error", "the model server refused the gateway's credentials")
+            }
             // A refusal by the backend generated nothing; an answer is billed even without usage.
             let usage = status < 300
                 ? BilledUsage(reported: ResponseUsage.parse(payload), promptEstimate: body.promptEstimate,

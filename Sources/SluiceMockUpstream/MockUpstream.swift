@@ -24,6 +24,9 @@ public struct MockUpstreamBehavior: Sendable {
     public var usageScale: Double = 1
     /// What the `usage` object says (a misbehaving backend can omit it or report nonsense).
     public var usageReport = UsageReport.honest
+    /// Headers every /v1 request must carry (vLLM's `--api-key` wants `authorization: Bearer <key>`);
+    /// a request without them gets vLLM's 401.
+    public var requiredHeaders: [(String, String)] = []
 
     public enum UsageReport: Sendable {
         case honest
@@ -49,8 +52,9 @@ public struct MockUpstream: Sendable {
 
     public func router() -> Router<BasicRequestContext> {
         let router = Router()
-        router.get("/v1/models") { _, _ in
-            json(["object": "list", "data": models.map { ["id": $0, "object": "model", "created": 0, "owned_by": "mock"] }])
+        router.get("/v1/models") { request, _ in
+            if let refusal = refusal(request) { return refusal }
+            return json(["object": "list", "data": models.map { ["id": $0, "object": "model", "created": 0, "owned_by": "mock"] }])
         }
         router.post("/v1/chat/completions") { request, context in try await answer(request, context, kind: .chat) }
         router.post("/v1/completions") { request, context in try await answer(request, context, kind: .completion) }
@@ -61,7 +65,18 @@ public struct MockUpstream: Sendable {
 
     enum Kind { case chat, completion, embedding }
 
+    /// vLLM's answer to a request without its API key.
+    private func refusal(_ request: Request) -> Response? {
+        for (name, value) in behavior.requiredHeaders {
+            guard let field = HTTPField.Name(name), request.headers[field] == value else {
+                return json(["error": "Unauthorized"], status: .unauthorized)
+            }
+        }
+        return nil
+    }
+
     private func answer(_ request: Request, _ context: BasicRequestContext, kind: Kind) async throws -> Response {
+        if let refusal = refusal(request) { return refusal }
         let data = Data(try await request.body.collect(upTo: 16 * 1024 * 1024).readableBytesView)
         guard let body = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
             return json(["error": ["message": "bad json", "type": "invalid_request_error", "param": NSNull(), "code": "bad_json"]],

@@ -104,17 +104,6 @@ public struct GatewayConfiguration: Sendable {
         }
     }
 
-    public struct BackendSettings: Sendable {
-        public var url: String
-        public var weight = 1
-        public var maxConcurrency: Int?
-
-        public init(url: String, weight: Int = 1, maxConcurrency: Int? = nil) {
-            self.url = url
-            self.weight = weight
-            self.maxConcurrency = maxConcurrency
-        }
-    }
 
     public init() {}
 
@@ -131,6 +120,12 @@ public struct GatewayConfiguration: Sendable {
             try configuration.apply(yaml: text)
         }
         try configuration.apply(environment: environment)
+        for model in configuration.models.indices {
+            for backend in configuration.models[model].backends.indices {
+                try configuration.models[model].backends[backend].readAPIKey(
+                    environment, key: "models[\(model)].backends[\(backend)]")
+            }
+        }
         try configuration.validate()
         return configuration
     }
@@ -230,14 +225,7 @@ public struct GatewayConfiguration: Sendable {
                 guard let backends = try model.list("backends"), !backends.isEmpty else {
                     throw ConfigurationError(key: model.key("backends"), problem: "needs at least one backend")
                 }
-                settings.backends = try backends.map { backend throws(ConfigurationError) in
-                    try backend.allow(["url", "weight", "max_concurrency"])
-                    guard let url = try backend.string("url") else {
-                        throw ConfigurationError(key: backend.key("url"), problem: "is required")
-                    }
-                    return BackendSettings(url: url, weight: try backend.int("weight", 1...1_000) ?? 1,
-                                           maxConcurrency: try backend.int("max_concurrency", 1...1_000_000))
-                }
+                settings.backends = try backends.map { backend throws(ConfigurationError) in try BackendSettings.read(backend) }
                 return settings
             }
         }
@@ -312,11 +300,7 @@ public struct GatewayConfiguration: Sendable {
                 throw ConfigurationError(key: "models[\(index)].default_output_tokens", problem: "is above max_output_tokens")
             }
             for (backendIndex, backend) in model.backends.enumerated() {
-                do {
-                    _ = try Backend(url: backend.url)
-                } catch {
-                    throw ConfigurationError(key: "models[\(index)].backends[\(backendIndex)].url", problem: error.description)
-                }
+                _ = try backend.makeBackend(key: "models[\(index)].backends[\(backendIndex)]")
             }
         }
         guard listen != adminListen else {
@@ -328,7 +312,7 @@ public struct GatewayConfiguration: Sendable {
     public func catalog() throws -> ModelCatalog {
         ModelCatalog(try models.map { model in
             ModelRoute(name: model.name,
-                       backends: try model.backends.map { try Backend(url: $0.url, weight: $0.weight, maxConcurrency: $0.maxConcurrency) },
+                       backends: try model.backends.map { try $0.makeBackend(key: "models.backends") },
                        defaultOutputTokens: model.defaultOutputTokens, maxOutputTokens: model.maxOutputTokens,
                        inputUSDPerMillion: model.inputUSDPerMillion, outputUSDPerMillion: model.outputUSDPerMillion,
                        cachedInputUSDPerMillion: model.cachedInputUSDPerMillion)

@@ -65,7 +65,14 @@ enum LocalRedisScripts {
                 var pid: pid_t = 0
                 let argv: [UnsafeMutablePointer<CChar>?] = ["/bin/sh", "-c", command].map { (word: String) in strdup(word) } + [nil]
                 defer { for pointer in argv { free(pointer) } }
-                let spawned = posix_spawn(&pid, "/bin/sh", nil, nil, argv, environ)
+                // Nothing of this process but stdio reaches the script: servers it daemonizes
+                // would otherwise keep copies of whatever sockets were open at that moment (a
+                // port just probed as free, a test's listener) for as long as they run.
+                var actions = posix_spawn_file_actions_t()
+                posix_spawn_file_actions_init(&actions)
+                defer { posix_spawn_file_actions_destroy(&actions) }
+                _ = Self.closeFrom?(&actions, 3)
+                let spawned = posix_spawn(&pid, "/bin/sh", &actions, nil, argv, environ)
                 guard spawned == 0 else {
                     continuation.resume(throwing: RedisClusterError.failed("posix_spawn: \(spawned)"))
                     return
@@ -81,6 +88,13 @@ enum LocalRedisScripts {
             throw RedisClusterError.failed("\(arguments.prefix(2).joined(separator: " ")): \(output)")
         }
     }
+
+    /// glibc's `posix_spawn_file_actions_addclosefrom_np` (2.34 and later), which Swift's Glibc
+    /// module does not declare.
+    private static let closeFrom: (@convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32)? = {
+        guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "posix_spawn_file_actions_addclosefrom_np") else { return nil }
+        return unsafeBitCast(symbol, to: (@convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32).self)
+    }()
 
     /// A base port such that every `base + offset` is free.
     static func freePortRange(_ offsets: [Int]) async throws -> Int {

@@ -109,6 +109,8 @@ public final class RedisServerProcess: @unchecked Sendable {
     private func waitUntilListening() async throws {
         let deadline = ContinuousClock.now + .seconds(10)
         while ContinuousClock.now < deadline {
+            // A server that exited (its port taken after all) will not start: say so at once.
+            if let process = lock.withLock({ self.process }), !process.isRunning { break }
             do {
                 let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
                     .connect(hostOrAddress: "127.0.0.1", port: port).get()

@@ -1,5 +1,6 @@
 import Foundation
 import NIOCore
+import NIOSSL
 import Synchronization
 
 /// One model server. Tracks outstanding requests (for least-outstanding routing and
@@ -13,6 +14,11 @@ public final class Backend: Sendable {
     public let basePath: String
     public let weight: Int
     public let maxConcurrency: Int?
+    /// Sent on every request to this backend (its API key as `authorization`, extra headers);
+    /// they replace any of the same name. Never logged.
+    let headers: [(String, String)]
+    /// This backend's TLS (a private CA, a client certificate); nil: the client's default.
+    let tls: NIOSSLContext?
 
     private struct State {
         var outstanding = 0
@@ -24,7 +30,8 @@ public final class Backend: Sendable {
     static let ejectAfterFailures = 3
     static let ejectionTime: Duration = .seconds(5)
 
-    public init(url text: String, weight: Int = 1, maxConcurrency: Int? = nil) throws(BackendURLError) {
+    public init(url text: String, weight: Int = 1, maxConcurrency: Int? = nil, headers: [(String, String)] = [],
+                tls: NIOSSLContext? = nil) throws(BackendURLError) {
         guard let url = URLComponents(string: text), let scheme = url.scheme?.lowercased(),
               scheme == "http" || scheme == "https", let host = url.host, !host.isEmpty else {
             throw BackendURLError(url: text)
@@ -36,6 +43,8 @@ public final class Backend: Sendable {
         self.basePath = url.path.hasSuffix("/") ? String(url.path.dropLast()) : url.path
         self.weight = max(1, weight)
         self.maxConcurrency = maxConcurrency
+        self.headers = headers
+        self.tls = tls
     }
 
     public var outstanding: Int { state.withLock { $0.outstanding } }

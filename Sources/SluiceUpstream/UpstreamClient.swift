@@ -76,6 +76,7 @@ public final class UpstreamClient: Sendable {
                                    headers: request.headers)
         head.headers.replaceOrAdd(name: "host", value: backend.port == 80 || backend.port == 443 ? backend.host : "\(backend.host):\(backend.port)")
         head.headers.replaceOrAdd(name: "content-length", value: String(request.body.readableBytes))
+        for (name, value) in backend.headers { head.headers.replaceOrAdd(name: name, value: value) }
 
         while true {
             let (connection, reused) = try await lease(key, backend: backend, loop: loop)
@@ -95,7 +96,7 @@ public final class UpstreamClient: Sendable {
             if pooled.isActive { return (pooled, true) }
         }
         return (try await UpstreamConnection.connect(to: backend, on: loop,
-                                                     sslContext: backend.useTLS ? sslContext : nil, timeouts: timeouts), false)
+                                                     sslContext: backend.useTLS ? backend.tls ?? sslContext : nil, timeouts: timeouts), false)
     }
 
     func giveBack(_ connection: UpstreamConnection, key: PoolKey) {

@@ -1,5 +1,7 @@
 import Foundation
 import Hummingbird
+import HummingbirdTLS
+import NIOSSL
 import Logging
 import ServiceLifecycle
 import SluiceDataPlane
@@ -34,6 +36,7 @@ struct GatewayHarness: Sendable {
                     redisURL: String = TestEnvironment.redisURL, failurePolicy: RedisFailurePolicy = .closed,
                     listenerLimits: ListenerLimits = .init(), drainDelay: Duration = .zero, settleReplicas: Int = 0,
                     extraModels: [String] = [], clientAddress: ClientAddressPolicy = .init(),
+                    configure: @Sendable (inout GatewayConfiguration) -> Void = { _ in },
                     _ body: @escaping @Sendable (GatewayHarness) async throws -> Void) async throws {
         try await PostgresFixture.withClient { _, store in
             try await withThrowingTaskGroup(of: Void.self) { group in
@@ -85,6 +88,7 @@ struct GatewayHarness: Sendable {
                 } + [.init(name: "dead-model", backends: [.init(url: "http://127.0.0.1:\(deadPort)")]),
                      .init(name: "forbidden-model", backends: [.init(url: "http://127.0.0.1:\(ports[0])")])]
                     + extraModels.map { .init(name: $0, backends: [.init(url: "http://127.0.0.1:\(ports[0])")]) }
+                configure(&configuration)
                 let (listening, continuation) = AsyncStream.makeStream(of: Gateway.Listening.self)
                 var logger = Logger(label: "gateway-test")
                 logger.logLevel = ProcessInfo.processInfo.environment["SLUICE_TEST_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .error
@@ -122,13 +126,15 @@ struct GatewayHarness: Sendable {
         }
     }
 
-    static func startMock(_ behavior: MockUpstreamBehavior,
-                                  in group: inout ThrowingTaskGroup<Void, any Error>) async throws -> Int {
+    /// A mock model server on a free port (over TLS with `tls`), running in `group`.
+    static func startMock(_ behavior: MockUpstreamBehavior, tls: TLSConfiguration? = nil,
+                          in group: inout ThrowingTaskGroup<Void, any Error>) async throws -> Int {
         let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
         var logger = Logger(label: "mock")
         logger.logLevel = .critical
         let app = Application(
             router: MockUpstream(behavior: behavior, models: ["mock-model"]).router(),
+            server: try tls.map { try .tls(.http1(), tlsConfiguration: $0) } ?? .http1(),
             configuration: .init(address: .hostname("127.0.0.1", port: 0)),
             onServerRunning: { channel in continuation.yield(channel.localAddress?.port ?? 0) },
             logger: logger)

@@ -88,19 +88,19 @@ struct ScopedKeyTests {
             let (_, key) = try await Self.key(gateway, scope: KeyScope(maxOutputTokens: 5))
             for extra in [#", "max_tokens": 6"#, #", "max_completion_tokens": 6"#,
                           #", "max_completion_tokens": 5, "max_tokens": 100000"#] {
-                let response = try await gateway.chat(model: "paced-model", key: key, extra: extra)
+                let response = try await gateway.chat(model: "mock-model", key: key, extra: extra)
                 #expect(response.status == 400 && response.errorCode == "max_tokens_above_key_limit", "\(extra): \(response.body)")
             }
-            // Left out, the cap is sent upstream: the paced mock would write 20 tokens.
+            // Left out, the cap is sent upstream: the mock would write 8 tokens.
             for stream in [false, true] {
-                let response = try await gateway.chat(model: "paced-model", key: key, stream: stream)
+                let response = try await gateway.chat(model: "mock-model", key: key, stream: stream)
                 #expect(response.status == 200, "\(response.body)")
                 // A stream's usage chunk is the gateway's (the client did not ask): count the text chunks.
                 let written = stream ? response.body.components(separatedBy: #""content":"tok ""#).count - 1
                     : response.json["usage"].flatMap { ($0 as? [String: Any])?["completion_tokens"] as? Int } ?? -1
                 #expect(written == 5, "stream \(stream): \(response.body.suffix(400))")
             }
-            let asked = try await gateway.chat(model: "paced-model", key: key, extra: #", "max_tokens": 3"#)
+            let asked = try await gateway.chat(model: "mock-model", key: key, extra: #", "max_tokens": 3"#)
             #expect(asked.status == 200 && asked.body.contains("\"completion_tokens\":3"), "\(asked.body)")
             let rows = try await GatewayHardeningTests.ledger(tenant: gateway.tenant.id, atLeast: 3)
             #expect(rows.map(\.completion).sorted() == [3, 5, 5], "only the three answered calls are billed")
