@@ -318,6 +318,10 @@ public final class InferencePipeline: Sendable {
                              metadata: ["backend": "\(backend.url)", "status": "\(status)"])
                 throw OpenAIError.upstream(502, "upstream_error", "the model server refused the gateway's credentials")
             }
+            if status >= 400 {
+                // Nothing was generated (nothing is billed); the refusal reaches the client in OpenAI's shape.
+                throw UpstreamErrorBody.openAIError(status: status, body: payload)
+            }
             // A refusal by the backend generated nothing; an answer is billed even without usage.
             let usage = status < 300
                 ? BilledUsage(reported: ResponseUsage.parse(payload), promptEstimate: body.promptEstimate,

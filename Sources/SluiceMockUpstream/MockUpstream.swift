@@ -27,6 +27,12 @@ public struct MockUpstreamBehavior: Sendable {
     /// Headers every /v1 request must carry (vLLM's `--api-key` wants `authorization: Bearer <key>`);
     /// a request without them gets vLLM's 401.
     public var requiredHeaders: [(String, String)] = []
+    /// Which server's quirks to imitate.
+    public var profile = ServerProfile.openai
+    /// The model's context: a prompt plus `max_tokens` beyond it is refused as that server does.
+    public var contextLength: Int?
+    /// Prompt tokens reported as served from the prefix cache (`prompt_tokens_details.cached_tokens`).
+    public var cachedPromptTokens = 0
 
     public enum UsageReport: Sendable {
         case honest
@@ -98,9 +104,15 @@ public struct MockUpstream: Sendable {
                          "usage": ["prompt_tokens": prompt, "total_tokens": prompt]], usage: behavior.usageReport)
         }
         let limit = (body["max_completion_tokens"] as? Int) ?? (body["max_tokens"] as? Int) ?? behavior.completionTokens
+        if let context = behavior.contextLength, prompt + limit > context {
+            return json(behavior.profile.contextLengthError(limit: context, prompt: prompt, completion: limit), status: .badRequest)
+        }
         let tokens = max(0, min(limit, behavior.completionTokens))
         let reported = Int((Double(tokens) * behavior.usageScale).rounded())
-        let usage: [String: Any] = ["prompt_tokens": prompt, "completion_tokens": reported, "total_tokens": prompt + reported]
+        var usage: [String: Any] = ["prompt_tokens": prompt, "completion_tokens": reported, "total_tokens": prompt + reported]
+        if behavior.cachedPromptTokens > 0 {
+            usage["prompt_tokens_details"] = ["cached_tokens": min(behavior.cachedPromptTokens, prompt)]
+        }
         let id = "mock-\(UUID().uuidString.prefix(8))"
         let created = Int(Date().timeIntervalSince1970)
         // system_fingerprint echoes the W3C traceparent the mock received (tests check forwarding).
@@ -120,7 +132,9 @@ public struct MockUpstream: Sendable {
         func chunk(_ text: String?, finish: String?) -> [String: Any] {
             var choice: [String: Any] = ["index": 0, "finish_reason": finish ?? NSNull()]
             if kind == .chat { choice["delta"] = text.map { ["content": $0] } ?? [:] } else { choice["text"] = text ?? "" }
-            return ["id": id, "object": object, "created": created, "model": model, "choices": [choice]]
+            var chunk: [String: Any] = ["id": id, "object": object, "created": created, "model": model, "choices": [choice]]
+            if includeUsage && behavior.profile.nullUsageOnEveryChunk { chunk["usage"] = NSNull() }
+            return chunk
         }
         // Encode every event up front; the body closure only paces and writes bytes.
         var events: [(tokens: Int, bytes: ByteBuffer)] = []

@@ -2,6 +2,7 @@
 //   sluice-mock-upstream [--host 127.0.0.1] [--port 9000] [--models a,b] [--tokens 16]
 //                        [--tokens-per-second 0] [--tokens-per-chunk 1] [--latency-ms 0]
 //                        [--error-rate 0] [--disconnect-after N] [--usage-scale 1]
+//                        [--profile openai|vllm|trtllm|dynamo] [--context-length N] [--api-key K]
 import Foundation
 import Hummingbird
 import SluiceMockUpstream
@@ -24,6 +25,11 @@ while let flag = arguments.next() {
     case "--error-rate": behavior.errorRate = Double(value) ?? 0
     case "--disconnect-after": behavior.disconnectAfterTokens = Int(value)
     case "--usage-scale": behavior.usageScale = Double(value) ?? 1
+    case "--profile":
+        guard let profile = ServerProfile(rawValue: value) else { fatalError("--profile: openai, vllm, trtllm or dynamo") }
+        behavior.profile = profile
+    case "--context-length": behavior.contextLength = Int(value)
+    case "--api-key": behavior.requiredHeaders = [("authorization", "Bearer \(value)")]
     default: fatalError("unknown flag \(flag)")
     }
 }

@@ -76,7 +76,10 @@ struct BackendDeploymentTests {
                 #expect(ok.status == 200, "\(ok.body)")
                 for model in ["no-client-certificate", "system-trust"] {
                     let refused = try await gateway.chat(model: model)
-                    #expect(refused.status == 502 || refused.status == 503, "\(model): \(refused.status) \(refused.body)")
+                    // TLS 1.3 refuses a missing client certificate after the handshake: the request may
+                    // have gone out, so the refusal shows as a broken connection or, late, a timeout.
+                    #expect([502, 503, 504].contains(refused.status) && refused.errorCode?.hasPrefix("upstream") == true,
+                            "\(model): \(refused.status) \(refused.body)")
                 }
             }
             group.cancelAll()

@@ -1,0 +1,90 @@
+import Foundation
+import Logging
+import PostgresNIO
+import SluiceMockUpstream
+import SluiceTenancy
+import SluiceTestSupport
+import Testing
+
+@testable import SluiceServer
+
+/// The gateway in front of mocks that answer as vLLM, TensorRT-LLM and the Dynamo frontend do:
+/// usage is metered right whatever the stream looks like, and refusals reach the client in
+/// OpenAI's shape.
+@Suite("Backends by server profile")
+struct BackendProfileTests {
+    @Test(arguments: [ServerProfile.vllm, .trtllm, .dynamo])
+    func usageIsMeteredAndRefusalsAreOpenAIShaped(profile: ServerProfile) async throws {
+        var behavior = MockUpstreamBehavior()
+        behavior.profile = profile
+        behavior.completionTokens = 6
+        behavior.contextLength = 400
+        behavior.cachedPromptTokens = 4
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            let port = try await GatewayHarness.startMock(behavior, in: &group)
+            let model = "profile-\(profile.rawValue)"
+            try await GatewayHarness.run(models: [model], configure: { configuration in
+                configuration.models.append(.init(name: model, backends: [.init(url: "http://127.0.0.1:\(port)")]))
+            }) { gateway in
+                let whole = try await gateway.chat(model: model)
+                #expect(whole.status == 200, "\(whole.body)")
+                let streamed = try await gateway.chat(model: model, stream: true)
+                #expect(streamed.status == 200 && streamed.body.hasSuffix("data: [DONE]\n\n"), "\(streamed.body)")
+                // The gateway asked for usage; the client did not, so it gets no usage chunk (vLLM's
+                // `"usage": null` on each chunk passes, as OpenAI's own would with include_usage).
+                #expect(!streamed.body.contains("\"usage\":{"), "\(profile): \(streamed.body)")
+                let asked = try await gateway.chat(model: model, stream: true, extra: #", "stream_options": {"include_usage": true}"#)
+                #expect(asked.body.contains("\"completion_tokens\":6"), "the client asked: it keeps the usage chunk")
+
+                // A prompt over the context: the backend's refusal, in OpenAI's shape.
+                let long = String(repeating: "word ", count: 400)
+                let refused = try await gateway.post("/v1/chat/completions", body: """
+                    {"model": "\(model)", "messages": [{"role": "user", "content": "\(long)"}], "max_tokens": 10}
+                    """)
+                #expect(refused.status == 400, "\(refused.body)")
+                let error = refused.json["error"] as? [String: Any]
+                #expect(error?["code"] as? String == "context_length_exceeded", "\(profile): \(refused.body)")
+                #expect(error?["type"] as? String == "invalid_request_error")
+                #expect((error?["message"] as? String)?.contains("context length") == true)
+
+                // Four requests reached a backend; the refusal's row books nothing.
+                let rows = try await Self.ledger(tenant: gateway.tenant.id, atLeast: 4)
+                let answered = rows.filter { $0.completion > 0 }
+                #expect(rows.count == 4 && answered.count == 3, "\(profile): \(rows)")
+                for row in answered {
+                    #expect(row.completion == 6 && row.cached == 4 && row.source == "backend", "\(profile): \(row)")
+                }
+                #expect(rows.filter { $0.completion == 0 }.allSatisfy { $0.prompt == 0 && $0.cached == 0 }, "\(rows)")
+            }
+            group.cancelAll()
+        }
+    }
+
+    struct Row: Sendable, CustomStringConvertible {
+        let prompt: Int
+        let completion: Int
+        let cached: Int
+        let source: String
+        var description: String { "prompt \(prompt), completion \(completion), cached \(cached), \(source)" }
+    }
+
+    static func ledger(tenant: UUID, atLeast count: Int) async throws -> [Row] {
+        var rows: [Row] = []
+        for _ in 0..<200 {
+            rows = try await PostgresFixture.withClient { client, _ in
+                var rows: [Row] = []
+                let query: PostgresQuery = """
+                    SELECT prompt_tokens, completion_tokens, cached_prompt_tokens, usage_source FROM usage_ledger WHERE tenant_id = \(tenant)
+                    """
+                for try await (prompt, completion, cached, source) in try await client.query(query, logger: Logger(label: "t"))
+                    .decode((Int, Int, Int, String).self) {
+                    rows.append(Row(prompt: prompt, completion: completion, cached: cached, source: source))
+                }
+                return rows
+            }
+            if rows.count >= count { return rows }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        return rows
+    }
+}
