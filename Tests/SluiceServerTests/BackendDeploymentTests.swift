@@ -99,12 +99,7 @@ struct BackendDeploymentTests {
             ("{\(url), tls: {cert_file: /x}}", "models[1].backends[0].tls.key_file", [:]),
             ("{\(url), tls: {ca_file: /nonexistent/ca.pem}}", "models[1].backends[0].tls", [:]),
         ] {
-            do {
-                _ = try RedisSettingsTests.load("  - name: x\n    backends: [\(backend)]\n", environment: environment)
-                Issue.record("accepted: \(backend)")
-            } catch {
-                #expect(error.key == key, "\(backend): \(error)")
-            }
+            RedisSettingsTests.expectRefused("  - name: x\n    backends: [\(backend)]\n", key: key, environment: environment)
         }
     }
 }

@@ -1,6 +1,4 @@
 import Foundation
-import Logging
-import PostgresNIO
 import SluiceMockUpstream
 import SluiceTenancy
 import SluiceTestSupport
@@ -48,7 +46,7 @@ struct BackendProfileTests {
                 #expect((error?["message"] as? String)?.contains("context length") == true)
 
                 // Four requests reached a backend; the refusal's row books nothing.
-                let rows = try await Self.ledger(tenant: gateway.tenant.id, atLeast: 4)
+                let rows = try await GatewayHardeningTests.ledger(tenant: gateway.tenant.id, atLeast: 4)
                 let answered = rows.filter { $0.completion > 0 }
                 #expect(rows.count == 4 && answered.count == 3, "\(profile): \(rows)")
                 for row in answered {
@@ -58,33 +56,5 @@ struct BackendProfileTests {
             }
             group.cancelAll()
         }
-    }
-
-    struct Row: Sendable, CustomStringConvertible {
-        let prompt: Int
-        let completion: Int
-        let cached: Int
-        let source: String
-        var description: String { "prompt \(prompt), completion \(completion), cached \(cached), \(source)" }
-    }
-
-    static func ledger(tenant: UUID, atLeast count: Int) async throws -> [Row] {
-        var rows: [Row] = []
-        for _ in 0..<200 {
-            rows = try await PostgresFixture.withClient { client, _ in
-                var rows: [Row] = []
-                let query: PostgresQuery = """
-                    SELECT prompt_tokens, completion_tokens, cached_prompt_tokens, usage_source FROM usage_ledger WHERE tenant_id = \(tenant)
-                    """
-                for try await (prompt, completion, cached, source) in try await client.query(query, logger: Logger(label: "t"))
-                    .decode((Int, Int, Int, String).self) {
-                    rows.append(Row(prompt: prompt, completion: completion, cached: cached, source: source))
-                }
-                return rows
-            }
-            if rows.count >= count { return rows }
-            try await Task.sleep(for: .milliseconds(50))
-        }
-        return rows
     }
 }

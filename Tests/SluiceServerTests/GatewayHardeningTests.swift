@@ -22,6 +22,7 @@ struct GatewayHardeningTests {
         var completion: Int
         var source: String
         var clamped: Bool
+        var cached = 0
     }
 
     static func ledger(tenant: UUID, atLeast count: Int) async throws -> [LedgerRow] {
@@ -30,13 +31,14 @@ struct GatewayHardeningTests {
             rows = try await PostgresFixture.withClient { client, _ in
                 var rows: [LedgerRow] = []
                 let query: PostgresQuery = """
-                    SELECT client_request_id, request_id, prompt_tokens, completion_tokens, usage_source, usage_clamped
+                    SELECT client_request_id, request_id, prompt_tokens, completion_tokens, usage_source, usage_clamped,
+                           cached_prompt_tokens
                     FROM usage_ledger WHERE tenant_id = \(tenant) ORDER BY at
                     """
-                for try await (client, request, prompt, completion, source, clamped) in try await client.query(query, logger: Logger(label: "t"))
-                    .decode((String?, String, Int, Int, String, Bool).self) {
+                for try await (client, request, prompt, completion, source, clamped, cached) in try await client.query(query, logger: Logger(label: "t"))
+                    .decode((String?, String, Int, Int, String, Bool, Int).self) {
                     rows.append(LedgerRow(clientRequestID: client, requestID: request, prompt: prompt, completion: completion,
-                                          source: source, clamped: clamped))
+                                          source: source, clamped: clamped, cached: cached))
                 }
                 return rows
             }

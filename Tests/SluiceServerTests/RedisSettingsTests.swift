@@ -16,6 +16,17 @@ struct RedisSettingsTests {
         return try GatewayConfiguration.load(file: file, environment: secrets.merging(environment) { $1 })
     }
 
+    /// `yaml` (after the configuration's one model) must stop start-up with an error naming `key`.
+    static func expectRefused(_ yaml: String, key: String, environment: [String: String] = [:],
+                              sourceLocation: SourceLocation = #_sourceLocation) {
+        do {
+            _ = try load(yaml, environment: environment)
+            Issue.record("accepted: \(yaml)", sourceLocation: sourceLocation)
+        } catch {
+            #expect(error.key == key, "\(yaml): \(error)", sourceLocation: sourceLocation)
+        }
+    }
+
     @Test func clusterNodesAndSettleReplicasFromTheFileAndTheEnvironment() throws {
         let configuration = try Self.load("redis_cluster_nodes: [10.0.0.1:7000, 10.0.0.2:7001]\nredis_settle_replicas: 1\n")
         #expect(configuration.redisURL == "redis+cluster://10.0.0.1:7000,10.0.0.2:7001")
@@ -30,12 +41,7 @@ struct RedisSettingsTests {
                             ("redis_cluster_nodes: 5\n", "redis_cluster_nodes"),
                             ("redis_settle_replicas: 99\n", "redis_settle_replicas"),
                             ("redis_url: redis+cluster://\n", "redis_url")] {
-            do {
-                _ = try Self.load(yaml)
-                Issue.record("\(yaml) was accepted")
-            } catch {
-                #expect(error.key == key, "\(yaml): \(error)")
-            }
+            Self.expectRefused(yaml, key: key)
         }
         #expect(throws: ConfigurationError.self) { _ = try Self.load("", environment: ["SLUICE_REDIS_SETTLE_REPLICAS": "many"]) }
     }
