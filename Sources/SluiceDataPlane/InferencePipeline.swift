@@ -70,14 +70,18 @@ public final class InferencePipeline: Sendable {
     public let metrics: DataPlaneMetrics
     /// Set when tracing is on (a sampling decision is the tracer's).
     let tracer: (any Tracer)?
+    /// Set when the model list follows what the backends serve.
+    let modelDirectory: BackendModelDirectory?
     private let selector = BackendSelector()
 
     /// `usageFallback` takes the usage Redis could not (see `Settler`).
     public init(catalog: ModelCatalog, prices: PriceBook? = nil, resolver: KeyResolver, limiter: Limiter,
                 upstream: UpstreamClient, usageFallback: any UsageFallback, settings: DataPlaneSettings = .init(),
                 metrics: DataPlaneMetrics = .init(), logger: Logger = Logger(label: "sluice.access"),
-                accessLog: (any AccessLog)? = nil, tracer: (any Tracer)? = nil) {
+                accessLog: (any AccessLog)? = nil, tracer: (any Tracer)? = nil,
+                modelDirectory: BackendModelDirectory? = nil) {
         self.tracer = tracer
+        self.modelDirectory = modelDirectory
         self.catalog = catalog
         self.prices = prices ?? PriceBook(catalog.configuredPrices)
         self.resolver = resolver
@@ -112,15 +116,22 @@ public final class InferencePipeline: Sendable {
         return finish(error, &record)
     }
 
-    /// `GET /v1/models`: the configured models this key may use.
+    /// `GET /v1/models`: the configured models this key may use; with a directory that has
+    /// read the backends, only those a backend serves, with the backend's details.
     public func listModels(authorization: String?, requestID: String, clientRequestID: String?,
                            origin: ClientOrigin? = nil) async -> InferenceResult {
         var record = AccessRecord(requestID: requestID, clientRequestID: clientRequestID, endpoint: "/v1/models")
         do {
             let key = try await authenticate(authorization, &record)
             try checkScope(key, path: "/v1/models", origin: origin)
-            let models = catalog.routes.keys.sorted().filter { key.allows(model: $0) }.map { name -> [String: Any] in
-                ["id": name, "object": "model", "created": 0, "owned_by": "sluice"]
+            let directory = modelDirectory.flatMap { $0.hasRead ? $0 : nil }
+            let models = catalog.routes.sorted { $0.key < $1.key }.filter { key.allows(model: $0.key) }.compactMap { name, route -> [String: Any]? in
+                guard let directory else { return ["id": name, "object": "model", "created": 0, "owned_by": "sluice"] }
+                guard let served = directory.served(route) else { return nil }
+                var entry: [String: Any] = ["id": name, "object": "model", "created": served.created ?? 0,
+                                            "owned_by": served.ownedBy ?? "sluice"]
+                if let length = served.maxModelLength { entry["max_model_len"] = length }
+                return entry
             }
             let data = try JSONSerialization.data(withJSONObject: ["object": "list", "data": models], options: [.sortedKeys])
             record.status = 200

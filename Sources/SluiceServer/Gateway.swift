@@ -97,9 +97,13 @@ public enum Gateway {
         let priceStore = PriceStore(client: postgres, logger: logger)
         let usageFallback = LedgerFallbackWriter(ledger: ledger, logger: logger)
         let tracing = try Self.tracing(configuration.tracing)
+        let modelDirectory = configuration.listModelsFromBackends
+            ? BackendModelDirectory(backends: catalog.backends, client: upstream, interval: configuration.backendModelsRefresh,
+                                    logger: logger)
+            : nil
         let pipeline = InferencePipeline(catalog: catalog, prices: prices, resolver: resolver, limiter: limiter, upstream: upstream,
                                          usageFallback: usageFallback, settings: settings, metrics: metrics, logger: logger,
-                                         accessLog: accessLog, tracer: tracing?.tracer)
+                                         accessLog: accessLog, tracer: tracing?.tracer, modelDirectory: modelDirectory)
 
         let listening = ListeningReporter(onListening)
         let connections = ConnectionCounter(maximum: configuration.listenerLimits.maxConnections)
@@ -142,8 +146,12 @@ public enum Gateway {
         metering.lag = operationsMetrics.meteringLag
         metering.commands = operationsMetrics.meteringCommands
         metering.backlog = operationsMetrics.meteringBacklog
+        // Services that run only when configured come first (they stop last).
+        var optional: [ServiceGroupConfiguration.ServiceConfiguration] = []
+        if let tracing { optional.append(.init(service: tracing.exporter)) }
+        if let modelDirectory { optional.append(.init(service: modelDirectory)) }
         var groupConfiguration = ServiceGroupConfiguration(
-            services: (tracing.map { [.init(service: $0.exporter)] } ?? []) + [
+            services: optional + [
                 .init(service: postgres),
                 // Stops after the listeners, so it writes the usage of the last requests too.
                 .init(service: usageFallback),

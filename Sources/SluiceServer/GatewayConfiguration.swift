@@ -53,6 +53,10 @@ public struct GatewayConfiguration: Sendable {
     public var upstream = UpstreamTimeouts()
     /// Path probed on every backend by the active health checks (vLLM and the mock serve /health).
     public var healthPath = "/health"
+    /// `GET /v1/models` lists only the configured models a backend says it serves (read every
+    /// `backendModelsRefresh`), with the backend's details.
+    public var listModelsFromBackends = false
+    public var backendModelsRefresh: Duration = .seconds(30)
     public var models: [ModelSettings] = []
     public var adminJWTSecret = ""
     /// Admins from an OpenID Connect provider (besides the HS256 secret); nil: none.
@@ -143,7 +147,9 @@ public struct GatewayConfiguration: Sendable {
         try reader.allow(["listen", "admin_listen", "redis_url", "database_url", "failure_policy", "expected_replicas",
                           "lease_seconds", "max_request_bytes", "upstream", "models", "listener", "key_stale_seconds",
                           "redis_max_pending_commands", "settle_deadline_seconds", "tracing", "redis_cluster_nodes",
-                          "redis_settle_replicas", "ledger_retention_months", "billing_export", "webhooks", "admin_oidc"])
+                          "redis_settle_replicas", "ledger_retention_months", "billing_export", "webhooks", "admin_oidc",
+                          "list_models_from_backends"])
+        if let value = try reader.bool("list_models_from_backends") { listModelsFromBackends = value }
         if let section = try reader.mapping("admin_oidc") { adminOIDC = try OIDCSettings.read(section) }
         if let section = try reader.mapping("webhooks") { try webhooks.read(section) }
         if let section = try reader.mapping("billing_export") { try billingExport.read(section) }

@@ -27,6 +27,8 @@ final class PublicRequestHandler: ChannelDuplexHandler, RemovableChannelHandler 
     private var readHeld = false
     private var context: ChannelHandlerContext?
     private var executor: EventLoopTaskExecutor?
+    /// The connection's peer, read once: every request on it comes from the same place.
+    private var peer: SocketAddress?
 
     init(pipeline: InferencePipeline, maxRequestBytes: Int) {
         self.pipeline = pipeline
@@ -37,6 +39,7 @@ final class PublicRequestHandler: ChannelDuplexHandler, RemovableChannelHandler 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
         self.executor = EventLoopTaskExecutor.on(context.eventLoop)
+        self.peer = context.channel.remoteAddress
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
@@ -81,7 +84,7 @@ final class PublicRequestHandler: ChannelDuplexHandler, RemovableChannelHandler 
         self.head = head
         requestEnded = false
         let requestID = RequestID.make()
-        let origin = ClientOrigin(peer: context.channel.remoteAddress, forwardedFor: head.forwardedFor)
+        let origin = ClientOrigin(peer: peer, forwardedFor: head.forwardedFor)
         switch head.route {
         case .unknown:
             body.discardBody()

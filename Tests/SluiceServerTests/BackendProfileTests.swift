@@ -58,3 +58,36 @@ struct BackendProfileTests {
         }
     }
 }
+
+/// `list_models_from_backends`: the model list follows what the backends serve.
+@Suite("Model list from the backends")
+struct BackendModelListTests {
+    static func listed(_ gateway: GatewayHarness) async throws -> [[String: Any]] {
+        let response = try await RawHTTPClient.request(port: gateway.publicPort, method: "GET", path: "/v1/models",
+                                                       headers: [("authorization", "Bearer \(gateway.key)")])
+        return response.json["data"] as? [[String: Any]] ?? []
+    }
+
+    @Test func onlyModelsABackendServesAreListedWithItsDetails() async throws {
+        // Every harness mock says it serves "mock-model" (owned by "mock"), whatever it is routed as.
+        try await GatewayHarness.run(configure: { configuration in
+            configuration.listModelsFromBackends = true
+            configuration.backendModelsRefresh = .milliseconds(100)
+        }) { gateway in
+            var listed: [[String: Any]] = []
+            for _ in 0..<100 {
+                listed = try await Self.listed(gateway)
+                if listed.first?["owned_by"] as? String == "mock" { break }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            #expect(listed.compactMap { $0["id"] as? String } == ["mock-model"],
+                    "slow-model and the rest are routed to backends that do not serve them by that name: \(listed)")
+            #expect(listed.first?["owned_by"] as? String == "mock")
+        }
+        // Off (the default): every configured model the key may use.
+        try await GatewayHarness.run { gateway in
+            let ids = try await Self.listed(gateway).compactMap { $0["id"] as? String }
+            #expect(ids == ["dead-model", "dying-model", "hung-model", "mock-model", "paced-model", "slow-model"], "\(ids)")
+        }
+    }
+}
