@@ -189,9 +189,13 @@ struct MeteringWorker: Service {
             reply = try await send(RedisCommand("XREADGROUP", ["GROUP", Self.group, consumer, "COUNT", batch, "STREAMS"]
                                                 + names + Array(repeating: ">", count: names.count)))
         } catch {
+            // The read may have been carried out and only its reply lost (a master killed under
+            // it): its entries are then delivered to this consumer, never to be read as new.
+            // Each tenant's own pending entries are read again first, or they would wait for the
+            // claim time.
             for tenant in tenants {
                 do {
-                    if let age = try await drain(tenant, claim: false, recover: false) {
+                    if let age = try await drain(tenant, claim: false, recover: true) {
                         oldest = max(oldest, age)
                     } else {
                         grouped.remove(tenant)
