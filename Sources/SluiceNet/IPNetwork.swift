@@ -12,14 +12,14 @@ public struct IPAddress: Sendable, Hashable, CustomStringConvertible {
 
     public init?(_ text: some StringProtocol) {
         let text = String(text)
-        var v4 = in_addr()
-        if inet_pton(AF_INET, text, &v4) == 1 {
-            self.init(bytes: withUnsafeBytes(of: &v4) { Array($0) })
+        // Plain byte buffers: the libc address structs come from a module this one cannot name.
+        var bytes = [UInt8](repeating: 0, count: 16)
+        if inet_pton(AF_INET, text, &bytes) == 1 {
+            self.init(bytes: Array(bytes.prefix(4)))
             return
         }
-        var v6 = in6_addr()
-        guard inet_pton(AF_INET6, text, &v6) == 1 else { return nil }
-        self.init(bytes: withUnsafeBytes(of: &v6) { Array($0) })
+        guard inet_pton(AF_INET6, text, &bytes) == 1 else { return nil }
+        self.init(bytes: bytes)
     }
 
     public init?(_ address: SocketAddress) {
