@@ -137,10 +137,7 @@ public struct AdminAPI: Sendable {
         let body = try await FieldReader.body(try await readBody(request, context),
                                               allowed: ["name", "limits", "models", "expires_at", "scope"])
         let name = try body.string("name", required: true, pattern: .displayName)!
-        let expiresAt = try body.date("expires_at")
-        if let expiresAt, expiresAt <= Date() {
-            throw AdminError.invalid("expires_at", "'expires_at' must be in the future")
-        }
+        let expiresAt = try body.futureDate("expires_at")
         let (record, plaintext) = try await found {
             try await store.createKey(tenantID: tenant, name: name, limits: try body.limits("limits") ?? Limits(),
                                       models: try body.stringArray("models", maxCount: 1_000, pattern: .modelName),
@@ -162,10 +159,7 @@ public struct AdminAPI: Sendable {
         }
         let models: [String]?? = body.fields["models"] == nil ? nil
             : .some(try body.stringArray("models", maxCount: 1_000, pattern: .modelName))
-        let expiresAt: Date?? = body.fields["expires_at"] == nil ? nil : .some(try body.date("expires_at"))
-        if let expiresAt = expiresAt ?? nil, expiresAt <= Date() {
-            throw AdminError.invalid("expires_at", "'expires_at' must be in the future")
-        }
+        let expiresAt: Date?? = body.fields["expires_at"] == nil ? nil : .some(try body.futureDate("expires_at"))
         // `"scope": null` lifts every restriction.
         let scope = body.fields["scope"] == .null ? KeyScope() : try body.scope("scope", over: key.scope)
         let updated = try await found {

@@ -132,6 +132,13 @@ struct FieldReader {
         return date
     }
 
+    /// A time that must lie ahead (a key's expiry).
+    func futureDate(_ field: String) throws -> Date? {
+        guard let date = try date(field) else { return nil }
+        guard date > Date() else { throw AdminError.invalid(name(field), "'\(name(field))' must be in the future") }
+        return date
+    }
+
     /// A `limits` object: every field optional, positive, within sane bounds.
     func limits(_ field: String) throws -> Limits? {
         guard let reader = try object(field) else { return nil }
