@@ -82,7 +82,9 @@ struct GatewayHarness: Sendable {
                 configuration.listenerLimits = listenerLimits
                 configuration.drain.delay = drainDelay
                 configuration.clientAddress = clientAddress
-                configuration.upstream.firstByte = .milliseconds(500)
+                // Long enough that a fast mock on a loaded 2-core machine never times out (504s broke
+                // unrelated tests); hung-model still shows the timeout, 2 s later.
+                configuration.upstream.firstByte = .seconds(2)
                 configuration.models = zip(mocks.map(\.0), ports).map { name, port in
                     .init(name: name, backends: [.init(url: "http://127.0.0.1:\(port)")])
                 } + [.init(name: "dead-model", backends: [.init(url: "http://127.0.0.1:\(deadPort)")]),
