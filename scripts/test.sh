@@ -15,13 +15,21 @@ swift build
 limit() { timeout -k 30 "$@"; }
 swift_log="$SLUICE_STACK_DIR/swift-test.log"
 status=0
+# A crash prints only the crashed thread (the tail CI shows must hold it, not 10 idle threads).
+export SWIFT_BACKTRACE="${SWIFT_BACKTRACE:-enable=yes,interactive=no,threads=crashed,registers=none,images=none}"
 limit "${SLUICE_SWIFT_TEST_TIMEOUT:-900}" swift test "$@" 2>&1 | tee "$swift_log" || status=${PIPESTATUS[0]}
-if [ "$status" -eq 124 ] || [ "$status" -eq 137 ]; then
-    echo "swift test did not finish in time; tests started and never finished:" >&2
-    # "◇ Test name() started." without a later "✔ Test name() …" or "✘ Test name() failed …".
+if [ "$status" -ne 0 ]; then
+    # Last in the output, where a truncated CI log still shows it: what crashed or hung, and
+    # the tests that started and never finished ("◇ Test name() started." without a later
+    # "✔ Test name() …" or "✘ Test name() failed …").
+    [ "$status" -eq 124 ] || [ "$status" -eq 137 ] && echo "swift test did not finish in time." >&2
     sed -nE 's/^.*◇ Test ([^ ]+) started\.$/\1/p' "$swift_log" | grep -vx run | sort -u > "$swift_log.started"
     sed -nE 's/^.*[✔✘] Test ([^ ]+)( with [0-9]+ test cases?)? (passed|failed|skipped).*$/\1/p' "$swift_log" | sort -u > "$swift_log.ended"
+    echo "tests that started and never finished:" >&2
     comm -23 "$swift_log.started" "$swift_log.ended" | sed 's/^/  /' >&2
+    echo "failures, fatal errors and crashes:" >&2
+    grep -aE "✘ Test .* (recorded an issue|failed)|Fatal error|Precondition failed|Assertion failed|crashed|unexpected signal" "$swift_log" \
+        | cut -c1-400 | head -40 | sed 's/^/  /' >&2
 fi
 [ "$status" -eq 0 ] || exit "$status"
 if [ "${SLUICE_SKIP_SDK_TESTS:-0}" != "1" ]; then

@@ -52,49 +52,17 @@ enum LocalRedisScripts {
     }
 
     /// Runs a command to its end, or kills it after `limit` (`redis-cli --cluster create` waits
-    /// for the cluster to join without end). Spawned and reaped by hand on a thread of its own:
-    /// Foundation's `Process` never reported the end of a script whose children daemonize.
+    /// for the cluster to join without end). Its stderr is in the error when it fails.
     static func run(_ executable: String, _ arguments: [String], limit: Int = 120) async throws {
         let log = FileManager.default.temporaryDirectory.appendingPathComponent("sluice-cluster-\(UUID().uuidString).log").path
         defer { try? FileManager.default.removeItem(atPath: log) }
-        let words = executable == "/usr/bin/env" ? arguments : [executable] + arguments
-        let line = words.map { "'" + $0.replacingOccurrences(of: "'", with: "'\\''") + "'" }.joined(separator: " ")
-        let command = "timeout -k 5 \(limit) \(executable == "/usr/bin/env" ? "" : "bash ")\(line) </dev/null >/dev/null 2>'\(log)'"
-        let status: Int32 = try await withCheckedThrowingContinuation { continuation in
-            let thread = Thread {
-                var pid: pid_t = 0
-                let argv: [UnsafeMutablePointer<CChar>?] = ["/bin/sh", "-c", command].map { (word: String) in strdup(word) } + [nil]
-                defer { for pointer in argv { free(pointer) } }
-                // Nothing of this process but stdio reaches the script: servers it daemonizes
-                // would otherwise keep copies of whatever sockets were open at that moment (a
-                // port just probed as free, a test's listener) for as long as they run.
-                var actions = posix_spawn_file_actions_t()
-                posix_spawn_file_actions_init(&actions)
-                defer { posix_spawn_file_actions_destroy(&actions) }
-                _ = Self.closeFrom?(&actions, 3)
-                let spawned = posix_spawn(&pid, "/bin/sh", &actions, nil, argv, environ)
-                guard spawned == 0 else {
-                    continuation.resume(throwing: RedisClusterError.failed("posix_spawn: \(spawned)"))
-                    return
-                }
-                var status: Int32 = 0
-                while waitpid(pid, &status, 0) == -1, errno == EINTR {}
-                continuation.resume(returning: status)
-            }
-            thread.start()
-        }
-        guard status == 0 else {
+        let words = executable == "/usr/bin/env" ? arguments : ["bash", executable] + arguments
+        let code = try await ChildProcess.run("/usr/bin/timeout", ["-k", "5", String(limit)] + words, output: log)
+        guard code == 0 else {
             let output = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
             throw RedisClusterError.failed("\(arguments.prefix(2).joined(separator: " ")): \(output)")
         }
     }
-
-    /// glibc's `posix_spawn_file_actions_addclosefrom_np` (2.34 and later), which Swift's Glibc
-    /// module does not declare.
-    private static let closeFrom: (@convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32)? = {
-        guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "posix_spawn_file_actions_addclosefrom_np") else { return nil }
-        return unsafeBitCast(symbol, to: (@convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32).self)
-    }()
 
     /// A base port such that every `base + offset` is free.
     static func freePortRange(_ offsets: [Int]) async throws -> Int {

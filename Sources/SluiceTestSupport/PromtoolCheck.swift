@@ -9,26 +9,20 @@ public enum PromtoolCheck {
     }
 
     /// nil when promtool is not on this machine.
-    public static func metrics(_ exposition: String) -> Verdict? {
+    public static func metrics(_ exposition: String) async -> Verdict? {
         guard let path = ["/usr/bin/promtool", "/usr/local/bin/promtool"].first(where: FileManager.default.isExecutableFile)
         else { return nil }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: path)
-        process.arguments = ["check", "metrics"]
-        let input = Pipe()
-        let output = Pipe()
-        process.standardInput = input
-        process.standardOutput = output
-        process.standardError = output
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("sluice-promtool-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let input = folder.appendingPathComponent("metrics.txt").path
+        let output = folder.appendingPathComponent("output.txt").path
         do {
-            try process.run()
+            try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+            try Data(exposition.utf8).write(to: URL(fileURLWithPath: input))
+            let code = try await ChildProcess.run(path, ["check", "metrics"], input: input, output: output)
+            return Verdict(passed: code == 0, output: (try? String(contentsOfFile: output, encoding: .utf8)) ?? "")
         } catch {
-            return Verdict(passed: false, output: "promtool did not start: \(error)")
+            return Verdict(passed: false, output: "promtool did not run: \(error)")
         }
-        input.fileHandleForWriting.write(Data(exposition.utf8))
-        try? input.fileHandleForWriting.close()
-        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        return Verdict(passed: process.terminationStatus == 0, output: text)
     }
 }

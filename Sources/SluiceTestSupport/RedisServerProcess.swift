@@ -3,16 +3,15 @@ import NIOCore
 import NIOPosix
 import SluiceNet
 import SluiceRedis
+import Synchronization
 
 /// A private `redis-server` for tests that restart, pause or reconfigure Redis, so they never
 /// disturb the shared development stack. Stopped (SIGKILL) when `stop()` runs or on deinit.
-public final class RedisServerProcess: @unchecked Sendable {
-    // @unchecked: `process` is replaced only by `start()`/`restart()`, which tests call from
-    // one task at a time; the lock below guards it anyway.
+public final class RedisServerProcess: Sendable {
     public let port: Int
     private let extraArguments: [String]
-    private let lock = NSLock()
-    private var process: Process?
+    /// Replaced by `restart()`.
+    private let process = Mutex<ChildProcess?>(nil)
     private let directory: URL
     private let tls: Bool
 
@@ -26,29 +25,23 @@ public final class RedisServerProcess: @unchecked Sendable {
         self.directory = FileManager.default.temporaryDirectory
             .appendingPathComponent("sluice-redis-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        if tls { try makeCertificate() }
+        if tls { try await makeCertificate() }
         try await start()
     }
 
     public var certificatePath: String { directory.appendingPathComponent("cert.pem").path }
     private var keyPath: String { directory.appendingPathComponent("key.pem").path }
 
-    private func makeCertificate() throws {
-        let openssl = Process()
-        openssl.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
-        openssl.arguments = [
+    private func makeCertificate() async throws {
+        let code = try await ChildProcess.run("/usr/bin/openssl", [
             "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
             "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", keyPath, "-out", certificatePath,
-        ]
-        openssl.standardOutput = FileHandle.nullDevice
-        openssl.standardError = FileHandle.nullDevice
-        try openssl.run()
-        openssl.waitUntilExit()
-        guard openssl.terminationStatus == 0 else { throw RedisServerProcessError.certificate }
+        ])
+        guard code == 0 else { throw RedisServerProcessError.certificate }
     }
 
     deinit {
-        process?.terminate()
+        process.withLock { $0 }?.send(SIGKILL)
         try? FileManager.default.removeItem(at: directory)
     }
 
@@ -56,33 +49,27 @@ public final class RedisServerProcess: @unchecked Sendable {
     public var url: String { "redis://127.0.0.1:\(port)/0" }
 
     public func start() async throws {
-        let process = Process()
-        process.executableURL = try Self.redisServerBinary()
         let listen = tls
             ? ["--port", "0", "--tls-port", String(port), "--tls-cert-file", certificatePath,
                "--tls-key-file", keyPath, "--tls-auth-clients", "no"]
             : ["--port", String(port)]
-        process.arguments = ["--bind", "127.0.0.1"] + listen + [
+        let started = try ChildProcess(try Self.redisServerBinary().path, ["--bind", "127.0.0.1"] + listen + [
             "--save", "", "--appendonly", "no",
             "--dir", directory.path, "--daemonize", "no", "--loglevel", "warning",
-        ] + extraArguments
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        lock.withLock { self.process = process }
+        ] + extraArguments)
+        process.withLock { $0 = started }
         try await waitUntilListening()
     }
 
     /// SIGKILL and wait for the process to be gone (connections drop at once).
-    public func kill() {
-        let process = lock.withLock { self.process }
-        guard let process, process.isRunning else { return }
-        Foundation.kill(process.processIdentifier, SIGKILL)
-        process.waitUntilExit()
+    public func kill() async {
+        guard let process = process.withLock({ $0 }) else { return }
+        process.send(SIGKILL)
+        _ = await process.exit()
     }
 
     public func restart() async throws {
-        kill()
+        await kill()
         try await start()
     }
 
@@ -92,16 +79,15 @@ public final class RedisServerProcess: @unchecked Sendable {
     /// SIGCONT after `pause()`.
     public func resume() { signal(SIGCONT) }
 
+    /// SIGKILL without waiting (the process is reaped in the background), for `defer`.
     public func stop() {
-        resume()
-        kill()
+        signal(SIGCONT)
+        signal(SIGKILL)
         try? FileManager.default.removeItem(at: directory)
     }
 
     private func signal(_ number: Int32) {
-        if let process = lock.withLock({ self.process }), process.isRunning {
-            Foundation.kill(process.processIdentifier, number)
-        }
+        process.withLock { $0 }?.send(number)
     }
 
     /// Polls until the port accepts a connection (redis-server has no readiness signal we can
@@ -110,7 +96,7 @@ public final class RedisServerProcess: @unchecked Sendable {
         let deadline = ContinuousClock.now + .seconds(10)
         while ContinuousClock.now < deadline {
             // A server that exited (its port taken after all) will not start: say so at once.
-            if let process = lock.withLock({ self.process }), !process.isRunning { break }
+            if let process = process.withLock({ $0 }), !process.isRunning { break }
             do {
                 let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
                     .connect(hostOrAddress: "127.0.0.1", port: port).get()

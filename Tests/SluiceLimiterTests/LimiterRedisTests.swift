@@ -88,6 +88,12 @@ struct LimiterRedisTests {
     @Test(arguments: RedisTarget.allCases) func refundAndDebtArithmeticShowsInTheHeaders(target: RedisTarget) async throws {
         let fixture = try LimiterFixture(target: target)
         let limits = Limits(tokensPerMinute: 6000)  // 100 tokens per second refill
+        // The refill since `start`, rounded up: what a slow machine may add to the remaining count.
+        func refill(since start: ContinuousClock.Instant) -> Int {
+            let elapsed = ContinuousClock.now - start
+            return Int(elapsed.components.seconds) * 100 + Int(elapsed.components.attoseconds / 10_000_000_000_000_000) + 1
+        }
+        let started = ContinuousClock.now
         let first = try #require(await fixture.limiter.admit(fixture.request(reserve: 1000, keyLimits: limits)).admission)
         #expect(first.headers.tokens?.limit == 6000)
         #expect(first.headers.tokens?.remaining == 5000)
@@ -96,14 +102,15 @@ struct LimiterRedisTests {
         #expect(try await fixture.limiter.settle(first, usage: Usage(promptTokens: 100, completionTokens: 300)) ==
             .settled(refunded: 600))
         let second = try #require(await fixture.limiter.admit(fixture.request(reserve: 1000, keyLimits: limits)).admission)
-        // 6000 − 400 − 1000, give or take the refill while the test runs.
-        #expect((4600...4700).contains(second.headers.tokens?.remaining ?? -1))
+        // 6000 − 400 − 1000, plus the refill while the test runs.
+        let secondBound = 4600 + refill(since: started)
+        #expect((4600...secondBound).contains(second.headers.tokens?.remaining ?? -1))
 
         // Used 3000 of 1000: 2000 of debt.
         #expect(try await fixture.limiter.settle(second, usage: Usage(promptTokens: 1000, completionTokens: 2000)) ==
             .settled(refunded: -2000))
         let third = try #require(await fixture.limiter.admit(fixture.request(reserve: 100, keyLimits: limits)).admission)
-        #expect((2500...2700).contains(third.headers.tokens?.remaining ?? -1))
+        #expect((2500...(2500 + refill(since: started))).contains(third.headers.tokens?.remaining ?? -1))
     }
 
     /// Request ids are the server's, but a repeated id must still never be a free pass: each
@@ -316,7 +323,13 @@ struct LeaseRenewalTests {
         let start = clock.now
         while clock.now - start < .milliseconds(2_700) {
             await fixture.limiter.renew(held)
-            #expect(await fixture.limiter.admit(fixture.request(keyLimits: limits)).denial?.limit == "key_max_concurrent_requests")
+            let renewed = clock.now
+            let denial = await fixture.limiter.admit(fixture.request(keyLimits: limits)).denial?.limit
+            // Only a check that came well inside the renewed lease proves anything: a loaded
+            // machine may stall longer than the lease between the two calls.
+            if clock.now - renewed < .milliseconds(600) {
+                #expect(denial == "key_max_concurrent_requests")
+            }
             try await Task.sleep(for: fixture.limiter.renewalInterval)
         }
         // Renewal stopped (the replica died): the lease runs out by itself.

@@ -123,7 +123,7 @@ struct GatewayHardeningTests {
             #expect(series(after) == series(middle), "\(series(after) - series(middle)) series from 150 more names")
             #expect(!after.contains("new\\nline") && !after.contains("xxxxxxxxxx"))
             #expect(after.contains(#"model="other",status="404""#))
-            if let verdict = PromtoolCheck.metrics(after) { #expect(verdict.passed, "\(verdict.output)") }
+            if let verdict = await PromtoolCheck.metrics(after) { #expect(verdict.passed, "\(verdict.output)") }
         }
     }
 
