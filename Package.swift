@@ -183,6 +183,8 @@ let package = Package(
                 .product(name: "JWTKit", package: "jwt-kit"),
                 .product(name: "Logging", package: "swift-log"),
             ],
+            // The admin web UI: plain files compiled into the binary (no bundle to ship, no Node).
+            resources: [.embedInCode("UI/index.html"), .embedInCode("UI/app.js"), .embedInCode("UI/app.css")],
             swiftSettings: strict
         ),
         .testTarget(

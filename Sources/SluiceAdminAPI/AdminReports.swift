@@ -13,7 +13,7 @@ extension AdminAPI {
         let query = request.uri.queryParameters
         let groupText = query.get("group_by") ?? "model"
         guard let grouping = UsageGrouping(rawValue: groupText) else {
-            throw AdminError.invalid("group_by", "'group_by' must be model, day, hour or key")
+            throw AdminError.invalid("group_by", "'group_by' must be model, day, hour, key or day_model")
         }
         let to = try query.get("to").map { try time($0, "to") } ?? Date()
         let from = try query.get("from").map { try time($0, "from") } ?? to.addingTimeInterval(-30 * 86_400)

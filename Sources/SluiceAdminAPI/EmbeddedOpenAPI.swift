@@ -139,7 +139,7 @@ enum EmbeddedOpenAPI {
           parameters:
             - {name: from, in: query, schema: {type: string}, description: "date or RFC 3339 time; default 30 days before `to`"}
             - {name: to, in: query, schema: {type: string}, description: "date or RFC 3339 time; default now"}
-            - {name: group_by, in: query, schema: {type: string, enum: [model, day, hour, key], default: model}}
+            - {name: group_by, in: query, schema: {type: string, enum: [model, day, hour, key, day_model], default: model}, description: "day_model groups are \"YYYY-MM-DD model\" (split at the first space)"}
             - {name: limit, in: query, schema: {type: integer, minimum: 1, maximum: 10000, default: 10000}, description: groups per page}
             - {$ref: "#/components/parameters/After"}
           responses:
@@ -396,7 +396,7 @@ enum EmbeddedOpenAPI {
           properties:
             from: {type: string, format: date-time}
             to: {type: string, format: date-time}
-            group_by: {type: string, enum: [model, day, hour, key]}
+            group_by: {type: string, enum: [model, day, hour, key, day_model]}
             has_more: {type: boolean}
             next_after: {type: [string, "null"]}
             data:

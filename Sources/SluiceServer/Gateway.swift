@@ -128,6 +128,7 @@ public enum Gateway {
                                                 allowPrivateNetworks: configuration.webhooks.allowPrivateNetworks),
                  logger: logger)
             .addRoutes(to: adminRouter)
+        AdminUI(oidc: configuration.adminOIDC.map(AdminUI.OIDCClient.init)).addRoutes(to: adminRouter)
         let operationsMetrics = OperationsMetrics(factory: metricsFactory, backends: catalog.backends)
         OperationsRoutes(redis: redis, postgres: postgres, limiter: limiter, failurePolicy: configuration.failurePolicy,
                          readiness: readiness, registry: metricsFactory.registry, operations: operationsMetrics,

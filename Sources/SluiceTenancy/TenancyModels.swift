@@ -134,6 +134,8 @@ public struct AuditEntry: Sendable, Equatable, Codable {
 /// (hours and days as `2026-11-27T13` and `2026-11-27`).
 public enum UsageGrouping: String, Sendable, CaseIterable {
     case model, day, hour, key
+    /// "YYYY-MM-DD model": a day has no space, so the first space splits the two.
+    case dayModel = "day_model"
 }
 
 public enum TenancyError: Error, Sendable, Equatable {

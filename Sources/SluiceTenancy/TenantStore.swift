@@ -226,6 +226,7 @@ public struct TenantStore: Sendable {
         case .key: group = "key_id"
         case .day: group = "to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
         case .hour: group = "to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24')"
+        case .dayModel: group = "to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD') || ' ' || model"
         }
         // The group expression is one of the constants above, never the caller's text.
         let query: PostgresQuery = """

@@ -14,6 +14,7 @@ import uuid
 import pytest
 
 BIN = os.environ.get("SLUICE_BIN_DIR", ".build/debug")
+MARKUP = "<img src=x onerror=alert(1)>"
 
 
 def free_port():
@@ -71,6 +72,8 @@ models:
             "key": cli("create-key", "--tenant", tenant, "--name", "main"),
             "limited_key": cli("create-key", "--tenant", tenant, "--name", "limited", "--rpm", "1"),
             "admin_token": cli("token", "--role", "platform_admin", "--ttl", "1h"),
+            # A subject that is markup: a UI must show it (header, audit log) as text.
+            "markup_admin_token": cli("token", "--role", "platform_admin", "--ttl", "1h", "--sub", MARKUP),
             "log_path": log.name,
         }
     finally:

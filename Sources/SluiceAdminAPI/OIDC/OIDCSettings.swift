@@ -18,6 +18,10 @@ public struct OIDCSettings: Sendable, Equatable {
     public var leeway: Duration = .seconds(60)
     /// A token signed by a key the cached set does not have re-reads the set at most this often.
     public var refreshInterval: Duration = .seconds(30)
+    /// The web UI signs in as this public client (authorization code with PKCE); its ID tokens
+    /// must carry `audience`, which is usually the same client.
+    public var uiClientID: String?
+    public var uiScope = "openid profile"
 
     public init(issuer: String, audience: String) {
         self.issuer = issuer
