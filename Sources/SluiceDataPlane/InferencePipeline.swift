@@ -14,6 +14,8 @@ public struct DataPlaneSettings: Sendable {
     public var maxResponseBodyBytes = 64 * 1024 * 1024
     /// How a client's address is told, for keys limited to source networks.
     public var clientAddress = ClientAddressPolicy()
+    /// Realtime sessions over WebSocket.
+    public var realtime = RealtimeSettings()
 
     public init() {}
 }
@@ -72,7 +74,7 @@ public final class InferencePipeline: Sendable {
     let tracer: (any Tracer)?
     /// Set when the model list follows what the backends serve.
     let modelDirectory: BackendModelDirectory?
-    private let selector = BackendSelector()
+    let selector = BackendSelector()
 
     /// `usageFallback` takes the usage Redis could not (see `Settler`).
     public init(catalog: ModelCatalog, prices: PriceBook? = nil, resolver: KeyResolver, limiter: Limiter,
@@ -93,6 +95,9 @@ public final class InferencePipeline: Sendable {
         self.logger = logger
         self.accessLog = accessLog ?? LoggerAccessLog(logger: logger)
     }
+
+    /// How Realtime sessions are bounded (the listener sizes its WebSocket frames by it).
+    public var realtimeSettings: RealtimeSettings { settings.realtime }
 
     /// The header the listener passes on in `ClientOrigin.forwardedFor` (nil: none).
     public var forwardingHeader: String? { settings.clientAddress.header }
@@ -172,7 +177,7 @@ public final class InferencePipeline: Sendable {
         }
     }
 
-    private func authenticate(_ authorization: String?, _ record: inout AccessRecord) async throws -> ResolvedKey {
+    func authenticate(_ authorization: String?, _ record: inout AccessRecord) async throws -> ResolvedKey {
         guard let authorization, authorization.hasPrefix("Bearer ") || authorization.hasPrefix("bearer ") else {
             throw OpenAIError.invalidKey("missing API key: send 'Authorization: Bearer <key>'")
         }
@@ -194,7 +199,7 @@ public final class InferencePipeline: Sendable {
 
     /// What the headers tell of the key's scope (its endpoints and source networks), checked
     /// before the body is read; its output cap is the body's (`InferenceRequestBody.parse`).
-    private func checkScope(_ key: ResolvedKey, path: String, origin: ClientOrigin?) throws(OpenAIError) {
+    func checkScope(_ key: ResolvedKey, path: String, origin: ClientOrigin?) throws(OpenAIError) {
         guard let scope = key.scope else { return }
         guard scope.allows(endpoint: path) else { throw .endpointNotAllowed(path) }
         if let networks = scope.networks {
@@ -212,6 +217,12 @@ public final class InferencePipeline: Sendable {
             tokensToReserve: body.promptEstimate + output, promptEstimate: body.promptEstimate,
             reservedCostMicroUSD: price?.cost(prompt: body.promptEstimate, completion: output) ?? 0, priceID: price?.id,
             tenantLimits: key.tenantLimits, keyLimits: key.keyLimits, modelLimits: key.modelLimits[body.model] ?? .none)
+        return try await decide(request, &record)
+    }
+
+    /// The limiter's answer to `request`: its admission, or the refusal as an `OpenAIError`
+    /// (with the rate-limit headers on `record`).
+    func decide(_ request: AdmitRequest, _ record: inout AccessRecord) async throws -> Admission {
         switch await limiter.admit(request) {
         case .admitted(let admission):
             metrics.limiterDecision("admitted")
@@ -362,7 +373,7 @@ public final class InferencePipeline: Sendable {
         [("content-type", contentType), ("x-request-id", record.clientRequestID ?? record.requestID)] + record.rateLimitHeaders
     }
 
-    private func finish(_ error: any Error, _ record: inout AccessRecord) -> InferenceResult {
+    func finish(_ error: any Error, _ record: inout AccessRecord) -> InferenceResult {
         let failure = error as? OpenAIError
             ?? OpenAIError(status: 500, type: "server_error", code: "internal_error", message: "internal error")
         if failure.status == 500 { logger.error("unexpected error", metadata: ["request_id": "\(record.requestID)", "error": "\(error)"]) }
@@ -445,9 +456,16 @@ final class Settler: Sendable {
         }
     }
 
-    private func recordDirectly(_ billed: BilledUsage, cost: Int64) {
+    /// Books `billed` straight to the ledger, under `requestID` (a Realtime response the limits
+    /// refused after it was generated) or the admission's own.
+    func record(_ billed: BilledUsage, requestID: String) {
+        let cost = price?.cost(prompt: billed.prompt, cachedPrompt: billed.cachedPrompt, completion: billed.completion) ?? 0
+        recordDirectly(billed, cost: cost, requestID: requestID)
+    }
+
+    private func recordDirectly(_ billed: BilledUsage, cost: Int64, requestID: String? = nil) {
         guard let tenant = UUID(uuidString: admission.tenantID) else { return }
-        fallback.record(UsageEntry(requestID: admission.requestID, tenantID: tenant, keyID: admission.keyID,
+        fallback.record(UsageEntry(requestID: requestID ?? admission.requestID, tenantID: tenant, keyID: admission.keyID,
                                    model: admission.model, promptTokens: billed.prompt, completionTokens: billed.completion,
                                    costMicroUSD: Int(cost), at: Date(), clientRequestID: clientRequestID,
                                    usageSource: billed.source.rawValue, usageClamped: billed.clamped,

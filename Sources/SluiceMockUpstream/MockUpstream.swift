@@ -33,6 +33,8 @@ public struct MockUpstreamBehavior: Sendable {
     public var contextLength: Int?
     /// Prompt tokens reported as served from the prefix cache (`prompt_tokens_details.cached_tokens`).
     public var cachedPromptTokens = 0
+    /// Input tokens each Realtime `response.done` reports.
+    public var realtimeInputTokens = 12
 
     public enum UsageReport: Sendable {
         case honest

@@ -49,6 +49,7 @@ final class ConnectionGuardHandler: ChannelDuplexHandler, RemovableChannelHandle
     private var timer: Scheduled<Void>?
     private var timerDeadline: NIODeadline?
     private var lingering = false
+    private var passThrough = false
     private var lingered = 0
     static let lingerTime: TimeAmount = .seconds(2)
     static let lingerBytes = 1024 * 1024
@@ -101,7 +102,17 @@ final class ConnectionGuardHandler: ChannelDuplexHandler, RemovableChannelHandle
         }
     }
 
+    /// The connection became a WebSocket (a Realtime session, which keeps its own idle and
+    /// length limits): frames pass through untouched, the HTTP timeouts are off, and the
+    /// connection still counts under the cap until it closes.
+    func upgraded() {
+        passThrough = true
+        timer?.cancel()
+        timer = nil
+    }
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if passThrough { return context.fireChannelRead(data) }
         if lingering {
             if case .body(let bytes) = unwrapInboundIn(data) { lingered += bytes.readableBytes }
             if lingered > Self.lingerBytes { context.close(promise: nil) }
@@ -125,6 +136,7 @@ final class ConnectionGuardHandler: ChannelDuplexHandler, RemovableChannelHandle
     }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        if passThrough { return context.write(data, promise: promise) }
         switch unwrapOutboundIn(data) {
         case .head(let response):
             if response.headers.first(name: "connection")?.lowercased() == "close" { closeAfterResponse = true }
@@ -154,14 +166,14 @@ final class ConnectionGuardHandler: ChannelDuplexHandler, RemovableChannelHandle
     }
 
     fileprivate func bytesReceived(context: ChannelHandlerContext) {
-        guard !lingering else { return }
+        guard !lingering, !passThrough else { return }
         state.bytesReceived(now: .now())
         rearm(context: context)
     }
 
     /// Keeps one timer at the earliest deadline in force.
     private func rearm(context: ChannelHandlerContext) {
-        guard !lingering else { return }
+        guard !lingering, !passThrough else { return }
         switch state.check(now: .now()) {
         case .none:
             break

@@ -92,6 +92,7 @@ public enum Gateway {
         var settings = DataPlaneSettings()
         settings.maxRequestBodyBytes = configuration.maxRequestBytes
         settings.clientAddress = configuration.clientAddress
+        settings.realtime = configuration.realtime
         let catalog = try configuration.catalog()
         let prices = PriceBook(catalog.configuredPrices)
         let priceStore = PriceStore(client: postgres, logger: logger)

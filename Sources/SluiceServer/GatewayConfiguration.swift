@@ -30,6 +30,8 @@ public struct GatewayConfiguration: Sendable {
     public var listenerLimits = ListenerLimits()
     /// Whose forwarding header tells a client's address (for keys limited to source networks).
     public var clientAddress = ClientAddressPolicy()
+    /// Realtime sessions (`realtime:`): idle and maximum lengths, largest message.
+    public var realtime = RealtimeSettings()
     /// What SIGTERM does: readiness off at once, new connections still served for `delay`
     /// (load balancers and endpoint lists catch up), then in-flight work gets `timeout` to end.
     public var drain = DrainSettings()
@@ -148,7 +150,13 @@ public struct GatewayConfiguration: Sendable {
                           "lease_seconds", "max_request_bytes", "upstream", "models", "listener", "key_stale_seconds",
                           "redis_max_pending_commands", "settle_deadline_seconds", "tracing", "redis_cluster_nodes",
                           "redis_settle_replicas", "ledger_retention_months", "billing_export", "webhooks", "admin_oidc",
-                          "list_models_from_backends"])
+                          "list_models_from_backends", "realtime"])
+        if let section = try reader.mapping("realtime") {
+            try section.allow(["idle_timeout_seconds", "max_session_seconds", "max_message_bytes"])
+            if let value = try section.int("idle_timeout_seconds", 1...86_400) { realtime.idleTimeout = .seconds(value) }
+            if let value = try section.int("max_session_seconds", 1...86_400) { realtime.maxSession = .seconds(value) }
+            if let value = try section.int("max_message_bytes", 1_024...(64 << 20)) { realtime.maxMessageBytes = value }
+        }
         if let value = try reader.bool("list_models_from_backends") { listModelsFromBackends = value }
         if let section = try reader.mapping("admin_oidc") { adminOIDC = try OIDCSettings.read(section) }
         if let section = try reader.mapping("webhooks") { try webhooks.read(section) }

@@ -1,5 +1,6 @@
 import NIOCore
 import NIOHTTP1
+import NIOWebSocket
 import SluiceConcurrency
 import SluiceDataPlane
 
@@ -91,6 +92,18 @@ final class PublicRequestHandler: ChannelDuplexHandler, RemovableChannelHandler 
             // One "unknown" label, not the path: metrics labels must stay bounded.
             respond(pipeline.reject(.unknownEndpoint(method: head.method, path: String(head.path)), requestID: requestID,
                                     clientRequestID: head.clientRequestID, endpoint: "unknown"))
+        case .realtime:
+            body.discardBody()
+            guard let handshake = head.webSocket else {
+                respond(pipeline.reject(.invalidRequest("/v1/realtime is a WebSocket endpoint: send a WebSocket upgrade (version 13)"),
+                                        requestID: requestID, clientRequestID: head.clientRequestID, endpoint: "/v1/realtime"))
+                return
+            }
+            let call = RealtimeCall(authorization: head.authorization, subprotocols: handshake.subprotocols, model: handshake.model,
+                                    passHeaders: handshake.openAIBeta.map { [("openai-beta", $0)] } ?? [],
+                                    requestID: requestID, clientRequestID: head.clientRequestID,
+                                    eventLoop: context.eventLoop, origin: origin)
+            runRealtime(call, handshakeKey: handshake.key)
         case .listModels:
             body.discardBody()
             run { pipeline in
@@ -124,6 +137,64 @@ final class PublicRequestHandler: ChannelDuplexHandler, RemovableChannelHandler 
         Task(executorPreference: executor) { @Sendable in
             await Self.answer(produce(pipeline), handler: handler, channel: channel)
             pipeline.metrics.requestEnded()
+        }
+    }
+
+    /// Opens a Realtime session off the loop's executor; upgrades the connection when it is
+    /// accepted (the session then runs on it), answers over HTTP when refused.
+    private func runRealtime(_ call: RealtimeCall, handshakeKey: String) {
+        guard let context, let executor else { return }
+        let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let pipeline = pipeline
+        let channel = context.channel
+        pipeline.metrics.requestStarted()
+        Task(executorPreference: executor) { @Sendable in
+            switch await pipeline.openRealtime(call) {
+            case .rejected(let result):
+                await Self.answer(result, handler: handler, channel: channel)
+            case .accepted(let session, let subprotocol):
+                let socket = await onLoop(channel.eventLoop, unavailable: nil) {
+                    handler.value.upgradeToWebSocket(key: handshakeKey, subprotocol: subprotocol,
+                                                     maxMessageBytes: pipeline.realtimeSettings.maxMessageBytes)
+                }
+                if let socket { await session.run(client: socket) } else { await session.abandon() }
+            }
+            pipeline.metrics.requestEnded()
+        }
+    }
+
+    /// Answers the handshake with 101 and turns this connection into a WebSocket: the HTTP
+    /// codec and this handler leave the pipeline, the connection guard stays (still counting the
+    /// connection under the cap, its HTTP timeouts off), and frames come whole. Nil when the
+    /// connection is already gone.
+    private func upgradeToWebSocket(key: String, subprotocol: String?, maxMessageBytes: Int) -> RealtimeSession.Socket? {
+        guard let context, head != nil, context.channel.isActive else { return nil }
+        head = nil  // answered
+        do {
+            let sync = context.pipeline.syncOperations
+            // No more HTTP parsing first: what follows the 101 is frames.
+            try sync.removeHandler(context: sync.context(handlerType: ByteToMessageHandler<HTTPRequestDecoder>.self))
+            try sync.removeHandler(context: sync.context(handlerType: HTTPServerPipelineHandler.self))
+            try sync.removeHandler(context: sync.context(handlerType: HTTPServerProtocolErrorHandler.self))
+            try sync.removeHandler(context: sync.context(handlerType: NIOHTTPResponseHeadersValidator.self))
+            var headers = HTTPHeaders([("upgrade", "websocket"), ("connection", "upgrade"),
+                                       ("sec-websocket-accept", WebSocketAccept.value(for: key))])
+            if let subprotocol { headers.add(name: "sec-websocket-protocol", value: subprotocol) }
+            context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .switchingProtocols,
+                                                                         headers: headers))), promise: nil)
+            try sync.removeHandler(context: sync.context(handlerType: HTTPResponseEncoder.self))
+            try sync.handler(type: ConnectionGuardHandler.self).upgraded()
+            try sync.addHandler(WebSocketFrameEncoder())
+            try sync.addHandler(ByteToMessageHandler(WebSocketFrameDecoder(maxFrameSize: maxMessageBytes)))
+            try sync.addHandler(WebSocketProtocolErrorHandler())
+            try sync.addHandler(NIOWebSocketFrameAggregator(minNonFinalFragmentSize: 0, maxAccumulatedFrameCount: 4096,
+                                                            maxAccumulatedFrameSize: maxMessageBytes))
+            let socket = try RealtimeSession.Socket(wrappingChannelSynchronously: context.channel)
+            try sync.removeHandler(context: context)
+            return socket
+        } catch {
+            context.close(promise: nil)
+            return nil
         }
     }
 

@@ -9,7 +9,7 @@ public struct KeyScope: Sendable, Equatable, Codable {
     /// The most output tokens one request may ask for; a request naming none is sent with it.
     public var maxOutputTokens: Int?
 
-    public static let endpointPaths = ["/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/models"]
+    public static let endpointPaths = ["/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/models", "/v1/realtime"]
 
     public init(endpoints: [String]? = nil, networks: [String]? = nil, maxOutputTokens: Int? = nil) {
         self.endpoints = endpoints

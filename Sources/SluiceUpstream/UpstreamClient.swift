@@ -45,8 +45,8 @@ public struct UpstreamRequest: Sendable {
 public final class UpstreamClient: Sendable {
     public let timeouts: UpstreamTimeouts
     let maxIdlePerPool: Int
-    private let group: any EventLoopGroup
-    private let sslContext: NIOSSLContext?
+    let group: any EventLoopGroup
+    let sslContext: NIOSSLContext?
     private let idle = Mutex<[PoolKey: [UpstreamConnection]]>([:])
     private let logger: Logger
 

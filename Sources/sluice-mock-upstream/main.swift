@@ -5,6 +5,7 @@
 //                        [--profile openai|vllm|trtllm|dynamo] [--context-length N] [--api-key K]
 import Foundation
 import Hummingbird
+import HummingbirdWebSocket
 import SluiceMockUpstream
 
 var behavior = MockUpstreamBehavior()
@@ -33,6 +34,9 @@ while let flag = arguments.next() {
     default: fatalError("unknown flag \(flag)")
     }
 }
-let app = Application(router: MockUpstream(behavior: behavior, models: models).router(),
+let mock = MockUpstream(behavior: behavior, models: models)
+let app = Application(router: mock.router(),
+                      server: .http1WebSocketUpgrade(webSocketRouter: mock.realtimeRouter(),
+                                                     configuration: .init(maxFrameSize: 16 << 20)),
                       configuration: .init(address: .hostname(host, port: port), serverName: "sluice-mock-upstream"))
 try await app.runService()

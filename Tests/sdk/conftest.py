@@ -67,6 +67,8 @@ models:
 
         tenant = cli("create-tenant", "--name", "sdk")
         yield {
+            "tenant": tenant,
+            "cli": cli,
             "base_url": f"http://127.0.0.1:{port}/v1",
             "admin_url": f"http://127.0.0.1:{admin_port}",
             "key": cli("create-key", "--tenant", tenant, "--name", "main"),
