@@ -129,13 +129,18 @@ final class PublicRequestHandler: ChannelDuplexHandler, RemovableChannelHandler 
 
     /// Runs the pipeline on this loop's executor, then answers.
     private func run(_ produce: @escaping @Sendable (InferencePipeline) async -> InferenceResult) {
+        spawn { pipeline, handler, channel in await Self.answer(produce(pipeline), handler: handler, channel: channel) }
+    }
+
+    /// Starts `work` for the request in hand, in a task on this connection's loop, counted in flight.
+    private func spawn(_ work: @escaping @Sendable (InferencePipeline, NIOLoopBound<PublicRequestHandler>, any Channel) async -> Void) {
         guard let context, let executor else { return }
         let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
         let pipeline = pipeline
         let channel = context.channel
         pipeline.metrics.requestStarted()
         Task(executorPreference: executor) { @Sendable in
-            await Self.answer(produce(pipeline), handler: handler, channel: channel)
+            await work(pipeline, handler, channel)
             pipeline.metrics.requestEnded()
         }
     }
@@ -143,12 +148,7 @@ final class PublicRequestHandler: ChannelDuplexHandler, RemovableChannelHandler 
     /// Opens a Realtime session off the loop's executor; upgrades the connection when it is
     /// accepted (the session then runs on it), answers over HTTP when refused.
     private func runRealtime(_ call: RealtimeCall, handshakeKey: String) {
-        guard let context, let executor else { return }
-        let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
-        let pipeline = pipeline
-        let channel = context.channel
-        pipeline.metrics.requestStarted()
-        Task(executorPreference: executor) { @Sendable in
+        spawn { pipeline, handler, channel in
             switch await pipeline.openRealtime(call) {
             case .rejected(let result):
                 await Self.answer(result, handler: handler, channel: channel)
@@ -159,7 +159,6 @@ final class PublicRequestHandler: ChannelDuplexHandler, RemovableChannelHandler 
                 }
                 if let socket { await session.run(client: socket) } else { await session.abandon() }
             }
-            pipeline.metrics.requestEnded()
         }
     }
 

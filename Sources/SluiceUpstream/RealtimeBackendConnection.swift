@@ -43,10 +43,7 @@ public enum RealtimeBackendConnection {
                 .connect(hostOrAddress: backend.host, port: backend.port) { channel in
                     channel.eventLoop.makeCompletedFuture {
                         let sync = channel.pipeline.syncOperations
-                        if let context {
-                            let name = SocketAddress(literal: backend.host, port: backend.port) == nil ? backend.host : nil
-                            try sync.addHandler(try NIOSSLClientHandler(context: context, serverHostname: name))
-                        }
+                        try sync.addTLS(context, toward: backend)
                         let upgrader = NIOTypedWebSocketClientUpgrader<Upgrade>(maxFrameSize: maxMessageBytes) { channel, _ in
                             channel.eventLoop.makeCompletedFuture {
                                 try channel.pipeline.syncOperations.addHandler(

@@ -31,11 +31,7 @@ final class UpstreamConnection: Sendable {
                 .connect(hostOrAddress: backend.host, port: backend.port) { channel in
                     channel.eventLoop.makeCompletedFuture {
                         let sync = channel.pipeline.syncOperations
-                        if let sslContext {
-                            // SNI carries names only: a backend named by address sends none.
-                            let name = SocketAddress(literal: backend.host, port: backend.port) == nil ? backend.host : nil
-                            try sync.addHandler(try NIOSSLClientHandler(context: sslContext, serverHostname: name))
-                        }
+                        try sync.addTLS(sslContext, toward: backend)
                         try sync.addHTTPClientHandlers()
                         try sync.addHandler(UpstreamDeadlineHandler(
                             firstByte: timeouts.firstByte, idle: timeouts.idle, total: timeouts.total, expired: expired))
@@ -95,5 +91,15 @@ final class UpstreamConnection: Sendable {
 
     func close() {
         channel.close(promise: nil)
+    }
+}
+
+extension ChannelPipeline.SynchronousOperations {
+    /// TLS toward `backend` when there is a context for it.
+    func addTLS(_ context: NIOSSLContext?, toward backend: Backend) throws {
+        guard let context else { return }
+        // SNI carries names only: a backend named by address sends none.
+        let name = SocketAddress(literal: backend.host, port: backend.port) == nil ? backend.host : nil
+        try addHandler(try NIOSSLClientHandler(context: context, serverHostname: name))
     }
 }

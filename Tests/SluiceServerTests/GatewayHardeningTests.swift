@@ -25,9 +25,10 @@ struct GatewayHardeningTests {
         var cached = 0
     }
 
-    static func ledger(tenant: UUID, atLeast count: Int) async throws -> [LedgerRow] {
+    static func ledger(tenant: UUID, atLeast count: Int, within limit: Duration = .seconds(10)) async throws -> [LedgerRow] {
         var rows: [LedgerRow] = []
-        for _ in 0..<200 {
+        let deadline = ContinuousClock.now + limit
+        while true {
             rows = try await PostgresFixture.withClient { client, _ in
                 var rows: [LedgerRow] = []
                 let query: PostgresQuery = """
@@ -42,10 +43,9 @@ struct GatewayHardeningTests {
                 }
                 return rows
             }
-            if rows.count >= count { return rows }
+            if rows.count >= count || ContinuousClock.now >= deadline { return rows }
             try await Task.sleep(for: .milliseconds(50))
         }
-        return rows
     }
 
     // MARK: 1. request ids

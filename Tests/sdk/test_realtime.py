@@ -55,6 +55,18 @@ def key_usage(gateway, key, rows_wanted):
         time.sleep(0.3)
 
 
+async def respond_once_admitted(gateway, key, failure, seconds=10):
+    """A response in a new session, once the handshake is admitted (within `seconds`)."""
+    deadline = time.time() + seconds
+    while True:
+        try:
+            async with connect(gateway, key) as ws:
+                return (await respond(ws))["type"]
+        except InvalidStatus:
+            assert time.time() < deadline, failure
+            await asyncio.sleep(0.1)
+
+
 def new_key(gateway, *flags):
     return gateway["cli"]("create-key", "--tenant", gateway["tenant"], "--name", "realtime", *flags)
 
@@ -151,14 +163,7 @@ def test_a_session_holds_its_slot_across_replicas_until_it_ends():
                 assert refused.value.response.status_code == 429
                 await respond(ws)
             # Closed: the other replica admits a session again.
-            deadline = time.time() + 10
-            while True:
-                try:
-                    async with connect(second, key) as ws:
-                        return (await respond(ws))["type"]
-                except InvalidStatus:
-                    assert time.time() < deadline, "the ended session kept its slot"
-                    await asyncio.sleep(0.1)
+            return await respond_once_admitted(second, key, "the ended session kept its slot")
 
         assert asyncio.run(scenario()) == "response.done"
 
@@ -170,13 +175,6 @@ def test_a_client_that_vanishes_frees_its_slot(gateway):
         ws = await connect(gateway, key)
         await next_event(ws, "session.created")
         ws.transport.abort()  # gone without a close frame
-        deadline = time.time() + 10
-        while True:
-            try:
-                async with connect(gateway, key) as again:
-                    return (await respond(again))["type"]
-            except InvalidStatus:
-                assert time.time() < deadline, "the vanished client's session kept its slot"
-                await asyncio.sleep(0.1)
+        return await respond_once_admitted(gateway, key, "the vanished client's session kept its slot")
 
     assert asyncio.run(scenario()) == "response.done"

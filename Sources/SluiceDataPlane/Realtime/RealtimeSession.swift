@@ -87,43 +87,41 @@ public final class RealtimeSession: Sendable {
     private func clientToBackend(_ inbound: NIOAsyncChannelInboundStream<WebSocketFrame>,
                                  _ backend: NIOAsyncChannelOutboundWriter<WebSocketFrame>,
                                  _ client: NIOAsyncChannelOutboundWriter<WebSocketFrame>) async {
-        do {
-            for try await frame in inbound {
-                switch frame.opcode {
-                case .text, .binary:
-                    touch()
-                    try await backend.write(WebSocketFrame(fin: true, opcode: frame.opcode, maskKey: .random(),
-                                                           data: frame.unmaskedData))
-                case .ping:
-                    try await client.write(WebSocketFrame(fin: true, opcode: .pong, data: frame.unmaskedData))
-                case .connectionClose:
-                    return
-                default:
-                    continue
-                }
-            }
-        } catch {
-            return
-        }
+        // Nothing the client sends is read for billing.
+        await relay(inbound, to: backend, pongsTo: client, towardBackend: true) { _ in false }
     }
 
     private func backendToClient(_ inbound: NIOAsyncChannelInboundStream<WebSocketFrame>,
                                  _ client: NIOAsyncChannelOutboundWriter<WebSocketFrame>,
                                  _ backend: NIOAsyncChannelOutboundWriter<WebSocketFrame>) async {
+        await relay(inbound, to: client, pongsTo: backend, towardBackend: false) { text in
+            guard let usage = RealtimeEvent.responseUsage(text), let refusal = await self.charge(usage) else { return false }
+            self.state.withLock { $0.closing = refusal }
+            return true
+        }
+    }
+
+    /// Passes whole messages from `inbound` to `outbound` until a close (or an error) and
+    /// answers pings itself. Frames toward the backend are masked (the gateway is its client),
+    /// toward the client not. `stop` sees each text message once it is passed on, and ends the
+    /// relay by returning true.
+    private func relay(_ inbound: NIOAsyncChannelInboundStream<WebSocketFrame>,
+                       to outbound: NIOAsyncChannelOutboundWriter<WebSocketFrame>,
+                       pongsTo back: NIOAsyncChannelOutboundWriter<WebSocketFrame>, towardBackend: Bool,
+                       stop: (ByteBuffer) async -> Bool) async {
         do {
             for try await frame in inbound {
                 switch frame.opcode {
                 case .text, .binary:
                     touch()
                     let data = frame.unmaskedData
-                    try await client.write(WebSocketFrame(fin: true, opcode: frame.opcode, data: data))
-                    if frame.opcode == .text, let usage = RealtimeEvent.responseUsage(data),
-                       let refusal = await charge(usage) {
-                        state.withLock { $0.closing = refusal }
-                        return
-                    }
+                    // A fresh mask per frame, as the protocol asks of a client.
+                    try await outbound.write(WebSocketFrame(fin: true, opcode: frame.opcode, maskKey: towardBackend ? .random() : nil,
+                                                            data: data))
+                    if frame.opcode == .text, await stop(data) { return }
                 case .ping:
-                    try await backend.write(WebSocketFrame(fin: true, opcode: .pong, maskKey: .random(), data: frame.unmaskedData))
+                    try await back.write(WebSocketFrame(fin: true, opcode: .pong, maskKey: towardBackend ? nil : .random(),
+                                                        data: frame.unmaskedData))
                 case .connectionClose:
                     return
                 default:
