@@ -36,7 +36,15 @@ struct ClusterFailoverTests {
             return
         }
         let survivor = cluster.ports.first { $0 != victim }!
-        try await failOver(under: gateway, policy: policy, kill: { try cluster.kill(port: victim) }, promoted: {
+        try await failOver(under: gateway, policy: policy, kill: { try cluster.kill(port: victim) }, diagnosis: {
+            // Where the usage stream stands on the promoted master, should a bill be missing.
+            let stream = "\(slotKey):usage"
+            guard let master = try? await cluster.masterPort(forKey: slotKey, askingPort: survivor) else { return "no master" }
+            let length = (try? await cluster.command(["XLEN", stream], port: master))?.int ?? -1
+            let groups = (try? await cluster.command(["XINFO", "GROUPS", stream], port: master)).map { "\($0)" } ?? "none"
+            let pending = (try? await cluster.command(["ZCARD", "\(slotKey):pending"], port: master))?.int ?? -1
+            return "usage stream on \(master): \(length) entries; groups \(groups); \(pending) unsettled reservations"
+        }, promoted: {
             // A live node names another master for the slot (node timeout 1 s).
             guard let master = try? await cluster.masterPort(forKey: slotKey, askingPort: survivor) else { return false }
             return master != victim
@@ -46,6 +54,7 @@ struct ClusterFailoverTests {
     /// Sends load through the gateway, kills the master with `kill`, waits for `promoted`,
     /// then checks the answers against the policy and the ledger against the admitted requests.
     static func failOver(under gateway: GatewayHarness, policy: RedisFailurePolicy, kill: @escaping @Sendable () throws -> Void,
+                         diagnosis: @Sendable () async -> String = { "" },
                          promoted: @escaping @Sendable () async -> Bool) async throws {
         let load = LoadRecord()
         try await withThrowingTaskGroup(of: Void.self) { group in
@@ -93,7 +102,8 @@ struct ClusterFailoverTests {
         let report = "\(rows.count) rows, \(admitted.count) admitted, \(missing.count) missing (\(afterRecovery) after the promotion), e.g. "
             + missing.sorted().prefix(5).joined(separator: " ")
         let complete = missing.isEmpty && billed.count == admitted.count
-        #expect(complete, "every admitted request billed: \(report)")
+        let state = complete ? "" : await diagnosis()
+        #expect(complete, "every admitted request billed: \(report); \(state)")
     }
 }
 
