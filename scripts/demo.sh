@@ -80,14 +80,32 @@ API key (shown once):  $key
 
 With the OpenAI SDK (pip install openai):
 
-  python3 -c 'from openai import OpenAI
-  c = OpenAI(base_url="http://127.0.0.1:$port/v1", api_key="$key")
-  print(c.chat.completions.create(model="demo-model", messages=[{"role": "user", "content": "Hello"}]).choices[0].message.content)'
+python3 - <<'PY'
+from openai import OpenAI
+c = OpenAI(base_url="http://127.0.0.1:$port/v1", api_key="$key")
+print(c.chat.completions.create(model="demo-model", messages=[{"role": "user", "content": "Hello"}]).choices[0].message.content)
+PY
 
 Admin API (tenant_admin token, 12 h):
   curl -H "Authorization: Bearer $admin_token" http://127.0.0.1:$admin_port/admin/v1/tenants/$tenant/keys
   curl -H "Authorization: Bearer $admin_token" "http://127.0.0.1:$admin_port/admin/v1/tenants/$tenant/usage?group_by=day"
   curl http://127.0.0.1:$admin_port/metrics
+
+Admin web UI: http://127.0.0.1:$admin_port/admin/ui/ (sign in with the tenant_admin token above).
+
+Realtime over WebSocket (pip install websockets):
+
+python3 - <<'PY'
+import asyncio, json, websockets
+async def main():
+    async with websockets.connect("ws://127.0.0.1:$port/v1/realtime?model=demo-model",
+                                  additional_headers={"Authorization": "Bearer $key"}) as ws:
+        await ws.send(json.dumps({"type": "response.create"}))
+        while (event := json.loads(await ws.recv()))["type"] != "response.done":
+            pass
+        print(event["response"]["usage"])
+asyncio.run(main())
+PY
 
 Ctrl-C stops Sluice and the mock model server; scripts/stack-down.sh stops Redis and PostgreSQL.
 EOT
