@@ -145,8 +145,8 @@ final class PublicRequestHandler: ChannelDuplexHandler, RemovableChannelHandler 
         }
     }
 
-    /// Opens a Realtime session off the loop's executor; upgrades the connection when it is
-    /// accepted (the session then runs on it), answers over HTTP when refused.
+    /// Opens a Realtime session in a task on this loop; upgrades the connection when the session
+    /// is accepted (it then runs on the connection), answers over HTTP when refused.
     private func runRealtime(_ call: RealtimeCall, handshakeKey: String) {
         spawn { pipeline, handler, channel in
             switch await pipeline.openRealtime(call) {
