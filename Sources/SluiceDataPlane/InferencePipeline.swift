@@ -156,8 +156,7 @@ public final class InferencePipeline: Sendable {
         let body = try InferenceRequestBody.parse(try await readBody(), endpoint: call.endpoint,
                                                   outputCap: key.scope?.maxOutputTokens)
         record.model = body.model
-        guard let route = catalog.routes[body.model] else { throw OpenAIError.modelNotFound(body.model) }
-        guard key.allows(model: body.model) else { throw OpenAIError.modelNotAllowed(body.model) }
+        let route = try route(body.model, for: key)
 
         let output = call.endpoint == .embeddings ? 0 : min(body.maxOutputTokens ?? route.defaultOutputTokens, route.maxOutputTokens)
         // One price for the whole request: its reservation and its bill.
@@ -195,6 +194,13 @@ public final class InferencePipeline: Sendable {
         case .rejected:
             throw OpenAIError.invalidKey("invalid API key")
         }
+    }
+
+    /// The model's route, when the catalogue has it and the key may use it.
+    func route(_ model: String, for key: ResolvedKey) throws(OpenAIError) -> ModelRoute {
+        guard let route = catalog.routes[model] else { throw .modelNotFound(model) }
+        guard key.allows(model: model) else { throw .modelNotAllowed(model) }
+        return route
     }
 
     /// What the headers tell of the key's scope (its endpoints and source networks), checked
@@ -417,6 +423,19 @@ final class Settler: Sendable {
         self.clientRequestID = clientRequestID
         self.fallback = fallback
         self.logger = logger
+    }
+
+    /// Renews the admission's concurrency leases and billing deadline on `eventLoop` while the
+    /// answer runs (streams and Realtime sessions may outlast both): a timer, so it costs no task
+    /// until it is due. Nil for a degraded admission, which holds nothing in Redis. Cancel it
+    /// when the answer ends.
+    func keepLeaseAlive(on eventLoop: any EventLoop) -> RepeatedTask? {
+        guard !admission.degraded else { return nil }
+        let limiter = limiter, admission = admission
+        let interval = TimeAmount(limiter.renewalInterval)
+        return eventLoop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { _ in
+            Task { await limiter.renew(admission) }
+        }
     }
 
     func settle(_ billed: BilledUsage, status: Int) async {

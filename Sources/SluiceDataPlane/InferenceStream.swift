@@ -16,8 +16,7 @@ public final class InferenceStream: @unchecked Sendable {
     private var record: AccessRecord
     private let pipeline: InferencePipeline
     private let done = Mutex(false)
-    /// Renews the concurrency leases and the billing deadline while the stream runs (streams may
-    /// outlast both): a timer on the connection's loop, so a stream costs no task until it is due.
+    /// Renews the concurrency leases and the billing deadline while the stream runs.
     private let renewal: RepeatedTask?
 
     init(response: UpstreamResponse, backend: Backend, settler: Settler, filter: ServerSentEventsFilter,
@@ -28,12 +27,7 @@ public final class InferenceStream: @unchecked Sendable {
         self.filter = filter
         self.record = record
         self.pipeline = pipeline
-        let limiter = settler.limiter
-        let admission = settler.admission
-        let interval = TimeAmount(limiter.renewalInterval)
-        renewal = admission.degraded ? nil : response.eventLoop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { _ in
-            Task { await limiter.renew(admission) }
-        }
+        renewal = settler.keepLeaseAlive(on: response.eventLoop)
     }
 
     /// The next bytes for the client; nil when the stream is over (and settled).

@@ -73,8 +73,7 @@ extension InferencePipeline {
                 throw OpenAIError.invalidRequest("name the model: GET /v1/realtime?model=<model>", param: "model")
             }
             record.model = model
-            guard let route = catalog.routes[model] else { throw OpenAIError.modelNotFound(model) }
-            guard key.allows(model: model) else { throw OpenAIError.modelNotAllowed(model) }
+            let route = try route(model, for: key)
             let price = prices.price(for: model)
             let admission = try await decide(AdmitRequest(
                 requestID: call.requestID, tenantID: key.tenantID, keyID: key.keyID, model: model, tokensToReserve: 0,

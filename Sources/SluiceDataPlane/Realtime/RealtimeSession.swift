@@ -27,6 +27,8 @@ public final class RealtimeSession: Sendable {
     private let price: ModelPrice?
     private let backend: Backend
     private let backendSocket: Socket
+    /// Keeps the session's concurrency slot and billing deadline while it runs.
+    private let renewal: RepeatedTask?
     private let state: Mutex<State>
 
     private struct State {
@@ -47,6 +49,7 @@ public final class RealtimeSession: Sendable {
         self.price = price
         self.backend = backend
         self.backendSocket = socket
+        self.renewal = settler.keepLeaseAlive(on: socket.channel.eventLoop)
         self.state = Mutex(State(record: record))
     }
 
@@ -61,7 +64,6 @@ public final class RealtimeSession: Sendable {
                         group.addTask { await self.clientToBackend(clientIn, backendOut, clientOut) }
                         group.addTask { await self.backendToClient(backendIn, clientOut, backendOut) }
                         group.addTask { await self.watchClock(settings) }
-                        group.addTask { await self.renewLease() }
                         await group.next()
                         group.cancelAll()
                     }
@@ -154,21 +156,6 @@ public final class RealtimeSession: Sendable {
         }
     }
 
-    /// Keeps the concurrency slot and the billing deadline alive while the session runs.
-    private func renewLease() async {
-        guard !admission.degraded else { return await waitForCancellation() }
-        let interval = pipeline.limiter.renewalInterval
-        while !Task.isCancelled {
-            try? await Task.sleep(for: interval)
-            if Task.isCancelled { return }
-            await pipeline.limiter.renew(admission)
-        }
-    }
-
-    private func waitForCancellation() async {
-        while !Task.isCancelled { try? await Task.sleep(for: .seconds(3_600)) }
-    }
-
     private func touch() {
         state.withLock { $0.lastActivity = .now }
     }
@@ -214,6 +201,7 @@ public final class RealtimeSession: Sendable {
             if let closing = state.closing { state.record.errorCode = closing.code }
             return state.record
         }) else { return }
+        renewal?.cancel()
         backend.releaseSlot()
         // The session's own row books nothing: its responses carry the usage.
         await settler.settle(.nothing, status: 101)
