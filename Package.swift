@@ -41,6 +41,11 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-distributed-tracing.git", from: "1.7.3"),
         // OTLP/HTTP only: the gRPC exporter would pull in grpc-swift.
         .package(url: "https://github.com/swift-otel/swift-otel.git", from: "1.6.0", traits: ["OTLPHTTP"]),
+        // KServe v2 inference over gRPC (the listener and the backend client); the generated code is committed.
+        .package(url: "https://github.com/grpc/grpc-swift-2.git", from: "2.4.3"),
+        .package(url: "https://github.com/grpc/grpc-swift-nio-transport.git", from: "2.9.2"),
+        .package(url: "https://github.com/grpc/grpc-swift-protobuf.git", from: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-protobuf.git", from: "1.39.0"),
     ],
     targets: [
         // hiredis (Debian 12: 0.14; newer distributions: 1.x). Only the reply reader is used.
@@ -280,7 +285,7 @@ let package = Package(
             dependencies: [
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 "SluiceDataPlane", "SluiceAdminAPI", "SluiceTenancy", "SluiceLimiter", "SluiceRedis", "SluiceUpstream",
-                "SluiceLog", "SluiceConcurrency", "SluiceBilling", "SluiceWebhooks", "SluiceNet",
+                "SluiceLog", "SluiceConcurrency", "SluiceBilling", "SluiceWebhooks", "SluiceNet", "SluiceGRPC",
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "OTel", package: "swift-otel"),
                 .product(name: "Tracing", package: "swift-distributed-tracing"),
@@ -298,6 +303,34 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Yams", package: "Yams"),
+            ],
+            swiftSettings: strict
+        ),
+        // KServe v2 (Open Inference Protocol) over gRPC: the listener, proxied to the models'
+        // gRPC backends under the same keys, limits and ledger as the REST API.
+        .target(
+            name: "SluiceGRPC",
+            dependencies: [
+                "SluiceDataPlane", "SluiceUpstream",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
+                .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            exclude: ["Generated/README.md"],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "SluiceGRPCTests",
+            dependencies: [
+                "SluiceGRPC", "SluiceDataPlane",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+                .product(name: "NIOCore", package: "swift-nio"),
             ],
             swiftSettings: strict
         ),

@@ -36,8 +36,8 @@ if [ "${SLUICE_SKIP_SDK_TESTS:-0}" != "1" ]; then
     # promtool checks /metrics and deploy/prometheus-alerts.yaml in the SDK suite.
     command -v promtool >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
     venv="${SLUICE_STACK_DIR}/venv"
-    [ -x "$venv/bin/pytest" ] && [ -x "$venv/bin/schemathesis" ] && [ -x "$venv/bin/kubernetes-validate" ] && "$venv/bin/python" -c "import opentelemetry.proto, standardwebhooks, selenium, websockets" 2>/dev/null \
-        || { python3 -m venv "$venv" && "$venv/bin/pip" install -q openai pytest schemathesis kubernetes-validate pyyaml opentelemetry-proto standardwebhooks selenium websockets; }
+    [ -x "$venv/bin/pytest" ] && [ -x "$venv/bin/schemathesis" ] && [ -x "$venv/bin/kubernetes-validate" ] && "$venv/bin/python" -c "import opentelemetry.proto, standardwebhooks, selenium, websockets, tritonclient.grpc" 2>/dev/null \
+        || { python3 -m venv "$venv" && "$venv/bin/pip" install -q openai pytest schemathesis kubernetes-validate pyyaml opentelemetry-proto standardwebhooks selenium websockets 'tritonclient[grpc]'; }
     # The admin UI's test drives Debian's chromium.
     command -v chromium >/dev/null && command -v chromedriver >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null; }
     SLUICE_BIN_DIR="$(swift build --show-bin-path)" timeout -k 30 600 "$venv/bin/pytest" -q Tests/sdk

@@ -349,7 +349,7 @@ enum EmbeddedOpenAPI {
               type: [array, "null"]
               minItems: 1
               maxItems: 4
-              items: {type: string, enum: [/v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models, /v1/realtime]}
+              items: {type: string, enum: [/v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models, /v1/realtime, /inference.GRPCInferenceService]}
               description: "refused elsewhere with 403 endpoint_not_allowed"
             networks:
               type: [array, "null"]

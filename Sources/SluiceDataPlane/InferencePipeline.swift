@@ -130,7 +130,7 @@ public final class InferencePipeline: Sendable {
             let key = try await authenticate(authorization, &record)
             try checkScope(key, path: "/v1/models", origin: origin)
             let directory = modelDirectory.flatMap { $0.hasRead ? $0 : nil }
-            let models = catalog.routes.sorted { $0.key < $1.key }.filter { key.allows(model: $0.key) }.compactMap { name, route -> [String: Any]? in
+            let models = catalog.routes.sorted { $0.key < $1.key }.filter { key.allows(model: $0.key) && !$0.value.backends.isEmpty }.compactMap { name, route -> [String: Any]? in
                 guard let directory else { return ["id": name, "object": "model", "created": 0, "owned_by": "sluice"] }
                 guard let served = directory.served(route) else { return nil }
                 var entry: [String: Any] = ["id": name, "object": "model", "created": served.created ?? 0,
@@ -196,10 +196,15 @@ public final class InferencePipeline: Sendable {
         }
     }
 
-    /// The model's route, when the catalogue has it and the key may use it.
-    func route(_ model: String, for key: ResolvedKey) throws(OpenAIError) -> ModelRoute {
+    /// The model's route, when the catalogue has it, the key may use it and it has backends
+    /// of the protocol asked (OpenAI HTTP, or KServe gRPC).
+    func route(_ model: String, for key: ResolvedKey, overGRPC: Bool = false) throws(OpenAIError) -> ModelRoute {
         guard let route = catalog.routes[model] else { throw .modelNotFound(model) }
         guard key.allows(model: model) else { throw .modelNotAllowed(model) }
+        guard overGRPC ? !route.grpcBackends.isEmpty : !route.backends.isEmpty else {
+            throw OpenAIError(status: 404, type: "invalid_request_error", code: "model_not_found",
+                              message: "the model '\(model)' is not served over \(overGRPC ? "gRPC" : "this API")", param: "model")
+        }
         return route
     }
 

@@ -5,7 +5,10 @@ import SluiceUpstream
 /// A configured model: where it runs, how many output tokens it may produce, what it costs.
 public struct ModelRoute: Sendable {
     public let name: String
+    /// Its OpenAI HTTP backends, and its KServe v2 gRPC ones (`grpc://`): one list in the
+    /// configuration, each request goes to the kind that speaks its protocol.
     public let backends: [Backend]
+    public let grpcBackends: [Backend]
     /// Output tokens reserved when a request names no `max_tokens`, and the cap on what it may name.
     public let defaultOutputTokens: Int
     public let maxOutputTokens: Int
@@ -18,7 +21,8 @@ public struct ModelRoute: Sendable {
                 inputUSDPerMillion: Double = 0, outputUSDPerMillion: Double = 0, cachedInputUSDPerMillion: Double? = nil) {
         self.cachedInputUSDPerMillion = cachedInputUSDPerMillion
         self.name = name
-        self.backends = backends
+        self.backends = backends.filter { !$0.speaksGRPC }
+        self.grpcBackends = backends.filter(\.speaksGRPC)
         self.defaultOutputTokens = defaultOutputTokens
         self.maxOutputTokens = maxOutputTokens
         self.inputUSDPerMillion = inputUSDPerMillion
@@ -44,6 +48,12 @@ public struct ModelCatalog: Sendable {
     /// The configuration's prices, as a catalogue (every model, in effect from the start).
     public var configuredPrices: PriceCatalogue { PriceCatalogue(routes.values.map(\.configuredPrice)) }
 
-    /// Every backend of every model (for health checks and shutdown).
+    /// Every HTTP backend of every model (for health checks and shutdown).
     public var backends: [Backend] { routes.values.flatMap(\.backends) }
+
+    /// Every gRPC backend of every model, each once.
+    public var grpcBackends: [Backend] {
+        var seen = Set<ObjectIdentifier>()
+        return routes.values.flatMap(\.grpcBackends).filter { seen.insert(ObjectIdentifier($0)).inserted }
+    }
 }

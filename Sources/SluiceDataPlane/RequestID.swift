@@ -28,4 +28,11 @@ public enum RequestID {
             return index
         }
     }
+
+    /// The client's `x-request-id`, for correlation only: visible ASCII, at most 128 bytes
+    /// (longer ones are cut), anything else dropped; nil when nothing usable is left.
+    public static func clientGiven(_ given: String) -> String? {
+        let kept = given.utf8.lazy.filter { (0x21...0x7E).contains($0) }.prefix(128)
+        return kept.isEmpty ? nil : String(decoding: Array(kept), as: UTF8.self)
+    }
 }

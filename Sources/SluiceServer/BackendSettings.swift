@@ -114,7 +114,8 @@ extension GatewayConfiguration {
             let headers = (apiKey.map { [("authorization", "Bearer \($0)")] } ?? []) + self.headers
             do {
                 return try Backend(url: url, weight: weight, maxConcurrency: maxConcurrency, headers: headers,
-                                   tls: try tls.map { try Self.context($0, key: key) })
+                                   tls: try tls.map { try Self.context($0, key: key) },
+                                   tlsFiles: tls.map { .init(caFile: $0.caFile, certFile: $0.certFile, keyFile: $0.keyFile) })
             } catch let error as ConfigurationError {
                 throw error
             } catch {

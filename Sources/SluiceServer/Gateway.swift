@@ -9,6 +9,7 @@ import ServiceLifecycle
 import SluiceAdminAPI
 import SluiceBilling
 import SluiceDataPlane
+import SluiceGRPC
 import SluiceLimiter
 import SluiceRedis
 import SluiceTenancy
@@ -26,6 +27,8 @@ public enum Gateway {
     public struct Listening: Sendable {
         public var publicPort: Int?
         public var adminPort: Int?
+        /// Set when `grpc_listen` is.
+        public var grpcPort: Int?
     }
 
     /// One exporter per billing system configured under `billing_export`.
@@ -106,7 +109,7 @@ public enum Gateway {
                                          usageFallback: usageFallback, settings: settings, metrics: metrics, logger: logger,
                                          accessLog: accessLog, tracer: tracing?.tracer, modelDirectory: modelDirectory)
 
-        let listening = ListeningReporter(onListening)
+        let listening = ListeningReporter(expectsGRPC: configuration.grpcListen != nil, onListening)
         let connections = ConnectionCounter(maximum: configuration.listenerLimits.maxConnections)
         let readiness = Readiness()
         let publicServer = PublicHTTPServer(
@@ -130,7 +133,7 @@ public enum Gateway {
                  logger: logger)
             .addRoutes(to: adminRouter)
         AdminUI(oidc: configuration.adminOIDC.map(AdminUI.OIDCClient.init)).addRoutes(to: adminRouter)
-        let operationsMetrics = OperationsMetrics(factory: metricsFactory, backends: catalog.backends)
+        let operationsMetrics = OperationsMetrics(factory: metricsFactory, backends: catalog.backends + catalog.grpcBackends)
         OperationsRoutes(redis: redis, postgres: postgres, limiter: limiter, failurePolicy: configuration.failurePolicy,
                          readiness: readiness, registry: metricsFactory.registry, operations: operationsMetrics,
                          usageFallback: usageFallback, prices: prices, logger: logger).add(to: adminRouter)
@@ -152,6 +155,20 @@ public enum Gateway {
         var optional: [ServiceGroupConfiguration.ServiceConfiguration] = []
         if let tracing { optional.append(.init(service: tracing.exporter)) }
         if let modelDirectory { optional.append(.init(service: modelDirectory)) }
+        // The gRPC listener stops with the HTTP one (first); its backend clients after both.
+        var grpcListener: [ServiceGroupConfiguration.ServiceConfiguration] = []
+        if let grpcListen = configuration.grpcListen {
+            let clients = try KServeBackendClients(backends: catalog.grpcBackends, maxResponseBytes: settings.maxResponseBodyBytes)
+            optional.append(.init(service: clients))
+            var limits = KServeListener.Limits()
+            limits.maxRequestBytes = configuration.maxRequestBytes
+            limits.idleTimeout = .nanoseconds(configuration.listenerLimits.idleTimeout.nanoseconds)
+            let proxy = KServeProxy(pipeline: pipeline, backends: clients,
+                                    timeout: .nanoseconds(configuration.upstream.total.nanoseconds))
+            grpcListener.append(.init(service: KServeListener(host: grpcListen.host, port: grpcListen.port, limits: limits,
+                                                              proxy: proxy, logger: logger,
+                                                              onListening: { port in listening.report(grpc: port) })))
+        }
         var groupConfiguration = ServiceGroupConfiguration(
             services: optional + [
                 .init(service: postgres),
@@ -178,6 +195,7 @@ public enum Gateway {
                 .init(service: BackendHealthChecker(backends: catalog.backends, client: upstream,
                                                     path: configuration.healthPath, logger: logger)),
                 .init(service: adminApp),
+            ] + grpcListener + [
                 // Last in the list, so the first to stop on SIGTERM: no new requests, in-flight ones finish.
                 .init(service: publicServer),
             ],
@@ -228,20 +246,23 @@ struct ShutdownHook: Service {
     }
 }
 
-/// Collects the two listeners' ports and reports once both are known.
+/// Collects the listeners' ports and reports once all are known.
 final class ListeningReporter: Sendable {
     private let state = Mutex(Gateway.Listening())
+    private let expectsGRPC: Bool
     private let callback: @Sendable (Gateway.Listening) -> Void
 
-    init(_ callback: @escaping @Sendable (Gateway.Listening) -> Void) {
+    init(expectsGRPC: Bool, _ callback: @escaping @Sendable (Gateway.Listening) -> Void) {
+        self.expectsGRPC = expectsGRPC
         self.callback = callback
     }
 
-    func report(public port: Int? = nil, admin: Int? = nil) {
+    func report(public port: Int? = nil, admin: Int? = nil, grpc: Int? = nil) {
         let ready: Gateway.Listening? = state.withLock { state in
             if let port { state.publicPort = port }
             if let admin { state.adminPort = admin }
-            return state.publicPort != nil && state.adminPort != nil ? state : nil
+            if let grpc { state.grpcPort = grpc }
+            return state.publicPort != nil && state.adminPort != nil && (!expectsGRPC || state.grpcPort != nil) ? state : nil
         }
         if let ready { callback(ready) }
     }

@@ -15,6 +15,8 @@ import Yams
 public struct GatewayConfiguration: Sendable {
     public var listen = HostPort(host: "127.0.0.1", port: 8080)
     public var adminListen = HostPort(host: "127.0.0.1", port: 8081)
+    /// The KServe v2 gRPC listener (`grpc_listen`); off unless set.
+    public var grpcListen: HostPort?
     public var redisURL = "redis://127.0.0.1:6379/0"
     public var databaseURL = "postgres://sluice:sluice@127.0.0.1:5432/sluice"
     public var failurePolicy = RedisFailurePolicy.closed
@@ -150,7 +152,7 @@ public struct GatewayConfiguration: Sendable {
                           "lease_seconds", "max_request_bytes", "upstream", "models", "listener", "key_stale_seconds",
                           "redis_max_pending_commands", "settle_deadline_seconds", "tracing", "redis_cluster_nodes",
                           "redis_settle_replicas", "ledger_retention_months", "billing_export", "webhooks", "admin_oidc",
-                          "list_models_from_backends", "realtime"])
+                          "list_models_from_backends", "realtime", "grpc_listen"])
         if let section = try reader.mapping("realtime") {
             try section.allow(["idle_timeout_seconds", "max_session_seconds", "max_message_bytes"])
             if let value = try section.int("idle_timeout_seconds", 1...86_400) { realtime.idleTimeout = .seconds(value) }
@@ -200,6 +202,7 @@ public struct GatewayConfiguration: Sendable {
         if let value = try reader.int("lease_seconds", 1...86_400) { leaseSeconds = value }
         if let value = try reader.string("listen") { listen = try HostPort(value, key: "listen") }
         if let value = try reader.string("admin_listen") { adminListen = try HostPort(value, key: "admin_listen") }
+        if let value = try reader.string("grpc_listen") { grpcListen = try HostPort(value, key: "grpc_listen") }
         if let value = try reader.string("redis_url") { redisURL = value }
         if let nodes = try reader.strings("redis_cluster_nodes") {
             guard !nodes.isEmpty, !nodes.contains(where: { $0.contains(",") || $0.contains("/") || $0.contains("@") }) else {
@@ -248,6 +251,7 @@ public struct GatewayConfiguration: Sendable {
     mutating func apply(environment: [String: String]) throws(ConfigurationError) {
         if let value = environment["SLUICE_LISTEN"] { listen = try HostPort(value, key: "SLUICE_LISTEN") }
         if let value = environment["SLUICE_ADMIN_LISTEN"] { adminListen = try HostPort(value, key: "SLUICE_ADMIN_LISTEN") }
+        if let value = environment["SLUICE_GRPC_LISTEN"] { grpcListen = try HostPort(value, key: "SLUICE_GRPC_LISTEN") }
         if let value = environment["SLUICE_REDIS_URL"] { redisURL = value }
         if let number = try Self.integer("SLUICE_REDIS_SETTLE_REPLICAS", environment, 0...16,
                                          problem: "must be an integer from 0 to 16") {
@@ -314,11 +318,23 @@ public struct GatewayConfiguration: Sendable {
                 throw ConfigurationError(key: "models[\(index)].default_output_tokens", problem: "is above max_output_tokens")
             }
             for (backendIndex, backend) in model.backends.enumerated() {
-                _ = try backend.makeBackend(key: "models[\(index)].backends[\(backendIndex)]")
+                let key = "models[\(index)].backends[\(backendIndex)]"
+                let made = try backend.makeBackend(key: key)
+                if made.speaksGRPC {
+                    guard grpcListen != nil else {
+                        throw ConfigurationError(key: key + ".url", problem: "is a gRPC backend: set grpc_listen to serve it")
+                    }
+                    guard made.basePath.isEmpty, backend.url.range(of: #":[0-9]+/?$"#, options: .regularExpression) != nil else {
+                        throw ConfigurationError(key: key + ".url", problem: "must be grpc(s)://host:port, with the port and no path")
+                    }
+                }
             }
         }
         guard listen != adminListen else {
             throw ConfigurationError(key: "admin_listen", problem: "must differ from listen")
+        }
+        if let grpcListen, grpcListen == listen || grpcListen == adminListen {
+            throw ConfigurationError(key: "grpc_listen", problem: "must differ from listen and admin_listen")
         }
     }
 

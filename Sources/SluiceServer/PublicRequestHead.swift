@@ -47,7 +47,7 @@ struct PublicRequestHead {
         self.method = head.method.rawValue
         self.route = Self.route(head.method, path)
         self.authorization = head.headers.first(name: "authorization")
-        self.clientRequestID = head.headers.first(name: "x-request-id").flatMap(Self.clientRequestID)
+        self.clientRequestID = head.headers.first(name: "x-request-id").flatMap(RequestID.clientGiven)
         self.traceparent = head.headers.first(name: "traceparent").flatMap(Self.traceparent)
         let forwarded = forwardingHeader.map { head.headers[$0] } ?? []
         self.forwardedFor = forwarded.isEmpty ? nil : forwarded.joined(separator: ",")
@@ -92,12 +92,6 @@ struct PublicRequestHead {
         }
     }
 
-    /// The client's `x-request-id`, for correlation only: visible ASCII, at most 128 bytes
-    /// (longer ones are cut), anything else dropped; nil when nothing usable is left.
-    static func clientRequestID(_ given: String) -> String? {
-        let kept = given.utf8.lazy.filter { (0x21...0x7E).contains($0) }.prefix(128)
-        return kept.isEmpty ? nil : String(decoding: Array(kept), as: UTF8.self)
-    }
 
     /// W3C `traceparent`, forwarded when well-formed (version-traceid-parentid-flags).
     static func traceparent(_ value: String) -> String? {

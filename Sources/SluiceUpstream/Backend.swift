@@ -10,6 +10,8 @@ public final class Backend: Sendable {
     public let host: String
     public let port: Int
     public let useTLS: Bool
+    /// A KServe v2 gRPC server (`grpc://` or `grpcs://`) rather than an OpenAI HTTP one.
+    public let speaksGRPC: Bool
     /// Path prefix of the base URL (e.g. "" or "/openai"); request paths are appended.
     public let basePath: String
     public let weight: Int
@@ -17,8 +19,24 @@ public final class Backend: Sendable {
     /// Sent on every request to this backend (its API key as `authorization`, extra headers);
     /// they replace any of the same name. Never logged.
     let headers: [(String, String)]
+    /// The same, for a transport of another module (gRPC metadata). Never logged.
+    public var credentialHeaders: [(String, String)] { headers }
     /// This backend's TLS (a private CA, a client certificate); nil: the client's default.
     let tls: NIOSSLContext?
+    /// The PEM files `tls` was made from, for a transport with TLS of its own (gRPC).
+    public let tlsFiles: TLSFiles?
+
+    public struct TLSFiles: Sendable {
+        public var caFile: String?
+        public var certFile: String?
+        public var keyFile: String?
+
+        public init(caFile: String?, certFile: String?, keyFile: String?) {
+            self.caFile = caFile
+            self.certFile = certFile
+            self.keyFile = keyFile
+        }
+    }
 
     private struct State {
         var outstanding = 0
@@ -31,20 +49,22 @@ public final class Backend: Sendable {
     static let ejectionTime: Duration = .seconds(5)
 
     public init(url text: String, weight: Int = 1, maxConcurrency: Int? = nil, headers: [(String, String)] = [],
-                tls: NIOSSLContext? = nil) throws(BackendURLError) {
+                tls: NIOSSLContext? = nil, tlsFiles: TLSFiles? = nil) throws(BackendURLError) {
         guard let url = URLComponents(string: text), let scheme = url.scheme?.lowercased(),
-              scheme == "http" || scheme == "https", let host = url.host, !host.isEmpty else {
+              ["http", "https", "grpc", "grpcs"].contains(scheme), let host = url.host, !host.isEmpty else {
             throw BackendURLError(url: text)
         }
         self.url = text
         self.host = host
-        self.useTLS = scheme == "https"
-        self.port = url.port ?? (scheme == "https" ? 443 : 80)
+        self.useTLS = scheme == "https" || scheme == "grpcs"
+        self.speaksGRPC = scheme.hasPrefix("grpc")
+        self.port = url.port ?? (useTLS ? 443 : 80)
         self.basePath = url.path.hasSuffix("/") ? String(url.path.dropLast()) : url.path
         self.weight = max(1, weight)
         self.maxConcurrency = maxConcurrency
         self.headers = headers
         self.tls = tls
+        self.tlsFiles = tlsFiles
     }
 
     public var outstanding: Int { state.withLock { $0.outstanding } }
@@ -93,7 +113,7 @@ public final class Backend: Sendable {
 
 public struct BackendURLError: Error, CustomStringConvertible {
     public let url: String
-    public var description: String { "backend url must be http(s)://host[:port][/path], not '\(url)'" }
+    public var description: String { "backend url must be http(s)://host[:port][/path] or grpc(s)://host:port, not '\(url)'" }
 }
 
 /// Picks a backend for a request: healthy, under its `max_concurrency`, least outstanding per

@@ -3,6 +3,7 @@ SLUICE_BIN_DIR) on free loopback ports over the development stack (SLUICE_TEST_R
 SLUICE_TEST_DATABASE_URL), with a tenant, keys and a platform admin token made by the CLI.
 """
 import contextlib
+import json
 import os
 import socket
 import subprocess
@@ -86,6 +87,22 @@ models:
         os.unlink(config.name)
         log.close()
         os.unlink(log.name)
+
+
+def key_usage(gateway, key, rows_wanted):
+    """The ledger's totals for `key` (admin usage report by key), once it has `rows_wanted` rows."""
+    key_id = key.split("_")[1]
+    deadline = time.time() + 30
+    while True:
+        request = urllib.request.Request(
+            f"{gateway['admin_url']}/admin/v1/tenants/{gateway['tenant']}/usage?group_by=key",
+            headers={"authorization": "Bearer " + gateway["admin_token"]})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            rows = [row for row in json.load(response)["data"] if row["group"] == key_id]
+        if rows and rows[0]["requests"] >= rows_wanted:
+            return rows[0]
+        assert time.time() < deadline, f"the ledger has {rows} for the key, wanted {rows_wanted} rows"
+        time.sleep(0.3)
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from conftest import running_gateway
+from conftest import key_usage, running_gateway
 
 
 def ws_url(gateway, model="sdk-model"):
@@ -37,22 +37,6 @@ async def next_event(ws, type_):
 async def respond(ws):
     await ws.send(json.dumps({"type": "response.create", "response": {"modalities": ["text"]}}))
     return await next_event(ws, "response.done")
-
-
-def key_usage(gateway, key, rows_wanted):
-    """The ledger's totals for `key` (admin usage report by key), once it has `rows_wanted` rows."""
-    key_id = key.split("_")[1]
-    deadline = time.time() + 30
-    while True:
-        request = urllib.request.Request(
-            f"{gateway['admin_url']}/admin/v1/tenants/{gateway['tenant']}/usage?group_by=key",
-            headers={"authorization": "Bearer " + gateway["admin_token"]})
-        with urllib.request.urlopen(request, timeout=10) as response:
-            rows = [row for row in json.load(response)["data"] if row["group"] == key_id]
-        if rows and rows[0]["requests"] >= rows_wanted:
-            return rows[0]
-        assert time.time() < deadline, f"the ledger has {rows} for the key, wanted {rows_wanted} rows"
-        time.sleep(0.3)
 
 
 async def respond_once_admitted(gateway, key, failure, seconds=10):
