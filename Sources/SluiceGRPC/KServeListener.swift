@@ -1,12 +1,14 @@
 import GRPCCore
 import GRPCNIOTransportHTTP2Posix
 import Logging
+import NIOCore
 import NIOPosix
 import ServiceLifecycle
 
 /// The gRPC listener (`grpc_listen`): HTTP/2 over plaintext, `inference.GRPCInferenceService`
-/// only (other methods answer UNIMPLEMENTED). Bounded like the HTTP listener: the message size,
-/// streams per connection, idle connections, and pings a client may send.
+/// only (other methods answer UNIMPLEMENTED). Bounded like the HTTP listener: connections (one
+/// cap for both listeners), the message size, streams per connection, idle connections, and
+/// pings a client may send.
 public struct KServeListener: Service {
     public struct Limits: Sendable {
         /// The largest request message (a `ModelInfer` with its tensors).
@@ -15,6 +17,10 @@ public struct KServeListener: Service {
         public var maxConcurrentStreams = 256
         /// A connection with no call this long is closed (GOAWAY).
         public var idleTimeout: Duration = .seconds(300)
+        /// Takes a connection slot (false: over the cap, the connection is closed at once);
+        /// `releaseConnection` gives it back when the connection closes.
+        public var acquireConnection: @Sendable () -> Bool = { true }
+        public var releaseConnection: @Sendable () -> Void = {}
 
         public init() {}
     }
@@ -49,6 +55,16 @@ public struct KServeListener: Service {
                 config.connection.maxIdleTime = limits.idleTimeout
                 // Calls in flight get this long after a GOAWAY (shutdown, max idle) to finish.
                 config.connection.maxGraceTime = .seconds(30)
+                config.channelDebuggingCallbacks.onAcceptTCPConnection = { channel in
+                    guard limits.acquireConnection() else {
+                        // The channel is not active yet (closing it now fails): close it when it is.
+                        return channel.eventLoop.makeCompletedFuture {
+                            try channel.pipeline.syncOperations.addHandler(CloseWhenActive(), position: .first)
+                        }
+                    }
+                    channel.closeFuture.whenComplete { _ in limits.releaseConnection() }
+                    return channel.eventLoop.makeSucceededVoidFuture()
+                }
             },
             eventLoopGroup: group)
         let server = GRPCServer(transport: transport, services: [proxy])
@@ -61,5 +77,15 @@ public struct KServeListener: Service {
             try? await gracefulShutdown()
             server.beginGracefulShutdown()
         }
+    }
+}
+
+/// Closes a connection over `listener.max_connections` as soon as it is active, before it is
+/// read from.
+final class CloseWhenActive: ChannelInboundHandler, Sendable {
+    typealias InboundIn = NIOAny
+
+    func channelActive(context: ChannelHandlerContext) {
+        context.close(promise: nil)
     }
 }

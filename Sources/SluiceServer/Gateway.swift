@@ -163,6 +163,8 @@ public enum Gateway {
             var limits = KServeListener.Limits()
             limits.maxRequestBytes = configuration.maxRequestBytes
             limits.idleTimeout = .nanoseconds(configuration.listenerLimits.idleTimeout.nanoseconds)
+            limits.acquireConnection = { connections.tryAcquire() }
+            limits.releaseConnection = { connections.release() }
             let proxy = KServeProxy(pipeline: pipeline, backends: clients,
                                     timeout: .nanoseconds(configuration.upstream.total.nanoseconds))
             grpcListener.append(.init(service: KServeListener(host: grpcListen.host, port: grpcListen.port, limits: limits,

@@ -5,6 +5,8 @@ concurrency limit as RESOURCE_EXHAUSTED with retry information, a scope and an u
 refused, a backend's own refusal passed through, and a dead backend as UNAVAILABLE."""
 import json
 import os
+import select
+import socket
 import threading
 import time
 import urllib.request
@@ -245,3 +247,46 @@ def test_unserved_methods_and_oversized_messages_are_refused(kserve):
     assert status in ("StatusCode.RESOURCE_EXHAUSTED", "StatusCode.CANCELLED")
     assert len(kserve["backend"].calls) == calls
     assert infer(kserve, key).as_numpy("OUTPUT0").tolist() == [2, 4, 6, 8]
+
+
+def test_the_connection_cap_covers_the_grpc_listener():
+    """`listener.max_connections` counts both listeners' connections: past it a gRPC connection
+    is closed as soon as it is accepted, and a freed slot takes the next."""
+    backend_port, grpc_port = free_port(), free_port()
+    extra = f"""  - name: {MODEL}
+    backends:
+      - url: grpc://127.0.0.1:{backend_port}
+grpc_listen: 127.0.0.1:{grpc_port}
+listener:
+  max_connections: 2
+"""
+    with MockKServeBackend(MODEL, backend_port), \
+            running_gateway(os.environ["SLUICE_TEST_DATABASE_URL"], extra) as gateway:
+        gateway["grpc_url"] = f"127.0.0.1:{grpc_port}"
+        key = new_key(gateway)
+        # Three connections for a cap of two: one of them (whichever the cap counts last: each
+        # is counted on its own event loop) is closed at once, before it is served.
+        connections = [socket.create_connection(("127.0.0.1", grpc_port), timeout=5) for _ in range(3)]
+        try:
+            open_ = list(connections)
+            deadline = time.time() + 5
+            while len(open_) == 3:
+                readable, _, _ = select.select(open_, [], [], max(0, deadline - time.time()))
+                assert readable, "no connection was closed: the cap let three in"
+                for connection in readable:
+                    if not connection.recv(4096):  # end of stream (the server's preface may come first)
+                        open_.remove(connection)
+            # The two still open hold the cap: a gRPC client cannot connect.
+            status, _ = refusal(lambda: infer(gateway, key))
+            assert status == "StatusCode.UNAVAILABLE"
+        finally:
+            for connection in connections:
+                connection.close()
+        deadline = time.time() + 5
+        while True:
+            try:
+                assert infer(gateway, key).as_numpy("OUTPUT0").tolist() == [2, 4, 6, 8]
+                break
+            except InferenceServerException as refused:
+                assert time.time() < deadline, refused
+                time.sleep(0.1)
