@@ -15,8 +15,9 @@
 # in the same interleaved run (its own database), for before/after figures from one run;
 # SLUICE_BENCH_BEFORE_ARGS adds `sluice serve` arguments to it (e.g. `--log-level notice` with the
 # same build, to measure what the access log costs).
-# SLUICE_BENCH_PERF=<path prefix> records a perf profile of Sluice's runs (profiling costs CPU:
-# figures from such a run are not comparable).
+# SLUICE_BENCH_PERF=<path prefix> records a perf profile of Sluice's runs, SLUICE_BENCH_STRACE=<path
+# prefix> counts its syscalls (strace -c; the file ends with the run's request count); both cost
+# CPU: figures from such a run are not comparable.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${1:-8}"
@@ -159,8 +160,16 @@ LUA
     if [ -n "${SLUICE_BENCH_PERF:-}" ] && [ "$label" = sluice ]; then  # a CPU profile of Sluice's run
         perf record -F 499 -g -p "$measured" -o "$SLUICE_BENCH_PERF-$streamed.data" -- sleep "$seconds" >/dev/null 2>&1 & profiler=$!
     fi
+    local tracer=""
+    if [ -n "${SLUICE_BENCH_STRACE:-}" ] && [ "$label" = sluice ]; then  # syscalls per request (slows the run)
+        timeout -s INT "$seconds" strace ${SLUICE_BENCH_STRACE_ARGS:--c} -f -p "$measured" -o "$SLUICE_BENCH_STRACE-$streamed.txt" & tracer=$!
+    fi
     out="$(wrk -t1 -c"$connections" -d"${seconds}s" --latency -s "$work/post.lua" "http://127.0.0.1:$target/v1/chat/completions")"
     [ -n "$profiler" ] && wait "$profiler"
+    if [ -n "$tracer" ]; then
+        wait "$tracer" || true
+        echo "requests: $(echo "$out" | awk '/requests in/ {print $1}')" >> "$SLUICE_BENCH_STRACE-$streamed.txt"
+    fi
     s1="$(cpu_ticks "$measured")"; r1="$(cpu_ticks "$redis_pid")"; n1="$(cpu_ticks $workers)"
     e1="$(evalsha_stats)"
     total="$(echo "$out" | awk '/requests in/ {print $1}')"

@@ -5,6 +5,7 @@ import NIOHTTP1
 import NIOPosix
 import ServiceLifecycle
 import SluiceDataPlane
+import SluiceNet
 
 /// The public listener: a plain SwiftNIO HTTP/1.1 server (keep-alive, pipelining, the
 /// connection guard's timeouts and cap) with `PublicRequestHandler` at the end of each
@@ -46,6 +47,8 @@ struct PublicHTTPServer: Service {
                     try operations.configureHTTPServerPipeline(withErrorHandling: true)
                     try operations.addHandler(ConnectionGuardHandler(limits: limits, counter: connections))
                     try operations.addHandler(PublicRequestHandler(pipeline: pipeline, maxRequestBytes: maxRequestBytes))
+                    // In front of everything (the guard's byte watcher too): see ReadAheadHandler.
+                    try operations.addHandler(ReadAheadHandler(), position: .first)
                 }
             }
             .bind(host: host, port: port)

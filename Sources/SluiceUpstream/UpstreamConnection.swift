@@ -31,6 +31,8 @@ final class UpstreamConnection: Sendable {
                 .connect(hostOrAddress: backend.host, port: backend.port) { channel in
                     channel.eventLoop.makeCompletedFuture {
                         let sync = channel.pipeline.syncOperations
+                        // The socket stays registered for reading between responses (see ReadAheadHandler).
+                        try sync.addHandler(ReadAheadHandler())
                         try sync.addTLS(sslContext, toward: backend)
                         try sync.addHTTPClientHandlers()
                         try sync.addHandler(UpstreamDeadlineHandler(
