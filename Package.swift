@@ -325,6 +325,15 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(
+            name: "SluiceNetTests",
+            dependencies: [
+                "SluiceNet",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(
             name: "SluiceGRPCTests",
             dependencies: [
                 "SluiceGRPC", "SluiceDataPlane",
