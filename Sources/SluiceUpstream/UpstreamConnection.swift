@@ -56,7 +56,7 @@ final class UpstreamConnection: Sendable {
         let promise = eventLoop.makePromise(of: HTTPResponseHead.self)
         let handler = self.handler
         let channel = self.channel
-        eventLoop.execute {
+        onLoop {
             channel.write(HTTPClientRequestPart.head(head), promise: nil)
             channel.write(HTTPClientRequestPart.body(.byteBuffer(body)), promise: nil)
             channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
@@ -69,7 +69,7 @@ final class UpstreamConnection: Sendable {
     func nextChunk() async throws(UpstreamError) -> ByteBuffer? {
         let promise = eventLoop.makePromise(of: ByteBuffer?.self)
         let handler = self.handler
-        eventLoop.execute { handler.value.awaitChunk(promise) }
+        onLoop { handler.value.awaitChunk(promise) }
         return try await Self.value(promise.futureResult)
     }
 
@@ -77,8 +77,14 @@ final class UpstreamConnection: Sendable {
     func body(limit: Int) async throws(UpstreamError) -> ByteBuffer {
         let promise = eventLoop.makePromise(of: ByteBuffer.self)
         let handler = self.handler
-        eventLoop.execute { handler.value.awaitBody(promise, limit: limit) }
+        onLoop { handler.value.awaitBody(promise, limit: limit) }
         return try await Self.value(promise.futureResult)
+    }
+
+    /// Runs `work` on the connection's loop: at once when the caller is on it already (a
+    /// request's task runs on its connection's loop), which saves a scheduled task per call.
+    private func onLoop(_ work: @escaping @Sendable () -> Void) {
+        if eventLoop.inEventLoop { work() } else { eventLoop.execute(work) }
     }
 
     private static func value<T: Sendable>(_ future: EventLoopFuture<T>) async throws(UpstreamError) -> T {
