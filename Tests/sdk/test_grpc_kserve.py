@@ -174,6 +174,9 @@ def test_scopes_models_and_the_backends_refusals(kserve):
     client = triton.InferenceServerClient(url=kserve["grpc_url"])
     status, _ = refusal(lambda: client.get_model_metadata("no-such-model", headers=headers(key)))
     assert status == "StatusCode.NOT_FOUND"
+    # A hostile model name is refused before any lookup, and never echoed back whole.
+    status, message = refusal(lambda: client.is_model_ready("m" * 100_000, headers=headers(key)))
+    assert status == "StatusCode.INVALID_ARGUMENT" and len(message) < 200
     # An OpenAI-only model is not served over gRPC.
     status, message = refusal(lambda: infer(kserve, key, model="sdk-model"))
     assert status == "StatusCode.NOT_FOUND" and "gRPC" in message
