@@ -155,7 +155,8 @@ public enum Gateway {
         var optional: [ServiceGroupConfiguration.ServiceConfiguration] = []
         if let tracing { optional.append(.init(service: tracing.exporter)) }
         if let modelDirectory { optional.append(.init(service: modelDirectory)) }
-        // The gRPC listener stops with the HTTP one (first); its backend clients after both.
+        // Stopping runs up this list: the gRPC listener right after the HTTP one, its backend clients
+        // (among the optional services, first in the list) after everything that uses them.
         var grpcListener: [ServiceGroupConfiguration.ServiceConfiguration] = []
         if let grpcListen = configuration.grpcListen {
             let clients = try KServeBackendClients(backends: catalog.grpcBackends, maxResponseBytes: settings.maxResponseBodyBytes)
