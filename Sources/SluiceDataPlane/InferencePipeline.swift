@@ -385,14 +385,21 @@ public final class InferencePipeline: Sendable {
     }
 
     func finish(_ error: any Error, _ record: inout AccessRecord) -> InferenceResult {
+        let failure = recordFailure(error, &record)
+        return .complete(status: failure.status, headers: responseHeaders(record, contentType: "application/json"),
+                         body: failure.body)
+    }
+
+    /// The refusal `error` stands for (an unexpected error is a logged 500), recorded on `record`
+    /// and emitted (access log, metrics, trace): for answers in any protocol.
+    func recordFailure(_ error: any Error, _ record: inout AccessRecord) -> OpenAIError {
         let failure = error as? OpenAIError
             ?? OpenAIError(status: 500, type: "server_error", code: "internal_error", message: "internal error")
         if failure.status == 500 { logger.error("unexpected error", metadata: ["request_id": "\(record.requestID)", "error": "\(error)"]) }
         record.status = failure.status
         record.errorCode = failure.code
         emit(record)
-        return .complete(status: failure.status, headers: responseHeaders(record, contentType: "application/json"),
-                         body: failure.body)
+        return failure
     }
 
     func emit(_ record: AccessRecord) {

@@ -160,8 +160,8 @@ extension InferencePipeline {
             record.backend = backend.url
             return .model(KServeTicket(pipeline: self, backend: backend, settler: settler, record: record, eventLoop: eventLoop))
         } catch {
-            _ = finish(error, &record)
-            let failure = error as? OpenAIError ?? .upstream(500, "internal_error", "internal error")
+            // No HTTP body to render: the listener answers with a gRPC status.
+            let failure = recordFailure(error, &record)
             let retryAfter = record.rateLimitHeaders.first { $0.0 == "retry-after" }.flatMap { Int($0.1) }
             throw KServeRefusal(error: failure, retryAfter: retryAfter.map { .seconds($0) },
                                 rateLimitFields: record.rateLimitHeaders)
