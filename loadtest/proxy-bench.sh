@@ -18,6 +18,10 @@
 # SLUICE_BENCH_PERF=<path prefix> records a perf profile of Sluice's runs, SLUICE_BENCH_STRACE=<path
 # prefix> counts its syscalls (strace -c; the file ends with the run's request count); both cost
 # CPU: figures from such a run are not comparable.
+# SLUICE_BENCH_SCRIPTS=<path prefix> logs every Redis command of Sluice's (and the other build's)
+# runs (SLOWLOG at 0 µs)
+# and prints, per script (admit, settle), its calls, requests per call and µs per call and per
+# request as Redis timed them (what `usec_per_call` in INFO commandstats would say per script).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${1:-8}"
@@ -164,8 +168,22 @@ LUA
     if [ -n "${SLUICE_BENCH_STRACE:-}" ] && [ "$label" = sluice ]; then  # syscalls per request (slows the run)
         timeout -s INT "$seconds" strace ${SLUICE_BENCH_STRACE_ARGS:--c} -f -p "$measured" -o "$SLUICE_BENCH_STRACE-$streamed.txt" & tracer=$!
     fi
+    local scripts=""
+    if [ -n "${SLUICE_BENCH_SCRIPTS:-}" ] && { [ "$label" = sluice ] || [ "$label" = before ]; }; then
+        scripts="$SLUICE_BENCH_SCRIPTS-$label-$streamed.json"
+        redis-cli -p "$SLUICE_STACK_REDIS_PORT" config set slowlog-max-len 1000000 >/dev/null
+        redis-cli -p "$SLUICE_STACK_REDIS_PORT" config set slowlog-log-slower-than 0 >/dev/null
+        redis-cli -p "$SLUICE_STACK_REDIS_PORT" slowlog reset >/dev/null
+    fi
     out="$(wrk -t1 -c"$connections" -d"${seconds}s" --latency -s "$work/post.lua" "http://127.0.0.1:$target/v1/chat/completions")"
     [ -n "$profiler" ] && wait "$profiler"
+    if [ -n "$scripts" ]; then
+        redis-cli -p "$SLUICE_STACK_REDIS_PORT" config set slowlog-log-slower-than 10000 >/dev/null
+        redis-cli -p "$SLUICE_STACK_REDIS_PORT" --json slowlog get -1 > "$scripts"
+        redis-cli -p "$SLUICE_STACK_REDIS_PORT" config set slowlog-max-len 128 >/dev/null
+        echo "$label:" >&2
+        python3 loadtest/script-cost.py "$scripts" "$(echo "$out" | awk '/requests in/ {print $1}')" >&2
+    fi
     if [ -n "$tracer" ]; then
         wait "$tracer" || true
         echo "requests: $(echo "$out" | awk '/requests in/ {print $1}')" >> "$SLUICE_BENCH_STRACE-$streamed.txt"

@@ -88,7 +88,11 @@ for b = 1, nb do
 end
 local deltas = {}
 
-local out, pending_args = {}, {}
+local out, pending_args = {1, this_month, this_day}, {}
+local head = 3 + nb  -- the batch's budget spends go after these, once known
+-- The rate keys a request moves and their new times: reused, as is every per-request value (a
+-- table per request cost more than the arithmetic).
+local moved_keys, moved_tats = {}, {}
 for r = 1, n do
   local id, reserve, deadline, cost, day, member = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]),
     tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4]), ARGV[a + 5]
@@ -105,8 +109,9 @@ for r = 1, n do
   a = a + 1 + kb
 
   local decision, denied_by, retry, spent, limit = 1, '', 0, -1, -1
-  local hdr = {r = {-1, -1, -1}, t = {-1, -1, -1}}
-  local new_tats = {}
+  -- Headers describe the tightest limit of each kind: request and token limit, remaining, reset.
+  local rl, rr, rt, tl, tr, tt = -1, -1, -1, -1, -1, -1
+  local moved = 0
   for i = rk_from, rk_from + kr - 1 do
     local k = tonumber(ARGV[i])
     local rate = rates[k]
@@ -122,12 +127,13 @@ for r = 1, n do
       if decision == 1 or allow_at - now > retry then decision, denied_by, retry = 0, rate.name, allow_at - now end
       after = tat[k]
     end
-    new_tats[k] = new_tat
-    -- Headers describe the tightest limit of each kind.
+    moved = moved + 1
+    moved_keys[moved], moved_tats[moved] = k, new_tat
     local remaining = math.floor((rate.burst * rate.interval - (after - now)) / rate.interval)
     if remaining < 0 then remaining = 0 end
-    local h = hdr[rate.kind]
-    if h[2] == -1 or remaining < h[2] then hdr[rate.kind] = {rate.per_minute, remaining, after - now} end
+    if rate.kind == 'r' then
+      if rr == -1 or remaining < rr then rl, rr, rt = rate.per_minute, remaining, after - now end
+    elseif tr == -1 or remaining < tr then tl, tr, tt = rate.per_minute, remaining, after - now end
   end
 
   if decision ~= -1 then
@@ -162,8 +168,9 @@ for r = 1, n do
   end
 
   if decision == 1 then
-    for k, value in pairs(new_tats) do
-      tat[k] = value
+    for m = 1, moved do
+      local k = moved_keys[m]
+      tat[k] = moved_tats[m]
       changed[k] = true
     end
     for i = ck_from, ck_from + kc - 1 do
@@ -185,11 +192,11 @@ for r = 1, n do
     pending_args[#pending_args + 1] = now + deadline
     pending_args[#pending_args + 1] = member
   end
-  if decision == -1 then hdr = {r = {-1, -1, -1}, t = {-1, -1, -1}} end
-  local o = #out
+  if decision == -1 then rl, rr, rt, tl, tr, tt = -1, -1, -1, -1, -1, -1 end
+  local o = (r - 1) * 11 + head
   out[o + 1], out[o + 2], out[o + 3] = decision, denied_by, retry
-  out[o + 4], out[o + 5], out[o + 6] = hdr.r[1], hdr.r[2], hdr.r[3]
-  out[o + 7], out[o + 8], out[o + 9] = hdr.t[1], hdr.t[2], hdr.t[3]
+  out[o + 4], out[o + 5], out[o + 6] = rl, rr, rt
+  out[o + 7], out[o + 8], out[o + 9] = tl, tr, tt
   out[o + 10], out[o + 11] = spent, limit
 end
 
@@ -215,7 +222,5 @@ if #pending_args > 0 then
   redis.call('PEXPIRE', KEYS[1], ARGV[5])
   count_spend(KEYS[2], deltas)
 end
-local reply = {1, this_month, this_day}
-for b = 1, nb do reply[#reply + 1] = budgets[b].spent end
-for i = 1, #out do reply[#reply + 1] = out[i] end
-return reply
+for b = 1, nb do out[3 + b] = budgets[b].spent end
+return out

@@ -143,9 +143,7 @@ struct RedisLimiterStore: Sendable {
             for limit in admission.tokenLimits { perRequest.append(tokens.index(of: limit.key, [limit.interval])) }
             perRequest.append(admission.concurrencyKeys.count)
             for key in admission.concurrencyKeys { perRequest.append(flights.index(of: key)) }
-            let event = request.void ? [] : Self.event(admission, request.usage)
-            perRequest.append(event.count)
-            for (field, value) in event { perRequest += [field, value] as [any RESPArgument] }
+            perRequest.append(request.void ? "" : Self.event(admission, request.usage))
         }
         let scriptKeys: [any RESPArgument] = [keys.pending, keys.spent, keys.usageStream]
             + tokens.keys + flights.keys
@@ -165,12 +163,14 @@ struct RedisLimiterStore: Sendable {
         }
     }
 
-    /// The usage event's fields (besides those settle.lua writes itself).
-    private static func event(_ admission: Admission, _ usage: Usage) -> [(String, String)] {
-        [("tenant_id", admission.tenantID), ("key_id", admission.keyID), ("model", admission.model),
-         ("prompt_tokens", String(usage.promptTokens)), ("completion_tokens", String(usage.completionTokens)),
-         ("price_id", admission.priceID.map(String.init) ?? "")]
-            + usage.attributes.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
+    /// The usage event, encoded (settle.lua adds the time it ran).
+    private static func event(_ admission: Admission, _ usage: Usage) -> String {
+        UsageEventCoding.encode(
+            [("request_id", admission.requestID), ("tenant_id", admission.tenantID), ("key_id", admission.keyID),
+             ("model", admission.model), ("prompt_tokens", String(usage.promptTokens)),
+             ("completion_tokens", String(usage.completionTokens)), ("cost_micro_usd", String(usage.costMicroUSD)),
+             ("price_id", admission.priceID.map(String.init) ?? "")]
+                + usage.attributes.sorted { $0.key < $1.key }.map { ($0.key, $0.value) })
     }
 
     /// Extends the request's concurrency leases and billing deadline; returns how many leases were still held.

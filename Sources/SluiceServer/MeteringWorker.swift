@@ -224,12 +224,14 @@ struct MeteringWorker: Service {
         guard !entries.isEmpty else { return 0 }
         var rows: [UsageEntry] = []
         for entry in entries {
-            do {
-                rows.append(try UsageEntry(streamEntry: entry))
-            } catch {
-                // Acknowledged below like the rest: kept in the dead-letter table, never retried forever.
-                try await ledger.deadLetter(tenantID: tenant, requestID: error.requestID, reason: error.reason,
-                                            payload: "\(entry)")
+            for event in UsageEntry.events(inStreamEntry: entry) {
+                switch event {
+                case .success(let row): rows.append(row)
+                case .failure(let error):
+                    // Acknowledged below like the rest: kept in the dead-letter table, never retried forever.
+                    try await ledger.deadLetter(tenantID: tenant, requestID: error.requestID, reason: error.reason,
+                                                payload: error.payload ?? "\(entry)")
+                }
             }
         }
         try await ledger.insert(rows)
@@ -276,21 +278,45 @@ struct MeteringWorker: Service {
 struct MalformedUsageEvent: Error {
     let reason: String
     let requestID: String?
+    /// The event as it was written, when the entry holds more than this one.
+    var payload: String? = nil
 }
 
 extension UsageEntry {
-    /// One entry of a usage stream (fields written by settle.lua). Counts are clamped to the
-    /// ledger's range, so a replica that wrote nonsense cannot make PostgreSQL refuse the batch.
-    init(streamEntry entry: RESPValue) throws(MalformedUsageEvent) {
+    /// The usage events of one stream entry: one per `usage` field (settle.lua, see
+    /// `UsageEventCoding`), or the entry's own fields as one event (sweep.lua, and replicas
+    /// older than the encoding).
+    static func events(inStreamEntry entry: RESPValue) -> [Result<UsageEntry, MalformedUsageEvent>] {
         guard let parts = entry.array, parts.count == 2, let list = parts[1].array else {
-            throw MalformedUsageEvent(reason: "not a stream entry", requestID: nil)
+            return [.failure(MalformedUsageEvent(reason: "not a stream entry", requestID: nil))]
         }
         var fields: [String: String] = [:]
+        var encoded: [String] = []
         var index = 0
         while index + 1 < list.count {
-            if let name = list[index].string, let value = list[index + 1].string { fields[name] = value }
+            if let name = list[index].string, let value = list[index + 1].string {
+                if name == UsageEventCoding.field { encoded.append(value) } else { fields[name] = value }
+            }
             index += 2
         }
+        guard !encoded.isEmpty else { return [Result { () throws(MalformedUsageEvent) in try UsageEntry(fields: fields) }] }
+        let time = fields[UsageEventCoding.timeField]
+        return encoded.map { text in
+            guard var event = UsageEventCoding.decode(text) else {
+                return .failure(MalformedUsageEvent(reason: "not an encoded usage event", requestID: nil, payload: text))
+            }
+            if event[UsageEventCoding.timeField] == nil { event[UsageEventCoding.timeField] = time }
+            do throws(MalformedUsageEvent) {
+                return .success(try UsageEntry(fields: event))
+            } catch {
+                return .failure(MalformedUsageEvent(reason: error.reason, requestID: error.requestID, payload: text))
+            }
+        }
+    }
+
+    /// One usage event's fields. Counts are clamped to the ledger's range, so a replica that
+    /// wrote nonsense cannot make PostgreSQL refuse the batch.
+    init(fields: [String: String]) throws(MalformedUsageEvent) {
         guard let requestID = fields["request_id"], !requestID.isEmpty else {
             throw MalformedUsageEvent(reason: "no request_id", requestID: nil)
         }
@@ -312,7 +338,7 @@ extension UsageEntry {
         let source = fields[Field.usageSource] == "estimated" ? "estimated" : "backend"
         self.init(requestID: requestID, tenantID: tenant, keyID: keyID, model: model, promptTokens: prompt,
                   completionTokens: completion, costMicroUSD: cost,
-                  at: Date(timeIntervalSince1970: (Double(fields["ts_us"] ?? "") ?? 0) / 1_000_000),
+                  at: Date(timeIntervalSince1970: (Double(fields[UsageEventCoding.timeField] ?? "") ?? 0) / 1_000_000),
                   clientRequestID: fields[Field.clientRequestID], usageSource: source, usageClamped: clamped,
                   priceID: fields[Field.priceID].flatMap { Int64($0) }, cachedPromptTokens: cached)
     }

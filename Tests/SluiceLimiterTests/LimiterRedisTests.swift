@@ -217,8 +217,17 @@ struct LimiterRedisTests {
         let calls = try await settleCalls() - before
         #expect(outcomes.allSatisfy { $0 == .settled(refunded: 50) })
         #expect(calls < 200, "\(calls) calls for 200 settles: nothing was batched")
-        let events = try await fixture.client.send("XLEN", LimiterKeys(tenantID: fixture.tenant).usageStream)
-        #expect(events.int == 200)
+        // One stream entry per settle call, one encoded event per request in it.
+        let entries = try #require(try await fixture.client.send("XRANGE", LimiterKeys(tenantID: fixture.tenant).usageStream, "-", "+").array)
+        let events = entries.flatMap { entry in
+            let fields = entry.array?.last?.array?.compactMap(\.string) ?? []
+            return stride(from: 0, to: fields.count - 1, by: 2).filter { fields[$0] == UsageEventCoding.field }
+                .compactMap { UsageEventCoding.decode(fields[$0 + 1]) }
+        }
+        #expect(entries.count <= calls && entries.count < 200)
+        #expect(events.count == 200)
+        #expect(Set(events.compactMap { $0["request_id"] }) == Set(admissions.map(\.requestID)))
+        #expect(events.allSatisfy { $0["prompt_tokens"] == "10" && $0["completion_tokens"] == "40" })
         // Every reservation was refunded in full but for the 50 tokens each used.
         let probe = try #require(await fixture.limiter.admit(fixture.request(reserve: 1, keyLimits: limits)).admission)
         #expect((989_990...1_000_000).contains(probe.headers.tokens?.remaining ?? -1), "\(probe.headers)")

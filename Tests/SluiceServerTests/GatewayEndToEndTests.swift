@@ -196,14 +196,16 @@ struct GatewayEndToEndTests {
 
     /// A stream that outlives its lease keeps its concurrency slot: the gateway renews it.
     @Test func longStreamsKeepTheirSlotPastTheLease() async throws {
-        try await GatewayHarness.run(keyLimits: Limits(maxConcurrentRequests: 1), leaseSeconds: 1) { gateway in
+        // A 2 s lease, renewed every 667 ms: a loaded test machine can delay a renewal by a few
+        // hundred ms (a 1 s lease once ran out under the full suite) without the lease running out.
+        try await GatewayHarness.run(keyLimits: Limits(maxConcurrentRequests: 1), leaseSeconds: 2) { gateway in
             let (started, signal) = AsyncStream.makeStream(of: Void.self)
-            async let stream = gateway.chat(model: "slow-model", stream: true, hangUpAfterBytes: 20_000,
+            async let stream = gateway.chat(model: "slow-model", stream: true, hangUpAfterBytes: 30_000,
                                             onFirstBytes: { signal.yield() })
             var iterator = started.makeAsyncIterator()
             await iterator.next()
-            // Three lease lengths later the slot must still be taken (leases are time itself).
-            try await Task.sleep(for: .seconds(3))
+            // Two and a half lease lengths later the slot must still be taken (leases are time itself).
+            try await Task.sleep(for: .seconds(5))
             let second = try await gateway.chat()
             #expect(second.status == 429 && second.body.contains("key_max_concurrent_requests"))
             _ = try await stream

@@ -54,6 +54,51 @@ struct MeteringWorkerTests {
         }
     }
 
+    /// settle.lua's entries: one per settle call, one encoded event per request. Each event is
+    /// ledgered or dead-lettered on its own, at the entry's time; a value holding `&` and `=`
+    /// stays one value and cannot forge another field.
+    @Test func eachEncodedEventOfAnEntryIsLedgeredOnItsOwn() async throws {
+        try await PostgresFixture.withClient { client, _ in
+            let redis = try RedisClient(configuration: RedisConfiguration.patient(url: TestEnvironment.redisURL))
+            defer { redis.shutdown() }
+            let tenant = UUID().uuidString.lowercased()
+            let stream = LimiterKeys(tenantID: tenant).usageStream
+            func event(_ id: String, prompt: String, clientID: String = "c") -> String {
+                UsageEventCoding.encode([("request_id", id), ("tenant_id", tenant), ("key_id", "k"), ("model", "m"),
+                                         ("prompt_tokens", prompt), ("completion_tokens", "4"), ("cost_micro_usd", "700"),
+                                         ("client_request_id", clientID)])
+            }
+            _ = try await redis.send(RedisCommand("XADD", [stream, "*", UsageEventCoding.timeField, "1795780000000000",
+                                                           "usage", event("enc-1", prompt: "3", clientID: "x&cost_micro_usd=0"),
+                                                           "usage", "request_id=enc-bad&prompt_tokens=%zz",
+                                                           "usage", event("enc-2", prompt: "lots"),
+                                                           "usage", event("enc-3", prompt: "5")]))
+            _ = try await redis.send(RedisCommand("PEXPIRE", stream, 60_000))
+            _ = try await redis.send(RedisCommand("XGROUP", "CREATE", stream, MeteringWorker.group, "0"))
+            let worker = MeteringWorker(redis: redis, limiter: Limiter(client: redis), postgres: client,
+                                        ledger: UsageLedger(client: client, logger: Logger(label: "t")),
+                                        consumer: "test", logger: Logger(label: "t"))
+            try await worker.drain(tenant)
+
+            var ledgered: [String] = []
+            for try await (id, prompt, cost, clientID, at) in try await client.query(
+                "SELECT request_id, prompt_tokens, cost_micro_usd, client_request_id, extract(epoch FROM at)::int8 FROM usage_ledger WHERE tenant_id = \(UUID(uuidString: tenant)!) ORDER BY request_id",
+                logger: Logger(label: "t")).decode((String, Int, Int, String?, Int).self) {
+                ledgered.append("\(id) \(prompt) \(cost) \(clientID ?? "-") \(at)")
+            }
+            #expect(ledgered == ["enc-1 3 700 x&cost_micro_usd=0 1795780000", "enc-3 5 700 c 1795780000"])
+            var dead: [String] = []
+            for try await (reason, payload) in try await client.query(
+                "SELECT reason, payload FROM usage_dead_letter WHERE tenant_id = \(tenant) ORDER BY reason",
+                logger: Logger(label: "t")).decode((String, String).self) {
+                dead.append("\(reason): \(payload.prefix { $0 != "&" })")
+            }
+            #expect(dead == ["not an encoded usage event: request_id=enc-bad", "prompt_tokens is not an integer: request_id=enc-2"])
+            let pending = try await redis.send(RedisCommand("XPENDING", stream, MeteringWorker.group))
+            #expect(pending.array?.first?.int == 0, "the entry is acknowledged")
+        }
+    }
+
     /// Entries this consumer read but never acknowledged (its last drain failed after the read)
     /// are ledgered by the next drain that recovers: within seconds, not after the claim time.
     @Test func entriesReadButNotAcknowledgedAreRecoveredByTheirConsumer() async throws {
