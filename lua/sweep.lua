@@ -3,6 +3,8 @@
 -- A settle arriving later finds them gone and books nothing, so each request is billed once.
 --
 -- KEYS[1] pending (zset, see admit.lua)   KEYS[2] spent (see shared.lua)   KEYS[3] usage stream
+-- (each event here is an entry of its own, its fields the entry's: the metering worker reads
+-- these beside settle.lua's batched entries; sweeps are rare, and this keeps encoding out of Lua)
 -- ARGV[1] tenant id   ARGV[2] at most this many requests   ARGV[3] stream TTL (ms)
 -- ARGV[4] stream max length (approximate)
 --

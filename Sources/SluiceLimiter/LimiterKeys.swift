@@ -22,8 +22,13 @@ public struct LimiterKeys: Sendable {
     var spent: String { "\(tag):spent" }
     /// The deny-cache entry of a budget that is spent in full.
     func spentBudget(_ budget: BudgetSpec) -> String { "\(tag):spent:\(budget.period.rawValue):\(budget.field)" }
-    /// The tenant's usage events, read by the metering workers.
-    public var usageStream: String { "\(tag):usage" }
+    /// The tenant's usage events, read by the metering workers: entries of settle.lua (a batch
+    /// of encoded events each, see `UsageEventCoding`) and of sweep.lua (one event as fields).
+    public var usageStream: String { "\(tag):usage:batched" }
+    /// Where replicas older than the batched entries wrote one event per entry. A key of its own,
+    /// so their metering workers, which read only this one and know only that shape, never meet a
+    /// batched entry during a rolling upgrade; newer workers drain what is left in it.
+    public var legacyUsageStream: String { "\(tag):usage" }
     /// The tenant's admitted, unsettled requests, each with the time it is billed at its
     /// reservation if its settle never comes (see admit.lua and sweep.lua).
     var pending: String { "\(tag):pending" }

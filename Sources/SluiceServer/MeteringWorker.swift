@@ -141,10 +141,19 @@ struct MeteringWorker: Service {
     /// One tenant: claim abandoned entries (when `claim`), read its own unacknowledged ones
     /// again (when `recover`), read new ones, ledger them, acknowledge them. Returns the age in
     /// seconds of the oldest entry moved (0 when none), or nil when the stream has no consumer
-    /// group yet (it is created when the stream exists).
+    /// group yet (it is created when the stream exists). Passes that claim (the safety net's
+    /// rotation) also drain what replicas older than the batched entries left in the legacy stream.
     @discardableResult
     func drain(_ tenant: String, claim: Bool = true, recover: Bool = true) async throws -> Double? {
-        let stream = LimiterKeys(tenantID: tenant).usageStream
+        let keys = LimiterKeys(tenantID: tenant)
+        let age = try await drain(tenant, stream: keys.usageStream, claim: claim, recover: recover)
+        guard claim, let legacy = try await drain(tenant, stream: keys.legacyUsageStream, claim: true, recover: true) else {
+            return age
+        }
+        return age.map { max($0, legacy) }
+    }
+
+    private func drain(_ tenant: String, stream: String, claim: Bool, recover: Bool) async throws -> Double? {
         let entries: [RESPValue]
         do {
             entries = try await read(stream, claim: claim, recover: recover)

@@ -38,7 +38,7 @@ struct ClusterFailoverTests {
         let survivor = cluster.ports.first { $0 != victim }!
         try await failOver(under: gateway, policy: policy, kill: { try cluster.kill(port: victim) }, diagnosis: {
             // Where the usage stream stands on the promoted master, should a bill be missing.
-            let stream = "\(slotKey):usage"
+            let stream = "\(slotKey):usage:batched"
             guard let master = try? await cluster.masterPort(forKey: slotKey, askingPort: survivor) else { return "no master" }
             let length = (try? await cluster.command(["XLEN", stream], port: master))?.int ?? -1
             let groups = (try? await cluster.command(["XINFO", "GROUPS", stream], port: master)).map { "\($0)" } ?? "none"

@@ -13,13 +13,15 @@ import Testing
 @Suite("Metering worker")
 struct MeteringWorkerTests {
     /// A usage event the ledger cannot take never stalls the stream: it goes to the dead-letter
-    /// table with the reason, its neighbours reach the ledger, and all are acknowledged.
+    /// table with the reason, its neighbours reach the ledger, and all are acknowledged. The
+    /// entries are in the legacy stream, one event each, as replicas before the batched entries
+    /// wrote them: a drain that claims reads that stream too.
     @Test func aMalformedUsageEventIsDeadLetteredAndTheRestIsLedgered() async throws {
         try await PostgresFixture.withClient { client, _ in
             let redis = try RedisClient(configuration: RedisConfiguration.patient(url: TestEnvironment.redisURL))
             defer { redis.shutdown() }
             let tenant = UUID().uuidString.lowercased()
-            let stream = LimiterKeys(tenantID: tenant).usageStream
+            let stream = LimiterKeys(tenantID: tenant).legacyUsageStream
             func add(_ fields: [String]) async throws {
                 _ = try await redis.send(RedisCommand("XADD", [stream, "*"] + fields))
             }
