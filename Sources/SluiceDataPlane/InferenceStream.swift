@@ -60,6 +60,11 @@ public final class InferenceStream: @unchecked Sendable {
         }
     }
 
+    /// Whether the backend's next bytes (or its end) are here already, so `next()` will not wait
+    /// for the model: the listener then holds its flush and sends them together. False when
+    /// unknown.
+    public var hasMoreReady: Bool { response.hasBufferedPart }
+
     /// The client went away: close the upstream connection (the model stops generating) and
     /// settle with what was delivered.
     public func cancel() async {

@@ -282,7 +282,13 @@ final class PublicRequestHandler: ChannelDuplexHandler, RemovableChannelHandler 
             // HTTP/1.0 has no chunked encoding: the end of the stream is the end of the connection.
             let response = Self.responseHead(head, status: 200, headers: headers, length: nil,
                                              close: close || head.version.minor == 0)
-            context.writeAndFlush(wrapOutboundOut(.head(response)), promise: nil)
+            // The head goes at once, unless the first bytes came with the backend's head: then
+            // it goes with them, in one write.
+            if stream.hasMoreReady {
+                context.write(wrapOutboundOut(.head(response)), promise: nil)
+            } else {
+                context.writeAndFlush(wrapOutboundOut(.head(response)), promise: nil)
+            }
             return .pump(stream)
         }
     }
@@ -307,16 +313,22 @@ final class PublicRequestHandler: ChannelDuplexHandler, RemovableChannelHandler 
         return HTTPResponseHead(version: request.version, status: HTTPResponseStatus(statusCode: status), headers: fields)
     }
 
-    /// Streams the answer: each chunk is flushed at once (tokens should not wait). While the
-    /// socket takes what is written, the next chunk is pulled at once; once the client reads
-    /// slower than the backend writes (the channel is no longer writable), the pump waits for the
+    /// Streams the answer: each chunk is flushed at once (tokens should not wait), unless what
+    /// follows it is here already (read from the backend with it, as a short answer's end is):
+    /// then they are flushed together, one write for what arrived together. While the socket
+    /// takes what is written, the next chunk is pulled at once; once the client reads slower
+    /// than the backend writes (the channel is no longer writable), the pump waits for the
     /// write, so a slow client slows the backend read. A write that fails means the client went
     /// away: the stream is cancelled and settles what was delivered.
     static func pump(_ stream: InferenceStream, to channel: any Channel) async {
         while let chunk = await stream.next() {
             let part = HTTPServerResponsePart.body(.byteBuffer(chunk))
             if channel.isActive, channel.isWritable {
-                channel.writeAndFlush(part, promise: nil)
+                if stream.hasMoreReady {
+                    channel.write(part, promise: nil)
+                } else {
+                    channel.writeAndFlush(part, promise: nil)
+                }
                 continue
             }
             do {

@@ -155,6 +155,10 @@ public final class UpstreamResponse: @unchecked Sendable {
         }
     }
 
+    /// Whether `nextChunk()` has its answer here already (more body or the end, read with the
+    /// last chunk), so it will not wait for the backend. False when unknown (off the loop).
+    public var hasBufferedPart: Bool { !finished && connection.hasBufferedPart }
+
     /// Reads the whole body, up to `limit` bytes.
     public func collect(limit: Int) async throws(UpstreamError) -> ByteBuffer {
         guard !finished else { return ByteBuffer() }

@@ -73,6 +73,12 @@ final class UpstreamConnection: Sendable {
         return try await Self.value(promise.futureResult)
     }
 
+    /// Whether the next part of the response is buffered already. Only known on the
+    /// connection's loop; false elsewhere.
+    var hasBufferedPart: Bool {
+        eventLoop.inEventLoop && handler.value.hasBufferedPart
+    }
+
     /// The whole body, gathered on the event loop.
     func body(limit: Int) async throws(UpstreamError) -> ByteBuffer {
         let promise = eventLoop.makePromise(of: ByteBuffer.self)

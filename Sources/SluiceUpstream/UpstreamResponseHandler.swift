@@ -66,6 +66,10 @@ final class UpstreamResponseHandler: ChannelInboundHandler {
         wait(.body(promise, limit: limit, gathered: ByteBuffer()))
     }
 
+    /// Whether the next part is here already (read with an earlier one): a caller that has
+    /// more on its way can hold its own flush until it has it.
+    var hasBufferedPart: Bool { !parts.isEmpty }
+
     private func wait(_ newWaiter: Waiter) {
         precondition(waiter == nil, "one waiter at a time")
         waiter = newWaiter
