@@ -41,6 +41,7 @@ public final class Limiter: Sendable {
     /// Tenants with usage settled through this replica, for the metering worker.
     public let activity = TenantActivity()
     private let denyCache: DenyCache
+    private let plans: LimitPlanCache
     private let localLimiter: LocalLimiter
     private let spendMemory: SpendMemory
     private let breaker: Mutex<CircuitBreakerStateMachine>
@@ -57,6 +58,7 @@ public final class Limiter: Sendable {
         self.admits = .admits(store: store, spendSource: spendSource, memory: spendMemory, logger: logger)
         self.configuration = configuration
         self.denyCache = DenyCache(capacity: configuration.denyCacheCapacity)
+        self.plans = LimitPlanCache(capacity: configuration.denyCacheCapacity)
         self.localLimiter = LocalLimiter(expectedReplicas: configuration.expectedReplicas,
                                          capacity: configuration.denyCacheCapacity)
         self.breaker = Mutex(CircuitBreakerStateMachine(failureThreshold: configuration.breakerFailureThreshold,
@@ -68,14 +70,12 @@ public final class Limiter: Sendable {
     public var isDegraded: Bool { breaker.withLock { $0.isOpen } }
 
     public func admit(_ request: AdmitRequest) async -> AdmitDecision {
-        let keys = LimiterKeys(tenantID: request.tenantID)
-        let plan = LimitPlan(for: request, keys: keys)
+        let plan = plans.plan(for: request)
         if let limit = plan.neverFits(reserving: request.tokensToReserve) {
             return .neverFits(limit: limit.name, tokens: request.tokensToReserve, burst: limit.burst)
         }
         let now = ContinuousClock.now
-        let cacheKeys = plan.rates.filter { $0.kind == .requests }.map(\.key) + plan.budgets.map(keys.spentBudget)
-        if let cached = denyCache.lookup(cacheKeys, now: now) {
+        if let cached = denyCache.lookup(plan.denyCacheKeys, now: now) {
             return .denied(cached.denial.cached(retryAfter: cached.until - now))
         }
         guard breaker.withLock({ $0.allowsCall(now: now) }) else {
@@ -85,7 +85,9 @@ public final class Limiter: Sendable {
             activity.mark(request.tenantID)  // admitted requests leave usage or reservations to meter
             let decision = try await admits.run(AdmitItem(request: request, plan: plan), tenant: request.tenantID)
             recordSuccess()
-            if case .denied(let denial) = decision { remember(denial, plan: plan, keys: keys, now: .now) }
+            if case .denied(let denial) = decision {
+                remember(denial, plan: plan, keys: LimiterKeys(tenantID: request.tenantID), now: .now)
+            }
             // Undecidable (the ledger could not rebuild a lost spend): the failure policy answers.
             if case .unavailable = decision { return degradedAdmit(request, plan: plan, now: .now) }
             return decision
@@ -108,8 +110,8 @@ public final class Limiter: Sendable {
             withdrawals.subtract(1, ordering: .relaxed)
             return
         }
-        let admission = Admission(request, headers: .none, degraded: false, tokenLimits: plan.rates.filter { $0.kind == .tokens },
-                                  concurrencyKeys: plan.concurrency.map(\.key), pendingMember: Admission.pendingMember(for: request))
+        let admission = Admission(request, headers: .none, degraded: false, tokenLimits: plan.tokenRates,
+                                  concurrencyKeys: plan.concurrencyKeys, pendingMember: Admission.pendingMember(for: request))
         let deadline = ContinuousClock.now + configuration.timings.reservationTTL
         Task { [self] in
             defer { withdrawals.subtract(1, ordering: .relaxed) }

@@ -54,10 +54,11 @@ struct RedisLimiterStore: Sendable {
         var rates = BatchKeys(), flights = BatchKeys(), budgets = BatchKeys()
         var budgetSpecs: [BudgetSpec] = []
         var perRequest: [any RESPArgument] = []
-        for item in batch {
+        let members = batch.map { Admission.pendingMember(for: $0.request) }
+        for (item, member) in zip(batch, members) {
             let request = item.request
             perRequest += [request.requestID, request.tokensToReserve, timings.reservationTTL.microseconds,
-                           request.reservedCostMicroUSD, request.admissionDay, Admission.pendingMember(for: request),
+                           request.reservedCostMicroUSD, request.admissionDay, member,
                            request.keyID, request.model, item.plan.rates.count] as [any RESPArgument]
             for rate in item.plan.rates {
                 perRequest.append(rates.index(of: rate.key,
@@ -89,26 +90,28 @@ struct RedisLimiterStore: Sendable {
         guard fields.count == first + 11 * batch.count else { throw .protocolError("admit returned \(reply)") }
         let spends = zip(budgetSpecs, fields[3..<first]).map { ($0, $1.int ?? 0) }
         let decisions = batch.enumerated().map { index, item in
-            Self.decision(Array(fields[(first + 11 * index)..<(first + 11 * index + 11)]), item)
+            Self.decision(fields[(first + 11 * index)..<(first + 11 * index + 11)], item, pendingMember: members[index])
         }
         return .decided(decisions, spends: spends, month: periods.month, day: periods.day)
     }
 
-    private static func decision(_ fields: [RESPValue], _ item: AdmitItem) -> AdmitDecision? {
+    /// One request's 11 reply values (see admit.lua).
+    private static func decision(_ fields: ArraySlice<RESPValue>, _ item: AdmitItem, pendingMember: String) -> AdmitDecision? {
         let request = item.request
-        let name = fields[1].string ?? ""
-        let retry = Duration.microseconds(fields[2].int ?? 0)
-        let headers = Self.headers(fields[3...8].map { $0.int ?? -1 })
-        switch fields[0].int {
+        let at = fields.startIndex
+        let name = fields[at + 1].string ?? ""
+        let retry = Duration.microseconds(fields[at + 2].int ?? 0)
+        let headers = Self.headers(fields[(at + 3)...(at + 8)].map { $0.int ?? -1 })
+        switch fields[at].int {
         case 1:
             return .admitted(Admission(
-                request, headers: headers, degraded: false, tokenLimits: item.plan.rates.filter { $0.kind == .tokens },
-                concurrencyKeys: item.plan.concurrency.map(\.key), pendingMember: Admission.pendingMember(for: request)))
+                request, headers: headers, degraded: false, tokenLimits: item.plan.tokenRates,
+                concurrencyKeys: item.plan.concurrencyKeys, pendingMember: pendingMember))
         case 0:
             return .denied(Denial(reason: .rateLimited, limit: name, retryAfter: retry, headers: headers, fromCache: false))
         case 2:
             return .denied(Denial(reason: .budgetExhausted, limit: name, retryAfter: retry, headers: headers, fromCache: false,
-                                  spentMicroUSD: fields[9].int, limitMicroUSD: fields[10].int))
+                                  spentMicroUSD: fields[at + 9].int, limitMicroUSD: fields[at + 10].int))
         case 3:
             return nil
         default:

@@ -28,6 +28,7 @@ public enum UsageEventCoding {
     /// escape, a name given twice, bytes that are not UTF-8).
     public static func decode(_ text: String) -> [String: String]? {
         var fields: [String: String] = [:]
+        fields.reserveCapacity(16)  // an event's usual fields, without regrowing
         for pair in text.utf8.split(separator: UInt8(ascii: "&"), omittingEmptySubsequences: false) {
             guard let equals = pair.firstIndex(of: UInt8(ascii: "=")),
                   let name = unescape(pair[pair.startIndex..<equals]),
