@@ -38,6 +38,8 @@ struct JSONBodyScanner {
         index += 1
         var members: [String: Member] = [:]
         var names = Set<String>()
+        members.reserveCapacity(wanted.count)  // sized once: a request's members never regrow them
+        names.reserveCapacity(16)
         skipSpace()
         if peek() == UInt8(ascii: "}") {
             index += 1
