@@ -71,6 +71,7 @@ struct MeteringWorker: Service {
                 logger.warning("metering could not share activity; reading this replica's tenants", metadata: ["error": "\(error)"])
             }
             var oldest = 0.0
+            var behind = false  // a read came back full: more is waiting
             var plain: [String] = []
             for step in schedule.next(active: active, all: tenants) {
                 do {
@@ -82,9 +83,10 @@ struct MeteringWorker: Service {
                     // together below; the rest one by one (that also creates missing groups).
                     if !step.claim, !step.recover, grouped.contains(step.tenant) {
                         plain.append(step.tenant)
-                    } else if let age = try await drain(step.tenant, claim: step.claim, recover: step.recover) {
+                    } else if let drained = try await drain(step.tenant, claim: step.claim, recover: step.recover) {
                         grouped.insert(step.tenant)
-                        oldest = max(oldest, age)
+                        oldest = max(oldest, drained.oldest)
+                        behind = behind || drained.full
                     }
                 } catch {
                     schedule.failed(step.tenant)
@@ -93,9 +95,13 @@ struct MeteringWorker: Service {
             }
             let many = await drainTogether(plain, grouped: &grouped)
             oldest = max(oldest, many.oldest)
+            behind = behind || many.full
             for tenant in many.failed { schedule.failed(tenant) }
             lag?.record(oldest)
             backlog?.record(schedule.backlog)
+            // A busy tenant writes more than one read takes (`batch` entries): the next pass
+            // starts at once until it has caught up, or the ledger would fall ever further behind.
+            guard !behind else { continue }
             try? await cancelWhenGracefulShutdown { try await Task.sleep(until: started + interval) }
         }
     }
@@ -144,16 +150,23 @@ struct MeteringWorker: Service {
     /// group yet (it is created when the stream exists). Passes that claim (the safety net's
     /// rotation) also drain what replicas older than the batched entries left in the legacy stream.
     @discardableResult
-    func drain(_ tenant: String, claim: Bool = true, recover: Bool = true) async throws -> Double? {
+    func drain(_ tenant: String, claim: Bool = true, recover: Bool = true) async throws -> Drained? {
         let keys = LimiterKeys(tenantID: tenant)
-        let age = try await drain(tenant, stream: keys.usageStream, claim: claim, recover: recover)
+        let drained = try await drain(tenant, stream: keys.usageStream, claim: claim, recover: recover)
         guard claim, let legacy = try await drain(tenant, stream: keys.legacyUsageStream, claim: true, recover: true) else {
-            return age
+            return drained
         }
-        return age.map { max($0, legacy) }
+        return drained.map { Drained(oldest: max($0.oldest, legacy.oldest), full: $0.full || legacy.full) }
     }
 
-    private func drain(_ tenant: String, stream: String, claim: Bool, recover: Bool) async throws -> Double? {
+    /// What one read moved: the age in seconds of its oldest entry (0 when none), and whether
+    /// it was a full batch (more may be waiting).
+    struct Drained {
+        var oldest = 0.0
+        var full = false
+    }
+
+    private func drain(_ tenant: String, stream: String, claim: Bool, recover: Bool) async throws -> Drained? {
         let entries: [RESPValue]
         do {
             entries = try await read(stream, claim: claim, recover: recover)
@@ -173,23 +186,26 @@ struct MeteringWorker: Service {
     /// done. A stream that lost its group (expired, or Redis lost its data) fails the read for
     /// all: they are read one by one this time and the group-less ones leave `grouped`.
     /// On a Redis Cluster one read can only name streams of one slot: a read per slot then.
-    func drainTogether(_ tenants: [String], grouped: inout Set<String>) async -> (oldest: Double, failed: [String]) {
-        guard !tenants.isEmpty else { return (0, []) }
+    func drainTogether(_ tenants: [String], grouped: inout Set<String>) async -> (oldest: Double, failed: [String], full: Bool) {
+        guard !tenants.isEmpty else { return (0, [], false) }
         if redis.isCluster {
             let bySlot = Dictionary(grouping: tenants) { RedisHashSlot.of(LimiterKeys(tenantID: $0).usageStream) }
             if bySlot.count > 1 {
                 var oldest = 0.0
                 var failed: [String] = []
+                var full = false
                 for slotTenants in bySlot.values {
                     let drained = await drainTogether(slotTenants, grouped: &grouped)
                     oldest = max(oldest, drained.oldest)
                     failed += drained.failed
+                    full = full || drained.full
                 }
-                return (oldest, failed)
+                return (oldest, failed, full)
             }
         }
         var oldest = 0.0
         var failed: [String] = []
+        var full = false
         var streams: [String: String] = [:]
         for tenant in tenants { streams[LimiterKeys(tenantID: tenant).usageStream] = tenant }
         let reply: RESPValue
@@ -204,8 +220,9 @@ struct MeteringWorker: Service {
             // claim time.
             for tenant in tenants {
                 do {
-                    if let age = try await drain(tenant, claim: false, recover: true) {
-                        oldest = max(oldest, age)
+                    if let drained = try await drain(tenant, claim: false, recover: true) {
+                        oldest = max(oldest, drained.oldest)
+                        full = full || drained.full
                     } else {
                         grouped.remove(tenant)
                     }
@@ -213,24 +230,26 @@ struct MeteringWorker: Service {
                     failed.append(tenant)
                 }
             }
-            return (oldest, failed)
+            return (oldest, failed, full)
         }
         for item in reply.array ?? [] {
             guard let parts = item.array, parts.count == 2, let stream = parts[0].string, let tenant = streams[stream] else { continue }
             do {
-                oldest = max(oldest, try await ledger(tenant, stream, parts[1].array ?? []))
+                let drained = try await ledger(tenant, stream, parts[1].array ?? [])
+                oldest = max(oldest, drained.oldest)
+                full = full || drained.full
             } catch {
                 failed.append(tenant)
                 logger.warning("metering a tenant failed; will retry", metadata: ["tenant_id": "\(tenant)", "error": "\(error)"])
             }
         }
-        return (oldest, failed)
+        return (oldest, failed, full)
     }
 
     /// Writes entries of one stream to the ledger (malformed ones to the dead-letter table),
-    /// then acknowledges them all. Returns the age of the oldest.
-    private func ledger(_ tenant: String, _ stream: String, _ entries: [RESPValue]) async throws -> Double {
-        guard !entries.isEmpty else { return 0 }
+    /// then acknowledges them all.
+    private func ledger(_ tenant: String, _ stream: String, _ entries: [RESPValue]) async throws -> Drained {
+        guard !entries.isEmpty else { return Drained() }
         var rows: [UsageEntry] = []
         for entry in entries {
             for event in UsageEntry.events(inStreamEntry: entry) {
@@ -246,7 +265,7 @@ struct MeteringWorker: Service {
         try await ledger.insert(rows)
         let ids = entries.compactMap { $0.array?.first?.string }
         _ = try await send(RedisCommand("XACK", [stream, Self.group] + ids))
-        return Self.age(ofOldest: ids)
+        return Drained(oldest: Self.age(ofOldest: ids), full: entries.count >= batch)
     }
 
     /// Stream ids start with the entry's time in milliseconds (Redis's clock: the lag is only

@@ -101,6 +101,48 @@ struct MeteringWorkerTests {
         }
     }
 
+    /// A tenant writing faster than one read per pass takes (`batch` entries): passes follow one
+    /// another until it has caught up, instead of one batch per interval (at which pace a busy
+    /// tenant's ledger would fall ever further behind).
+    @Test func aBusyTenantIsDrainedWithoutWaitingAnIntervalPerBatch() async throws {
+        try await PostgresFixture.withClient { client, store in
+            let redis = try RedisClient(configuration: RedisConfiguration.patient(url: TestEnvironment.redisURL))
+            defer { redis.shutdown() }
+            let tenant = try await store.createTenant(name: "busy", limits: Limits(), modelLimits: [:], actor: "test")
+            let tenantID = tenant.id.uuidString.lowercased()
+            let stream = LimiterKeys(tenantID: tenantID).usageStream
+            for entry in 0..<12 {
+                let events = (0..<2).flatMap { index in
+                    ["usage", UsageEventCoding.encode([("request_id", "busy-\(entry)-\(index)"), ("tenant_id", tenantID),
+                                                       ("key_id", "k"), ("model", "m"), ("prompt_tokens", "1"),
+                                                       ("completion_tokens", "1"), ("cost_micro_usd", "1")])]
+                }
+                _ = try await redis.send(RedisCommand("XADD", [stream, "*", UsageEventCoding.timeField, "1795780000000000"] + events))
+            }
+            _ = try await redis.send(RedisCommand("PEXPIRE", stream, 60_000))
+            _ = try await redis.send(RedisCommand("XGROUP", "CREATE", stream, MeteringWorker.group, "0"))
+            let limiter = Limiter(client: redis)
+            limiter.activity.mark(tenantID)
+            var worker = MeteringWorker(redis: redis, limiter: limiter, postgres: client,
+                                        ledger: UsageLedger(client: client, logger: Logger(label: "t")),
+                                        consumer: "busy-test", logger: Logger(label: "t"))
+            worker.batch = 2
+            worker.interval = .seconds(600)  // one pass per interval would take an hour here
+            let running = Task { [worker] in try await worker.run() }
+            defer { running.cancel() }
+            let deadline = ContinuousClock.now + .seconds(20)
+            var rows = 0
+            while rows < 24, ContinuousClock.now < deadline {
+                for try await count in try await client.query(
+                    "SELECT count(*)::int8 FROM usage_ledger WHERE tenant_id = \(tenant.id)", logger: Logger(label: "t")).decode(Int.self) {
+                    rows = count
+                }
+                if rows < 24 { try await Task.sleep(for: .milliseconds(100)) }  // polling the ledger, the only signal
+            }
+            #expect(rows == 24, "\(rows) of 24 events ledgered")
+        }
+    }
+
     /// Entries this consumer read but never acknowledged (its last drain failed after the read)
     /// are ledgered by the next drain that recovers: within seconds, not after the claim time.
     @Test func entriesReadButNotAcknowledgedAreRecoveredByTheirConsumer() async throws {
