@@ -109,7 +109,7 @@ models:
     backends:
       - url: http://127.0.0.1:$upstream_stream_port
 YAML
-# start_sluice BIN_DIR PORT ADMIN_PORT DATABASE_URL [SERVE_ARGS] -> sets $started_pid and $started_key
+# start_sluice BIN_DIR PORT ADMIN_PORT DATABASE_URL [SERVE_ARGS] -> sets $started_pid, $started_key, $started_tenant
 start_sluice() {
     local dir="$1" listen="$2" admin="$3" database="$4" extra="${5:-}"
     sed -e "s/:$port\$/:$listen/" -e "s/:$admin_port\$/:$admin/" "$work/sluice.yaml" > "$work/sluice-$listen.yaml"
@@ -122,9 +122,10 @@ start_sluice() {
     local tenant
     tenant="$(SLUICE_DATABASE_URL="$database" "$dir/sluice" admin create-tenant --name bench-governed --rpm 100000000 --tpm 1000000000)"
     started_key="$(SLUICE_DATABASE_URL="$database" "$dir/sluice" admin create-key --tenant "$tenant" --name governed --rpm 100000000 --tpm 1000000000)"
+    started_tenant="$tenant"
 }
 start_sluice "$bin" "$port" "$admin_port" "$SLUICE_TEST_DATABASE_URL"
-sluice_pid=$started_pid; key=$started_key
+sluice_pid=$started_pid; key=$started_key; tenant=$started_tenant
 before_bin="${SLUICE_BENCH_BEFORE_BIN:-}"
 before_port=19106; before_admin_port=19107
 if [ -n "$before_bin" ]; then
@@ -133,16 +134,33 @@ if [ -n "$before_bin" ]; then
     psql "$SLUICE_TEST_DATABASE_URL" -qc "CREATE DATABASE $before_db" >/dev/null
     start_sluice "$before_bin" "$before_port" "$before_admin_port" "${SLUICE_TEST_DATABASE_URL%/*}/$before_db" \
         "${SLUICE_BENCH_BEFORE_ARGS:-}"
-    before_pid=$started_pid; before_key=$started_key
+    before_pid=$started_pid; before_key=$started_key; before_tenant=$started_tenant
 fi
 redis_pid="$(redis-cli -p "$SLUICE_STACK_REDIS_PORT" info server | awk -F: '/^process_id/ {print $2}' | tr -d '\r')"
 nginx_workers() { pgrep -P "$nginx_master" | tr '\n' ' '; }
 evalsha_stats() { redis-cli -p "$SLUICE_STACK_REDIS_PORT" info commandstats | awk -F'[:=,]' '/^cmdstat_evalsha:/ {print $3, $5}'; }
 cpu_ticks() { local sum=0 pid; for pid in "$@"; do sum=$((sum + $(awk '{print $14 + $15}' "/proc/$pid/stat"))); done; echo "$sum"; }
 hz="$(getconf CLK_TCK)"
+# Entries of TENANT's usage streams not yet in the ledger (read or not), either stream name.
+metering_backlog() {
+    local total=0 stream fields
+    for stream in "sl:{t:$1}:usage:batched" "sl:{t:$1}:usage"; do
+        fields="$(redis-cli -p "$SLUICE_STACK_REDIS_PORT" xinfo groups "$stream" 2>/dev/null | tr '\n' ' ')"
+        total=$((total + $(echo "$fields" | awk '{for (i = 1; i < NF; i++) if ($i == "lag" || $i == "pending") s += $(i + 1)} END {print s + 0}')))
+    done
+    echo "$total"
+}
+# Waits (up to 60 s) until the tenant's usage is all in the ledger; prints the seconds it took. A
+# request's CPU includes its metering: a run ends when its usage is ledgered, not when wrk stops.
+wait_for_metering() {
+    local started=$SECONDS
+    while [ "$(metering_backlog "$1")" -gt 0 ] && [ $((SECONDS - started)) -lt 60 ]; do sleep 0.2; done
+    echo $((SECONDS - started))
+}
 
-# run LABEL PORT STREAM [KEY] [PID] -> appends "rps p50_ms p99_ms sluice_us redis_us nginx_us evalsha_calls evalsha_us"
-# to $work/LABEL
+# run LABEL PORT STREAM [KEY] [PID] -> appends "rps p50_ms p99_ms sluice_us redis_us nginx_us evalsha_calls evalsha_us
+# ledger_s" to $work/LABEL (ledger_s: seconds after the run until its usage was all in the ledger;
+# the CPU figures include that time)
 run() {
     local label="$1" target="$2" streamed="$3" bearer="${4:-$key}" measured="${5:-$sluice_pid}" body
     if [ "$streamed" = 1 ]; then
@@ -188,6 +206,11 @@ LUA
         wait "$tracer" || true
         echo "requests: $(echo "$out" | awk '/requests in/ {print $1}')" >> "$SLUICE_BENCH_STRACE-$streamed.txt"
     fi
+    local caught_up=0
+    case "$label" in
+        sluice|warmup-sluice) caught_up="$(wait_for_metering "$tenant")" ;;
+        before|warmup-before) caught_up="$(wait_for_metering "$before_tenant")" ;;
+    esac
     s1="$(cpu_ticks "$measured")"; r1="$(cpu_ticks "$redis_pid")"; n1="$(cpu_ticks $workers)"
     e1="$(evalsha_stats)"
     total="$(echo "$out" | awk '/requests in/ {print $1}')"
@@ -195,7 +218,8 @@ LUA
     echo "$(echo "$out" | awk '/Requests\/sec/ {print $2}') $(echo "$out" | awk '$1 == "50%" {print $2}') $(echo "$out" | awk '$1 == "99%" {print $2}')" \
          "$(echo "($s1 - $s0) * 1000000 / $hz / $total" | bc -l)" "$(echo "($r1 - $r0) * 1000000 / $hz / $total" | bc -l)" \
          "$(echo "($n1 - $n0) * 1000000 / $hz / $total" | bc -l)" \
-         "$(echo "(${e1% *} - ${e0% *}) / $total" | bc -l)" "$(echo "(${e1#* } - ${e0#* }) / (${e1% *} - ${e0% *} + 0.000001)" | bc -l)" >> "$work/$label"
+         "$(echo "(${e1% *} - ${e0% *}) / $total" | bc -l)" "$(echo "(${e1#* } - ${e0#* }) / (${e1% *} - ${e0% *} + 0.000001)" | bc -l)" \
+         "$caught_up" >> "$work/$label"
 }
 
 report() {  # streamed
@@ -226,6 +250,7 @@ for label in ("upstream", "nginx", "sluice", "before"):
                        p99=statistics.median(ms(r[2]) for r in runs), sluice=statistics.median(float(r[3]) for r in runs),
                        redis=statistics.median(float(r[4]) for r in runs), nginx=statistics.median(float(r[5]) for r in runs),
                        evalsha=statistics.median(float(r[6]) for r in runs), evalsha_us=statistics.median(float(r[7]) for r in runs),
+                       ledger=max(float(r[8]) for r in runs),
                        each=[float(r[0]) for r in runs])
 up, ng, sl = rows["upstream"], rows["nginx"], rows["sluice"]
 print(f"\n{'streaming' if streamed else 'complete answers'}: median of {len(sl['each'])} interleaved runs; rates in {unit}")
@@ -239,7 +264,8 @@ if "before" in rows:
 print(f"CPU per request: Sluice {sl['sluice'] / ng['nginx']:.1f}x nginx's, Redis {sl['redis'] / ng['nginx']:.1f}x nginx's")
 for label, row in (("Sluice", sl), ("Sluice before", rows.get("before"))):
     if row:
-        print(f"{label}: {row['evalsha']:.2f} EVALSHA per request (admit + settle batches), {row['evalsha_us']:.1f} usec_per_call")
+        print(f"{label}: {row['evalsha']:.2f} EVALSHA per request (admit + settle batches), {row['evalsha_us']:.1f} usec_per_call; "
+              f"its usage was all in the ledger at most {row['ledger']:.0f} s after a run (CPU figures include that time)")
 verdict = "OK" if up["rps"] >= 2 * ng["rps"] else "NOT OK: the baseline may be capped by its upstream"
 print(f"upstream alone is {up['rps'] / ng['rps']:.2f}x the nginx proxy (needs >= 2): {verdict}")
 print("runs (req/s): " + "; ".join(f"{k} " + ", ".join(f"{v:,.0f}" for v in rows[k]['each']) for k in rows))

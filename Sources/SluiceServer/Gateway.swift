@@ -145,9 +145,21 @@ public enum Gateway {
             logger: logger)
 
         let subscriber = resolver.makeSubscriber(redis: redis)
-        var metering = MeteringWorker(redis: redis, limiter: limiter, postgres: postgres, ledger: ledger,
+        // Metering is background work with connections of its own on a thread of its own, at a
+        // lower priority: parsing a pass's stream entries and encoding its ledger rows never
+        // stalls an event loop that serves requests (a pass over a busy second is milliseconds).
+        let background = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        background.next().execute { BackgroundThread.lowerPriority() }
+        var meteringRedisConfiguration = redisConfiguration
+        meteringRedisConfiguration.poolSize = 1
+        let meteringRedis = try RedisClient(configuration: meteringRedisConfiguration, eventLoopGroup: background, logger: logger)
+        let meteringPostgres = PostgresClient(configuration: try DatabaseURL.configuration(configuration.databaseURL),
+                                              eventLoopGroup: background, backgroundLogger: logger)
+        var metering = MeteringWorker(redis: meteringRedis, limiter: limiter, postgres: meteringPostgres,
+                                      ledger: UsageLedger(client: meteringPostgres, logger: logger),
                                       consumer: "\(ProcessInfo.processInfo.hostName)-\(ProcessInfo.processInfo.processIdentifier)",
                                       logger: logger)
+        metering.executorLoop = background.next()
         metering.lag = operationsMetrics.meteringLag
         metering.commands = operationsMetrics.meteringCommands
         metering.backlog = operationsMetrics.meteringBacklog
@@ -174,13 +186,18 @@ public enum Gateway {
         }
         var groupConfiguration = ServiceGroupConfiguration(
             services: optional + [
+                // The metering thread goes once its connections have closed.
+                .init(service: ShutdownHook { background.shutdownGracefully { _ in } }),
+                .init(service: meteringPostgres),
                 .init(service: postgres),
                 // Stops after the listeners, so it writes the usage of the last requests too.
                 .init(service: usageFallback),
                 // Closes Redis and the upstream pool after everything that uses them has stopped
                 // (the metering worker finishes its pass); a settle still queued then fails over
                 // to the usage fallback, which stops after it.
-                .init(service: ShutdownHook { upstream.shutdown(); billingHTTP.shutdown(); webhookHTTP.shutdown(); redis.shutdown() }),
+                .init(service: ShutdownHook {
+                    upstream.shutdown(); billingHTTP.shutdown(); webhookHTTP.shutdown(); redis.shutdown(); meteringRedis.shutdown()
+                }),
                 .init(service: subscriber),
                 .init(service: InvalidationFollower(resolver: resolver, subscriber: subscriber),
                       successTerminationBehavior: .ignore),

@@ -1,8 +1,10 @@
 import CoreMetrics
 import Foundation
 import Logging
+import NIOCore
 import PostgresNIO
 import ServiceLifecycle
+import SluiceConcurrency
 import SluiceLimiter
 import SluiceRedis
 import SluiceTenancy
@@ -39,11 +41,19 @@ struct MeteringWorker: Service {
     /// `sluice_metering_redis_commands_total` and `sluice_metering_backlog_tenants`.
     var commands: Counter?
     var backlog: Gauge?
+    /// Where the worker's own work runs (the gateway's background thread, see `Gateway`); the
+    /// global pool when nil.
+    var executorLoop: (any EventLoop)?
 
     /// On graceful shutdown the pass in progress finishes (what it read is ledgered and
     /// acknowledged, not left for another replica to claim after `claimIdle`); only the wait
     /// before the next pass is cut short. Cancellation still stops it anywhere.
     func run() async throws {
+        guard let executorLoop else { return try await passes() }
+        try await withTaskExecutorPreference(EventLoopTaskExecutor.on(executorLoop)) { try await passes() }
+    }
+
+    private func passes() async throws {
         var schedule = schedule
         var tenants: [String] = []
         var known: Set<String> = []
@@ -369,5 +379,16 @@ extension UsageEntry {
                   at: Date(timeIntervalSince1970: (Double(fields[UsageEventCoding.timeField] ?? "") ?? 0) / 1_000_000),
                   clientRequestID: fields[Field.clientRequestID], usageSource: source, usageClamped: clamped,
                   priceID: fields[Field.priceID].flatMap { Int64($0) }, cachedPromptTokens: cached)
+    }
+}
+
+/// A thread that yields to the event loops: nice 10 (a tenth of their share when both want a
+/// core), for work that can wait. Linux keeps a nice value per thread, and `who` 0 names the
+/// calling thread.
+enum BackgroundThread {
+    static func lowerPriority() {
+        #if os(Linux)
+        _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, 10)
+        #endif
     }
 }
