@@ -21,7 +21,7 @@ for entry in entries:
         continue
     numkeys = int(args[2])
     keys, argv = args[3:3 + numkeys], args[3 + numkeys:]
-    if len(keys) >= 3 and keys[2].endswith(":usage:batched"):
+    if len(keys) >= 3 and (keys[2].endswith(":usage:batched") or keys[2].endswith(":usage")):  # (older builds: ":usage")
         name, n = ("settle", int(argv[2])) if argv[0].isdigit() else ("sweep", 0)
     elif len(keys) >= 2 and keys[1].endswith(":spent"):
         name, n = "admit", int(argv[0])
