@@ -12,6 +12,12 @@ import Testing
 /// The metering worker against the stack's Redis and PostgreSQL.
 @Suite("Metering worker")
 struct MeteringWorkerTests {
+    static func worker(_ redis: RedisClient, _ client: PostgresClient, limiter: Limiter? = nil,
+                       consumer: String = "test") -> MeteringWorker {
+        MeteringWorker(redis: redis, limiter: limiter ?? Limiter(client: redis), postgres: client,
+                       ledger: UsageLedger(client: client, logger: Logger(label: "t")), consumer: consumer, logger: Logger(label: "t"))
+    }
+
     /// A usage event the ledger cannot take never stalls the stream: it goes to the dead-letter
     /// table with the reason, its neighbours reach the ledger, and all are acknowledged. The
     /// entries are in the legacy stream, one event each, as replicas before the batched entries
@@ -33,9 +39,7 @@ struct MeteringWorkerTests {
                            "prompt_tokens", "99999999999", "completion_tokens", "-5", "cost_micro_usd", "1"])
             _ = try await redis.send(RedisCommand("PEXPIRE", stream, 60_000))
             _ = try await redis.send(RedisCommand("XGROUP", "CREATE", stream, MeteringWorker.group, "0"))
-            let worker = MeteringWorker(redis: redis, limiter: Limiter(client: redis), postgres: client,
-                                        ledger: UsageLedger(client: client, logger: Logger(label: "t")),
-                                        consumer: "test", logger: Logger(label: "t"))
+            let worker = Self.worker(redis, client)
             try await worker.drain(tenant)
 
             var ledgered: [String] = []
@@ -77,9 +81,7 @@ struct MeteringWorkerTests {
                                                            "usage", event("enc-3", prompt: "5")]))
             _ = try await redis.send(RedisCommand("PEXPIRE", stream, 60_000))
             _ = try await redis.send(RedisCommand("XGROUP", "CREATE", stream, MeteringWorker.group, "0"))
-            let worker = MeteringWorker(redis: redis, limiter: Limiter(client: redis), postgres: client,
-                                        ledger: UsageLedger(client: client, logger: Logger(label: "t")),
-                                        consumer: "test", logger: Logger(label: "t"))
+            let worker = Self.worker(redis, client)
             try await worker.drain(tenant)
 
             var ledgered: [String] = []
@@ -123,9 +125,7 @@ struct MeteringWorkerTests {
             _ = try await redis.send(RedisCommand("XGROUP", "CREATE", stream, MeteringWorker.group, "0"))
             let limiter = Limiter(client: redis)
             limiter.activity.mark(tenantID)
-            var worker = MeteringWorker(redis: redis, limiter: limiter, postgres: client,
-                                        ledger: UsageLedger(client: client, logger: Logger(label: "t")),
-                                        consumer: "busy-test", logger: Logger(label: "t"))
+            var worker = Self.worker(redis, client, limiter: limiter, consumer: "busy-test")
             worker.batch = 2
             worker.interval = .seconds(600)  // one pass per interval would take an hour here
             let running = Task { [worker] in try await worker.run() }
@@ -159,9 +159,7 @@ struct MeteringWorkerTests {
             // Delivered to the worker's consumer, then the worker "failed" before acknowledging.
             _ = try await redis.send(RedisCommand("XREADGROUP", "GROUP", MeteringWorker.group, "test", "COUNT", 10,
                                                   "STREAMS", stream, ">"))
-            let worker = MeteringWorker(redis: redis, limiter: Limiter(client: redis), postgres: client,
-                                        ledger: UsageLedger(client: client, logger: Logger(label: "t")),
-                                        consumer: "test", logger: Logger(label: "t"))
+            let worker = Self.worker(redis, client)
             func rows() async throws -> Int {
                 for try await count in try await client.query(
                     "SELECT count(*)::int8 FROM usage_ledger WHERE tenant_id = \(UUID(uuidString: tenant)!)",
