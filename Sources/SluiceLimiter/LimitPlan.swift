@@ -13,62 +13,31 @@ struct LimitPlan: Sendable, Equatable {
     private(set) var concurrencyKeys: [String] = []
 
     init(for request: AdmitRequest, keys: LimiterKeys) {
-        add(request.tenantLimits, level: .tenant, spendField: { "t" },
-            rateKey: { keys.tenantRate($0) }, inFlightKey: { keys.tenantInFlight })
-        add(request.keyLimits, level: .key, spendField: { "k:\(request.keyID)" },
-            rateKey: { keys.keyRate(request.keyID, $0) }, inFlightKey: { keys.keyInFlight(request.keyID) })
-        add(request.modelLimits, level: .model, spendField: { "m:\(request.model)" },
-            rateKey: { keys.modelRate(request.model, $0) }, inFlightKey: { keys.modelRate(request.model, .requests) + ":inflight" })
+        add(request.tenantLimits, prefix: "tenant", spendField: "t",
+            rateKey: { keys.tenantRate($0) }, inFlightKey: keys.tenantInFlight)
+        add(request.keyLimits, prefix: "key", spendField: "k:\(request.keyID)",
+            rateKey: { keys.keyRate(request.keyID, $0) }, inFlightKey: keys.keyInFlight(request.keyID))
+        add(request.modelLimits, prefix: "model", spendField: "m:\(request.model)",
+            rateKey: { keys.modelRate(request.model, $0) }, inFlightKey: keys.modelRate(request.model, .requests) + ":inflight")
         denyCacheKeys = rates.filter { $0.kind == .requests }.map(\.key) + budgets.map(keys.spentBudget)
         tokenRates = rates.filter { $0.kind == .tokens }
         concurrencyKeys = concurrency.map(\.key)
     }
 
-    private enum Level: String {
-        case tenant, key, model
-
-        // Static names: no string is built per request.
-        var requestsName: String {
-            switch self {
-            case .tenant: "tenant_requests_per_minute"
-            case .key: "key_requests_per_minute"
-            case .model: "model_requests_per_minute"
-            }
-        }
-
-        var tokensName: String {
-            switch self {
-            case .tenant: "tenant_tokens_per_minute"
-            case .key: "key_tokens_per_minute"
-            case .model: "model_tokens_per_minute"
-            }
-        }
-
-        var concurrencyName: String {
-            switch self {
-            case .tenant: "tenant_max_concurrent_requests"
-            case .key: "key_max_concurrent_requests"
-            case .model: "model_max_concurrent_requests"
-            }
-        }
-    }
-
-    private mutating func add(_ limits: Limits, level: Level, spendField: () -> String,
-                              rateKey: (RateLimitSpec.Kind) -> String, inFlightKey: () -> String) {
+    private mutating func add(_ limits: Limits, prefix: String, spendField: String,
+                              rateKey: (RateLimitSpec.Kind) -> String, inFlightKey: String) {
         if let rate = limits.requestsPerMinute, rate > 0 {
             rates.append(RateLimitSpec(kind: .requests, perMinute: rate, burst: max(1, limits.burstRequests ?? rate),
-                                       name: level.requestsName, key: rateKey(.requests)))
+                                       name: "\(prefix)_requests_per_minute", key: rateKey(.requests)))
         }
         if let rate = limits.tokensPerMinute, rate > 0 {
             rates.append(RateLimitSpec(kind: .tokens, perMinute: rate, burst: max(1, limits.burstTokens ?? rate),
-                                       name: level.tokensName, key: rateKey(.tokens)))
+                                       name: "\(prefix)_tokens_per_minute", key: rateKey(.tokens)))
         }
         if let maximum = limits.maxConcurrentRequests, maximum >= 0 {
-            concurrency.append(ConcurrencyLimitSpec(max: maximum, name: level.concurrencyName, key: inFlightKey()))
+            concurrency.append(ConcurrencyLimitSpec(max: maximum, name: "\(prefix)_max_concurrent_requests", key: inFlightKey))
         }
-        if limits.monthlyBudgetUSD != nil || limits.dailyBudgetUSD != nil {
-            budgets += BudgetSpec.budgets(of: limits, level: level.rawValue, field: spendField())
-        }
+        budgets += BudgetSpec.budgets(of: limits, level: prefix, field: spendField)
     }
 
     /// The first token limit the reservation can never fit in, checked with no I/O.
@@ -83,7 +52,7 @@ struct LimitPlan: Sendable, Equatable {
 final class LimitPlanCache: Sendable {
     private struct Key: Hashable {
         let tenantID: String, keyID: String, model: String
-        let tenant: Limits, key: Limits, modelLimits: Limits
+        let tenantLimits: Limits, keyLimits: Limits, modelLimits: Limits
     }
 
     private let plans = Mutex<[Key: LimitPlan]>([:])
@@ -97,7 +66,7 @@ final class LimitPlanCache: Sendable {
 
     func plan(for request: AdmitRequest) -> LimitPlan {
         let key = Key(tenantID: request.tenantID, keyID: request.keyID, model: request.model,
-                      tenant: request.tenantLimits, key: request.keyLimits, modelLimits: request.modelLimits)
+                      tenantLimits: request.tenantLimits, keyLimits: request.keyLimits, modelLimits: request.modelLimits)
         if let plan = plans.withLock({ $0[key] }) { return plan }
         let plan = LimitPlan(for: request, keys: LimiterKeys(tenantID: request.tenantID))
         plans.withLock { plans in
