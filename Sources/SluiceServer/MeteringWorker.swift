@@ -80,8 +80,7 @@ struct MeteringWorker: Service {
             } catch {
                 logger.warning("metering could not share activity; reading this replica's tenants", metadata: ["error": "\(error)"])
             }
-            var oldest = 0.0
-            var behind = false  // a read came back full: more is waiting
+            var moved = Drained()
             var plain: [String] = []
             for step in schedule.next(active: active, all: tenants) {
                 do {
@@ -95,8 +94,7 @@ struct MeteringWorker: Service {
                         plain.append(step.tenant)
                     } else if let drained = try await drain(step.tenant, claim: step.claim, recover: step.recover) {
                         grouped.insert(step.tenant)
-                        oldest = max(oldest, drained.oldest)
-                        behind = behind || drained.full
+                        moved.add(drained)
                     }
                 } catch {
                     schedule.failed(step.tenant)
@@ -104,14 +102,13 @@ struct MeteringWorker: Service {
                 }
             }
             let many = await drainTogether(plain, grouped: &grouped)
-            oldest = max(oldest, many.oldest)
-            behind = behind || many.full
+            moved.add(many.drained)
             for tenant in many.failed { schedule.failed(tenant) }
-            lag?.record(oldest)
+            lag?.record(moved.oldest)
             backlog?.record(schedule.backlog)
             // A busy tenant writes more than one read takes (`batch` entries): the next pass
             // starts at once until it has caught up, or the ledger would fall ever further behind.
-            guard !behind else { continue }
+            guard !moved.full else { continue }
             try? await cancelWhenGracefulShutdown { try await Task.sleep(until: started + interval) }
         }
     }
@@ -166,7 +163,9 @@ struct MeteringWorker: Service {
         guard claim, let legacy = try await drain(tenant, stream: keys.legacyUsageStream, claim: true, recover: true) else {
             return drained
         }
-        return drained.map { Drained(oldest: max($0.oldest, legacy.oldest), full: $0.full || legacy.full) }
+        guard var both = drained else { return nil }
+        both.add(legacy)
+        return both
     }
 
     /// What one read moved: the age in seconds of its oldest entry (0 when none), and whether
@@ -174,6 +173,12 @@ struct MeteringWorker: Service {
     struct Drained {
         var oldest = 0.0
         var full = false
+
+        /// Both reads together: the older entry, and full if either was.
+        mutating func add(_ other: Drained) {
+            oldest = max(oldest, other.oldest)
+            full = full || other.full
+        }
     }
 
     private func drain(_ tenant: String, stream: String, claim: Bool, recover: Bool) async throws -> Drained? {
@@ -196,26 +201,23 @@ struct MeteringWorker: Service {
     /// done. A stream that lost its group (expired, or Redis lost its data) fails the read for
     /// all: they are read one by one this time and the group-less ones leave `grouped`.
     /// On a Redis Cluster one read can only name streams of one slot: a read per slot then.
-    func drainTogether(_ tenants: [String], grouped: inout Set<String>) async -> (oldest: Double, failed: [String], full: Bool) {
-        guard !tenants.isEmpty else { return (0, [], false) }
+    func drainTogether(_ tenants: [String], grouped: inout Set<String>) async -> (drained: Drained, failed: [String]) {
+        guard !tenants.isEmpty else { return (Drained(), []) }
         if redis.isCluster {
             let bySlot = Dictionary(grouping: tenants) { RedisHashSlot.of(LimiterKeys(tenantID: $0).usageStream) }
             if bySlot.count > 1 {
-                var oldest = 0.0
+                var moved = Drained()
                 var failed: [String] = []
-                var full = false
                 for slotTenants in bySlot.values {
-                    let drained = await drainTogether(slotTenants, grouped: &grouped)
-                    oldest = max(oldest, drained.oldest)
-                    failed += drained.failed
-                    full = full || drained.full
+                    let slot = await drainTogether(slotTenants, grouped: &grouped)
+                    moved.add(slot.drained)
+                    failed += slot.failed
                 }
-                return (oldest, failed, full)
+                return (moved, failed)
             }
         }
-        var oldest = 0.0
+        var moved = Drained()
         var failed: [String] = []
-        var full = false
         var streams: [String: String] = [:]
         for tenant in tenants { streams[LimiterKeys(tenantID: tenant).usageStream] = tenant }
         let reply: RESPValue
@@ -231,8 +233,7 @@ struct MeteringWorker: Service {
             for tenant in tenants {
                 do {
                     if let drained = try await drain(tenant, claim: false, recover: true) {
-                        oldest = max(oldest, drained.oldest)
-                        full = full || drained.full
+                        moved.add(drained)
                     } else {
                         grouped.remove(tenant)
                     }
@@ -240,20 +241,18 @@ struct MeteringWorker: Service {
                     failed.append(tenant)
                 }
             }
-            return (oldest, failed, full)
+            return (moved, failed)
         }
         for item in reply.array ?? [] {
             guard let parts = item.array, parts.count == 2, let stream = parts[0].string, let tenant = streams[stream] else { continue }
             do {
-                let drained = try await ledger(tenant, stream, parts[1].array ?? [])
-                oldest = max(oldest, drained.oldest)
-                full = full || drained.full
+                moved.add(try await ledger(tenant, stream, parts[1].array ?? []))
             } catch {
                 failed.append(tenant)
                 logger.warning("metering a tenant failed; will retry", metadata: ["tenant_id": "\(tenant)", "error": "\(error)"])
             }
         }
-        return (oldest, failed, full)
+        return (moved, failed)
     }
 
     /// Writes entries of one stream to the ledger (malformed ones to the dead-letter table),
@@ -337,18 +336,23 @@ extension UsageEntry {
             }
             index += 2
         }
-        guard !encoded.isEmpty else { return [Result { () throws(MalformedUsageEvent) in try UsageEntry(fields: fields) }] }
+        func row(_ fields: [String: String], payload: String?) -> Result<UsageEntry, MalformedUsageEvent> {
+            do throws(MalformedUsageEvent) {
+                return .success(try UsageEntry(fields: fields))
+            } catch {
+                var malformed = error
+                malformed.payload = payload
+                return .failure(malformed)
+            }
+        }
+        guard !encoded.isEmpty else { return [row(fields, payload: nil)] }
         let time = fields[UsageEventCoding.timeField]
         return encoded.map { text in
             guard var event = UsageEventCoding.decode(text) else {
                 return .failure(MalformedUsageEvent(reason: "not an encoded usage event", requestID: nil, payload: text))
             }
             if event[UsageEventCoding.timeField] == nil { event[UsageEventCoding.timeField] = time }
-            do throws(MalformedUsageEvent) {
-                return .success(try UsageEntry(fields: event))
-            } catch {
-                return .failure(MalformedUsageEvent(reason: error.reason, requestID: error.requestID, payload: text))
-            }
+            return row(event, payload: text)
         }
     }
 
